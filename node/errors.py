@@ -1,0 +1,62 @@
+"""Errors raised by the node (the imperative shell).
+
+Tree::
+
+    NodeError                  root of everything node/ raises on purpose
+    ├── ConfigError            the node home or its configuration is missing or invalid
+    ├── StoreError             the database cannot be opened or used
+    │   └── StoreRefusedError  corrupt, from a newer schema, or of another federation
+    ├── MediaError             media bytes that cannot be hashed (not an image, too big, a bomb)
+    ├── PeerError              a peer misbehaved or could not be reached
+    └── ApiError               a local API request failed (carries the HTTP status)
+
+Errors caused by bytes from a peer that fail protocol validation are
+``protocol.errors.RemoteProtocolError``; the node never wraps them silently.
+Every error has ``diagnostics()`` for the CLI boundary and ``status`` for the HTTP one.
+"""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Root of the node's errors."""
+
+    status: int = 500
+    title: str = "node error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+    def diagnostics(self) -> str:
+        return f"{self.title}: {self}"
+
+
+class ConfigError(NodeError):
+    status = 400
+    title = "configuration error"
+
+
+class StoreError(NodeError):
+    status = 500
+    title = "store error"
+
+
+class StoreRefusedError(StoreError):
+    title = "database refused"
+
+
+class MediaError(NodeError):
+    status = 422
+    title = "cannot hash media"
+
+
+class PeerError(NodeError):
+    status = 502
+    title = "peer error"
+
+
+class ApiError(NodeError):
+    status = 400
+    title = "request failed"
