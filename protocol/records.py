@@ -1,0 +1,282 @@
+"""Records: the signed, canonical JSON objects that everything in hashmesh is made of.
+
+``decode_record`` turns bytes from anywhere into a ``Record`` or raises a
+``RemoteProtocolError``; ``sign_record`` makes a new one. A ``Record`` cannot exist unless
+its bytes are canonical, its fields and body are valid for its kind, it names the federation
+it was checked against, and its signature verifies: the constructor checks all of that, and
+the decoder performs the same checks in the same order (SPEC section 4) without re-encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from protocol.bodies import BODY_TYPES, Body, parse_body
+from protocol.encoding import (
+    MAX_RECORD_BYTES,
+    MAX_SAFE_INTEGER,
+    JsonValue,
+    decode_canonical,
+    encode_canonical,
+)
+from protocol.errors import (
+    FederationMismatchError,
+    LocalProtocolError,
+    OversizeError,
+    RemoteProtocolError,
+    SchemaError,
+    UnknownKindError,
+    UnsupportedVersionError,
+)
+from protocol.keys import SigningKey, is_public_key, is_signature, verify_signature
+
+RECORD_DOMAIN: Final = b"hashmesh/record/v1\n"
+RECORD_VERSION: Final = 1
+RECORD_KEYS: Final = frozenset({"v", "fed", "author", "seq", "prev", "ts", "kind", "body", "sig"})
+_RECORD_KEY_ORDER: Final = sorted(RECORD_KEYS)
+_ENVELOPE_HEX: Final = re.compile(r"[0-9a-f]+")
+# Federation ids and author keys repeat across records: remember the ones seen valid.
+_KNOWN_HEX: set[str] = set()
+_SIG_MEMBER_BYTES: Final = len(b',"sig":"') + 128 + 1
+
+
+def is_record_id(text: object) -> bool:
+    """Record ids, federation ids and public keys share one shape: 64 lowercase hex."""
+    return is_public_key(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One valid, signed record. Constructing it verifies it."""
+
+    fed: str
+    author: str
+    seq: int
+    prev: str | None
+    ts: int
+    body: Body
+    sig: str
+    id: str = field(init=False)
+    canonical: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_envelope(self.fed, self.author, self.seq, self.prev, self.ts, self.sig)
+        canonical = encode_canonical(self.to_json())
+        if len(canonical) > MAX_RECORD_BYTES:
+            raise OversizeError("record exceeds the size limit", actual=len(canonical))
+        signing_input = RECORD_DOMAIN + encode_canonical(self.unsigned_json())
+        record_id = hashlib.sha256(signing_input).hexdigest()
+        verify_signature(self.author, signing_input, self.sig, record_id=record_id, seq=self.seq)
+        object.__setattr__(self, "id", record_id)
+        object.__setattr__(self, "canonical", canonical)
+
+    @property
+    def kind(self) -> str:
+        return self.body.KIND
+
+    def unsigned_json(self) -> dict[str, JsonValue]:
+        return {
+            "v": RECORD_VERSION,
+            "fed": self.fed,
+            "author": self.author,
+            "seq": self.seq,
+            "prev": self.prev,
+            "ts": self.ts,
+            "kind": self.kind,
+            "body": self.body.to_json(),
+        }
+
+    def to_json(self) -> dict[str, JsonValue]:
+        return self.unsigned_json() | {"sig": self.sig}
+
+    @property
+    def text(self) -> str:
+        return self.canonical.decode("utf-8")
+
+
+def _check_envelope(  # noqa: PLR0917 - the hot path takes the six fields positionally
+    fed: object, author: object, seq: object, prev: object, ts: object, sig: object
+) -> None:
+    if type(seq) is not int or not 1 <= seq <= MAX_SAFE_INTEGER:
+        raise SchemaError("seq must be a positive integer", field="seq", actual=seq)
+    if type(ts) is not int or not 0 <= ts <= MAX_SAFE_INTEGER:
+        raise SchemaError("ts must be a non-negative integer", field="ts", actual=ts)
+    if seq == 1 and prev is not None:
+        raise SchemaError("prev must be null at seq 1", field="prev", seq=seq, actual=prev)
+    if (
+        type(fed) is str
+        and type(author) is str
+        and type(sig) is str
+        and (prev is None or type(prev) is str)
+        and (fed in _KNOWN_HEX or _ENVELOPE_HEX.fullmatch(fed) is not None)
+        and (author in _KNOWN_HEX or _ENVELOPE_HEX.fullmatch(author) is not None)
+        and _ENVELOPE_HEX.fullmatch(sig if prev is None else sig + prev) is not None
+        and len(fed) == len(author) == 64
+        and len(sig) == 128
+        and (prev is None or len(prev) == 64)
+    ):
+        if len(_KNOWN_HEX) < 100_000:
+            _KNOWN_HEX.add(author)
+            _KNOWN_HEX.add(fed)
+        return
+    _explain_envelope(fed, author, seq, prev, sig)
+
+
+def _explain_envelope(fed: object, author: object, seq: object, prev: object, sig: object) -> None:
+    if not is_record_id(fed):
+        raise SchemaError("fed must be 64 lowercase hex", field="fed", actual=fed)
+    if not is_public_key(author):
+        raise SchemaError("author must be 64 lowercase hex", field="author", actual=author)
+    if seq != 1 and not is_record_id(prev):
+        raise SchemaError("prev must be a record id after seq 1", field="prev", actual=prev)
+    if not is_signature(sig):
+        raise SchemaError("sig must be 128 lowercase hex", field="sig", actual=sig)
+    raise LocalProtocolError("envelope fast path and explanation disagree")
+
+
+def sign_record(
+    key: SigningKey,
+    *,
+    fed: str,
+    seq: int,
+    prev: str | None,
+    ts: int,
+    body: Body,
+) -> Record:
+    """A new record by key: the caller supplies its log position and the time."""
+    unsigned = {
+        "v": RECORD_VERSION,
+        "fed": fed,
+        "author": key.public,
+        "seq": seq,
+        "prev": prev,
+        "ts": ts,
+        "kind": body.KIND,
+        "body": body.to_json(),
+    }
+    try:
+        _check_envelope(fed, key.public, seq, prev, ts, "0" * 128)
+    except SchemaError as e:
+        raise LocalProtocolError(f"cannot sign: {e}") from e
+    sig = key.sign(RECORD_DOMAIN + encode_canonical(unsigned))
+    return Record(fed=fed, author=key.public, seq=seq, prev=prev, ts=ts, body=body, sig=sig)
+
+
+def unsigned_bytes(canonical: bytes) -> bytes:
+    """JCS(record without "sig"), cut from the record's canonical bytes.
+
+    In canonical form the top-level ``"sig"`` member sits between ``"seq"`` and ``"ts"``, and
+    only integers follow it, so its last occurrence is the member itself; removing it yields
+    exactly the canonical encoding of the unsigned record (SPEC section 3.2).
+    """
+    i = canonical.rindex(b',"sig":"')
+    return canonical[:i] + canonical[i + _SIG_MEMBER_BYTES :]
+
+
+def decode_record(data: bytes, fed: str) -> Record:
+    """Verify record bytes from anywhere and return the record; raises RemoteProtocolError."""
+    obj = _fast_record_object(data)
+    if obj is None:  # not the common valid case: the precise decoder names what is wrong
+        return _decode_checked(decode_canonical(data), data, fed)
+    try:
+        return _decode_checked(obj, data, fed)
+    except RemoteProtocolError as e:
+        raise _precise(data, e) from None
+
+
+def _decode_checked(obj: Any, data: bytes, fed: str) -> Record:
+    if type(obj) is not dict:
+        raise SchemaError("a record is a JSON object")
+    if obj.keys() != RECORD_KEYS:
+        raise SchemaError(
+            "record keys must be " + ",".join(sorted(RECORD_KEYS)), actual=",".join(obj)
+        )
+    if type(obj["v"]) is not int or obj["v"] != RECORD_VERSION:
+        raise UnsupportedVersionError("unsupported record version", expected=1, actual=obj["v"])
+    author, seq, sig = obj["author"], obj["seq"], obj["sig"]
+    # fed is compared with the (valid) expected id first: when equal it needs no hex check.
+    _check_envelope(
+        fed if obj["fed"] == fed else obj["fed"], author, seq, obj["prev"], obj["ts"], sig
+    )
+    if obj["fed"] != fed:
+        raise FederationMismatchError(
+            "record belongs to another federation", author=author, seq=seq, expected=fed,
+            actual=obj["fed"],
+        )  # fmt: skip
+    body = _parse_kind_body(obj)
+    signing_input = RECORD_DOMAIN + unsigned_bytes(data)
+    record_id = hashlib.sha256(signing_input).hexdigest()
+    verify_signature(author, signing_input, sig, record_id=record_id, seq=seq)
+    return _trusted_record(obj, body, record_id, data)
+
+
+def _fast_record_object(data: bytes) -> Any:
+    """The record's JSON object if orjson re-encodes it to exactly these bytes, else None.
+
+    orjson escapes strings exactly as JCS does and keeps member order, so equal bytes mean the
+    input has no whitespace, no escapes JCS would not write and no duplicate keys; the member
+    order is checked here. Floats and out-of-range integers are not checked: every field's
+    type is checked by the schema, and any error found after this fast path is re-examined by
+    ``decode_canonical`` first (``_precise``), so a float still raises FloatNotAllowedError.
+    """
+    if len(data) > MAX_RECORD_BYTES:
+        return None
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict or list(obj) != _RECORD_KEY_ORDER:
+        return None
+    body = obj["body"]
+    if type(body) is dict:
+        keys = list(body)
+        if keys != sorted(keys) or not "".join(keys).isascii():
+            return None
+    return obj if orjson.dumps(obj) == data else None
+
+
+def _precise(data: bytes, error: RemoteProtocolError) -> RemoteProtocolError:
+    """The error to report for data: an encoding error takes precedence over a later one."""
+    decode_canonical(data)
+    return error
+
+
+def _parse_kind_body(obj: dict[str, Any]) -> Body:
+    kind = obj["kind"]
+    if kind not in BODY_TYPES:
+        raise UnknownKindError(
+            f"unknown record kind {kind!r}", field="kind", expected="|".join(BODY_TYPES),
+            actual=kind, author=obj["author"], seq=obj["seq"],
+        )  # fmt: skip
+    try:
+        return parse_body(kind, obj["body"])
+    except SchemaError as e:
+        e.context = type(e.context)(
+            **{**_context_dict(e), "author": obj["author"], "seq": obj["seq"]}
+        )
+        raise
+
+
+def _context_dict(e: SchemaError) -> dict[str, Any]:
+    return {k: getattr(e.context, k) for k in type(e.context).__slots__}
+
+
+def _trusted_record(obj: dict[str, Any], body: Body, record_id: str, data: bytes) -> Record:
+    # The decoder has performed every check of Record.__post_init__ on these exact bytes.
+    record = object.__new__(Record)
+    for name in ("fed", "author", "seq", "prev", "ts", "sig"):
+        object.__setattr__(record, name, obj[name])
+    object.__setattr__(record, "body", body)
+    object.__setattr__(record, "id", record_id)
+    object.__setattr__(record, "canonical", data)
+    return record
+
+
+def record_id_of(canonical: bytes) -> str:
+    """The id of a record's canonical bytes, without verifying them (for stored bytes)."""
+    return hashlib.sha256(RECORD_DOMAIN + unsigned_bytes(canonical)).hexdigest()

@@ -1,0 +1,135 @@
+"""The signal type registry: for each type, how a value is validated, written and compared.
+
+A record carries a signal's value in canonical form; ``canonical_value`` turns user input
+(upper-case hex, a URL as pasted) into that form and ``check_value`` rejects anything that is
+not already canonical. Adding a type is one entry in ``SIGNAL_TYPES``.
+
+Perceptual types compare by Hamming distance over their bits; exact types only match equal
+values. The names are python-threatexchange's signal type names, so exports interoperate.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from protocol.errors import InvalidHashError, UnknownSignalTypeError
+from protocol.urls import MAX_URL_CHARS, normalise_url
+
+
+@dataclass(frozen=True, slots=True)
+class SignalType:
+    """One kind of hash: its name, shape, canonical form and distance."""
+
+    name: str
+    hex_chars: int | None  # None for non-hex types (url)
+    default_radius: int  # 0 for exact types
+    describe: str
+    normalise: Callable[[str], str]
+    is_canonical: Callable[[str], bool]
+
+    @property
+    def bits(self) -> int | None:
+        return None if self.hex_chars is None else self.hex_chars * 4
+
+    @property
+    def is_hamming(self) -> bool:
+        return self.default_radius > 0
+
+
+def _hex_normaliser(chars: int, name: str) -> Callable[[str], str]:
+    pattern = re.compile(f"[0-9a-f]{{{chars}}}")
+
+    def normalise(value: str) -> str:
+        text = value.strip().lower()
+        if pattern.fullmatch(text) is None:
+            raise InvalidHashError(
+                f"a {name} hash is {chars} hex characters",
+                field="value",
+                expected=f"{chars} hex chars",
+                actual=value,
+            )
+        return text
+
+    return normalise
+
+
+def _hex_type(name: str, chars: int, radius: int, describe: str) -> SignalType:
+    pattern = re.compile(f"[0-9a-f]{{{chars}}}")
+    return SignalType(
+        name,
+        chars,
+        radius,
+        describe,
+        _hex_normaliser(chars, name),
+        lambda value: pattern.fullmatch(value) is not None,
+    )
+
+
+def _is_normal_url(value: str) -> bool:
+    try:
+        return normalise_url(value) == value
+    except InvalidHashError:
+        return False
+
+
+SIGNAL_TYPES: dict[str, SignalType] = {
+    t.name: t
+    for t in (
+        _hex_type("pdq", 64, 31, "PDQ perceptual image hash, 256 bits, Hamming distance"),
+        _hex_type("phash", 16, 10, "imagehash pHash, 64 bits, Hamming distance"),
+        _hex_type("dhash", 16, 10, "imagehash dHash, 64 bits, Hamming distance"),
+        _hex_type("md5", 32, 0, "MD5 of the file bytes, exact"),
+        _hex_type("sha1", 40, 0, "SHA-1 of the file bytes, exact"),
+        _hex_type("sha256", 64, 0, "SHA-256 of the file bytes, exact"),
+        SignalType("url", None, 0, "normalised URL, exact", normalise_url, _is_normal_url),
+    )
+}
+
+
+def signal_type(name: str) -> SignalType:
+    found = SIGNAL_TYPES.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise UnknownSignalTypeError(
+            f"unknown signal type {name!r}",
+            field="type",
+            expected="|".join(SIGNAL_TYPES),
+            actual=name,
+        )
+    return found
+
+
+def canonical_value(type_name: str, value: str) -> str:
+    """The canonical form of a user-supplied value; raises if it cannot be one."""
+    return signal_type(type_name).normalise(value)
+
+
+def check_value(type_name: str, value: str) -> None:
+    """Raise unless value is already the canonical form of a type_name value."""
+    kind = signal_type(type_name)
+    if kind.is_canonical(value):
+        return
+    canonical = kind.normalise(value)  # raises if value cannot be a type_name value at all
+    if canonical != value:
+        raise InvalidHashError(
+            f"{type_name} value is not in canonical form",
+            field="value",
+            expected=canonical,
+            actual=value,
+        )
+
+
+def hamming_distance(a: str, b: str) -> int:
+    """Bits that differ between two equal-length hex strings."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def distance(type_name: str, a: str, b: str) -> int | None:
+    """Hamming distance for perceptual types; 0 or None (no match) for exact types."""
+    if signal_type(type_name).is_hamming:
+        return hamming_distance(a, b)
+    return 0 if a == b else None
+
+
+__all__ = ["MAX_URL_CHARS", "SIGNAL_TYPES", "SignalType", "canonical_value", "check_value"]
