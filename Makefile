@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(VENV)/bin/hashmesh demo
 
 vectors: $(STAMP)
-	$(PY) -m protocol.vectors.generate
+	$(PY) scripts/generate_vectors.py
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'

@@ -12,14 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from protocol.encoding import MAX_SAFE_INTEGER, JsonValue
-from protocol.errors import SchemaError
+from protocol.encoding import MAX_SAFE_INTEGER, JsonValue, encode_canonical
+from protocol.errors import InvalidHashError, SchemaError
 from protocol.federation import check_name, check_role
-from protocol.keys import is_public_key
+from protocol.keys import SigningKey, is_public_key, is_signature, verify_signature
 from protocol.labels import check_labels
 from protocol.signal_types import check_value, signal_type
 from protocol.urls import normalise_url
 
+ROTATE_DOMAIN = b"hashmesh/rotate/v1\n"
 MAX_NOTE_CHARS = 1000
 MAX_ENDPOINTS = 8
 VERDICTS = ("confirm", "dispute", "seen")
@@ -141,7 +142,11 @@ class AnnounceBody:
             raise SchemaError(f"urls must be a list of at most {MAX_ENDPOINTS}", field="urls")
         object.__setattr__(self, "urls", tuple(self.urls))
         for url in self.urls:
-            if not isinstance(url, str) or normalise_url(url) != url:
+            try:
+                normal = isinstance(url, str) and normalise_url(url) == url
+            except InvalidHashError:  # not an http(s) URL at all: still a SchemaError here
+                normal = False
+            if not normal:
                 raise SchemaError("urls must be normalised http(s) URLs", field="urls", actual=url)
         if len(set(self.urls)) != len(self.urls):
             raise SchemaError("urls must be distinct", field="urls")
@@ -188,16 +193,43 @@ class VoteBody:
 
 @dataclass(frozen=True, slots=True)
 class RotateBody:
-    """The author's log ends here; the member continues under new_key from seq 1."""
+    """The author's log ends here; the member continues under new_key from seq 1.
+
+    ``proof`` is new_key's signature over ``rotation_proof_input(fed, old, new_key)``: the
+    rotating member must hold the new key, so it cannot take over another party's key (an
+    applicant's, say) and have that key's records counted as its own. The record's decoder
+    checks the proof, because only the record knows fed and the old key (its author).
+    """
 
     KIND: ClassVar[str] = "rotate"
     new_key: str
+    proof: str
 
     def __post_init__(self) -> None:
         _check_hex64(self.new_key, "new_key")
+        if not is_signature(self.proof):
+            raise SchemaError("proof must be 128 lowercase hex", field="proof", actual=self.proof)
 
     def to_json(self) -> dict[str, JsonValue]:
-        return {"new_key": self.new_key}
+        return {"new_key": self.new_key, "proof": self.proof}
+
+
+def rotation_proof_input(fed: str, old: str, new: str) -> bytes:
+    """What the new key signs to accept a rotation from old, in federation fed."""
+    return ROTATE_DOMAIN + encode_canonical({"fed": fed, "new": new, "old": old})
+
+
+def rotation(new_key: SigningKey, *, fed: str, old: str) -> RotateBody:
+    """A rotate body from old to new_key, with new_key's proof of possession."""
+    proof = new_key.sign(rotation_proof_input(fed, old, new_key.public))
+    return RotateBody(new_key=new_key.public, proof=proof)
+
+
+def check_rotation_proof(body: RotateBody, *, fed: str, old: str, seq: int) -> None:
+    """Raise SignatureError unless body's proof is new_key's signature for this rotation."""
+    verify_signature(
+        body.new_key, rotation_proof_input(fed, old, body.new_key), body.proof, seq=seq
+    )
 
 
 Body = SignalBody | RetractBody | OpinionBody | AnnounceBody | VoteBody | RotateBody
@@ -206,6 +238,9 @@ Body = SignalBody | RetractBody | OpinionBody | AnnounceBody | VoteBody | Rotate
 def _keys(obj: dict[str, Any], required: frozenset[str], allowed: frozenset[str]) -> None:
     keys = obj.keys()
     if keys <= allowed and keys >= required:
+        for name in keys - required:
+            if obj[name] is None:  # an absent optional field is omitted, never null
+                raise SchemaError("optional fields are omitted, never null", field=name)
         return
     raise SchemaError(
         "body keys do not match its kind",
@@ -274,8 +309,8 @@ def _parse_vote(obj: dict[str, Any]) -> Body:
 
 
 def _parse_rotate(obj: dict[str, Any]) -> Body:
-    _keys(obj, _keyset("new_key"), _keyset("new_key"))
-    return RotateBody(new_key=obj["new_key"])
+    _keys(obj, _keyset("new_key", "proof"), _keyset("new_key", "proof"))
+    return RotateBody(new_key=obj["new_key"], proof=obj["proof"])
 
 
 BODY_TYPES: dict[str, Callable[[dict[str, Any]], Body]] = {

@@ -129,9 +129,12 @@ def verify_fork_evidence(evidence: JsonValue, fed: str) -> ForkEvidence:
     texts = evidence["records"]
     if not isinstance(texts, list) or len(texts) != 2 or not all(isinstance(t, str) for t in texts):
         raise ForkEvidenceError("fork evidence holds exactly two record texts", field="records")
-    a, b = (decode_record(str(t).encode("utf-8"), fed) for t in texts)
+    # surrogatepass: a lone surrogate (json.loads accepts "\ud800") becomes invalid UTF-8 bytes
+    a, b = (decode_record(str(t).encode("utf-8", "surrogatepass"), fed) for t in texts)
     proof = fork_evidence(a, b)
-    if (proof.author, proof.seq) != (evidence["author"], evidence["seq"]):
+    claimed = (evidence["author"], evidence["seq"])
+    # type(...) is int: JSON true would otherwise stand for seq 1 (True == 1)
+    if type(evidence["seq"]) is not int or (proof.author, proof.seq) != claimed:
         raise ForkEvidenceError(
             "fork evidence names another author or seq",
             expected=f"{proof.author}/{proof.seq}",

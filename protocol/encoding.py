@@ -80,8 +80,9 @@ def _reject_constant(text: str) -> NoReturn:
 
 
 def _checked_int(text: str) -> int:
-    n = int(text)
-    if abs(n) > MAX_SAFE_INTEGER:
+    # 2**53 - 1 has 16 digits: a longer numeral is out of range (and int() of one with more
+    # than sys.get_int_max_str_digits() digits would raise ValueError, not a protocol error).
+    if len(text.lstrip("-")) > 16 or abs(n := int(text)) > MAX_SAFE_INTEGER:
         raise IntegerRangeError("integer outside +-(2**53 - 1)", actual=text)
     return n
 

@@ -182,7 +182,7 @@ def _check_body(body: Mapping[str, JsonValue]) -> tuple[Founder, ...]:
         raise GenesisError(
             "genesis body keys must be v, name, threshold, members, taxonomy", actual=sorted(body)
         )
-    if body["v"] != 1:
+    if type(body["v"]) is not int or body["v"] != 1:  # true == 1 in Python
         raise GenesisError("unsupported genesis version", field="v", expected=1, actual=body["v"])
     try:
         check_name(body["name"])

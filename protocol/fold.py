@@ -154,7 +154,14 @@ def _member_json(member: Member) -> dict[str, JsonValue]:
 
 def fold_state(records: Iterable[Record], federation: Federation, now_ms: int) -> State:
     """The deterministic state of a set of valid records of this federation at time now_ms."""
-    unique = {r.id: r for r in records if r.fed == federation.id}
+    unique: dict[str, Record] = {}
+    for r in records:
+        if r.fed == federation.id:
+            # One copy per id. Copies can differ in their signature (a signer may choose any
+            # nonce): keep the smallest, so fork evidence does not depend on arrival order.
+            kept = unique.setdefault(r.id, r)
+            if r.sig < kept.sig:
+                unique[r.id] = r
     by_author: dict[str, dict[int, list[Record]]] = {}
     for record in unique.values():
         by_author.setdefault(record.author, {}).setdefault(record.seq, []).append(record)

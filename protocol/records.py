@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import orjson
 
-from protocol.bodies import BODY_TYPES, Body, parse_body
+from protocol.bodies import BODY_TYPES, Body, RotateBody, check_rotation_proof, parse_body
 from protocol.encoding import (
     MAX_RECORD_BYTES,
     MAX_SAFE_INTEGER,
@@ -72,6 +72,7 @@ class Record:
         signing_input = RECORD_DOMAIN + encode_canonical(self.unsigned_json())
         record_id = hashlib.sha256(signing_input).hexdigest()
         verify_signature(self.author, signing_input, self.sig, record_id=record_id, seq=self.seq)
+        _check_proofs(self.body, self.fed, self.author, self.seq)
         object.__setattr__(self, "id", record_id)
         object.__setattr__(self, "canonical", canonical)
 
@@ -99,7 +100,7 @@ class Record:
         return self.canonical.decode("utf-8")
 
 
-def _check_envelope(  # noqa: PLR0917 - the hot path takes the six fields positionally
+def _check_envelope(  # the hot path takes the six fields positionally
     fed: object, author: object, seq: object, prev: object, ts: object, sig: object
 ) -> None:
     if type(seq) is not int or not 1 <= seq <= MAX_SAFE_INTEGER:
@@ -113,6 +114,7 @@ def _check_envelope(  # noqa: PLR0917 - the hot path takes the six fields positi
         and type(author) is str
         and type(sig) is str
         and (prev is None or type(prev) is str)
+        and (prev is not None or seq == 1)  # after seq 1, prev names the previous record
         and (fed in _KNOWN_HEX or _ENVELOPE_HEX.fullmatch(fed) is not None)
         and (author in _KNOWN_HEX or _ENVELOPE_HEX.fullmatch(author) is not None)
         and _ENVELOPE_HEX.fullmatch(sig if prev is None else sig + prev) is not None
@@ -212,7 +214,14 @@ def _decode_checked(obj: Any, data: bytes, fed: str) -> Record:
     signing_input = RECORD_DOMAIN + unsigned_bytes(data)
     record_id = hashlib.sha256(signing_input).hexdigest()
     verify_signature(author, signing_input, sig, record_id=record_id, seq=seq)
+    _check_proofs(body, fed, author, seq)
     return _trusted_record(obj, body, record_id, data)
+
+
+def _check_proofs(body: Body, fed: str, author: str, seq: int) -> None:
+    """Signatures inside a body that only the record's context can check (SPEC 5.2)."""
+    if isinstance(body, RotateBody):
+        check_rotation_proof(body, fed=fed, old=author, seq=seq)
 
 
 def _fast_record_object(data: bytes) -> Any:
@@ -248,7 +257,7 @@ def _precise(data: bytes, error: RemoteProtocolError) -> RemoteProtocolError:
 
 def _parse_kind_body(obj: dict[str, Any]) -> Body:
     kind = obj["kind"]
-    if kind not in BODY_TYPES:
+    if type(kind) is not str or kind not in BODY_TYPES:  # a list or object is unhashable
         raise UnknownKindError(
             f"unknown record kind {kind!r}", field="kind", expected="|".join(BODY_TYPES),
             actual=kind, author=obj["author"], seq=obj["seq"],

@@ -26,6 +26,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ALLOWED = _UNRESERVED | frozenset(":/?#[]@!$&'()*+,;=%")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_COMPONENT_TOKEN = re.compile(
+    r"%([0-9A-Fa-f]{2})|[^" + re.escape("".join(sorted(_ALLOWED - {"%"}))) + "]", re.DOTALL
+)
 
 
 def _bad(reason: str, url: str) -> InvalidHashError:
@@ -37,17 +40,17 @@ def _normalise_escape(match: re.Match[str]) -> str:
     return char if char in _UNRESERVED else "%" + match.group(1).upper()
 
 
+def _normalise_token(match: re.Match[str]) -> str:
+    if match.group(1) is not None:  # %XY
+        return _normalise_escape(match)
+    char = match.group()  # a "%" that starts no escape, or a character outside _ALLOWED
+    return "".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass"))
+
+
 def _normalise_component(text: str) -> str:
-    text = _ESCAPE.sub(_normalise_escape, text)
-    out = []
-    for i, ch in enumerate(text):
-        if ch == "%" and _ESCAPE.match(text, i) is None:
-            out.append("%25")
-        elif ch in _ALLOWED:
-            out.append(ch)
-        else:
-            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")))
-    return "".join(out)
+    # One left-to-right pass: a character decoded from an escape is never read again as part
+    # of another escape ("%a%41" is "%25aA", not "%aA"), so normalising is idempotent.
+    return _COMPONENT_TOKEN.sub(_normalise_token, text)
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -71,6 +74,9 @@ def _normalise_host(host: str, url: str) -> str:
             host = host.encode("idna").decode("ascii")
         except UnicodeError as e:
             raise _bad("host is not a valid internationalised domain name", url) from e
+        host = host.rstrip(".")  # IDNA maps U+3002 and friends to ".": "ex\u3002" is "ex."
+        if not host:
+            raise _bad("no host", url)
     if any(c.isspace() or c in "/\\@" for c in host):
         raise _bad("invalid character in host", url)
     return host
