@@ -8,7 +8,8 @@ Tree::
     │   └── StoreRefusedError  corrupt, from a newer schema, or of another federation
     ├── MediaError             media bytes that cannot be hashed (not an image, too big, a bomb)
     ├── PeerError              a peer misbehaved or could not be reached
-    └── ApiError               a local API request failed (carries the HTTP status)
+    ├── ApiError               a local API request failed (carries the HTTP status)
+    └── InputError             a file or argument the operator gave is not valid input
 
 Errors caused by bytes from a peer that fail protocol validation are
 ``protocol.errors.RemoteProtocolError``; the node never wraps them silently.
@@ -60,3 +61,8 @@ class PeerError(NodeError):
 class ApiError(NodeError):
     status = 400
     title = "request failed"
+
+
+class InputError(NodeError):
+    status = 400
+    title = "bad input"

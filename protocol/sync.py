@@ -19,6 +19,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import orjson
+
 from protocol.chain import Head
 from protocol.encoding import MAX_RECORD_BYTES, JsonValue, encode_canonical
 from protocol.errors import SyncError
@@ -174,6 +176,30 @@ def split_ndjson(body: bytes, max_records: int) -> list[bytes]:
 
 def join_ndjson(records: Iterable[bytes]) -> bytes:
     return b"".join(r + b"\n" for r in records)
+
+
+# Rejections that mean "our views differ" (membership, chain position), not a bad sender.
+VIEW_DEPENDENT_ERRORS = frozenset({"MembershipError", "SeqGapError", "PrevMismatchError"})
+
+
+def is_misbehaviour(error: Mapping[str, object] | None) -> bool:
+    """Does a merge rejection (RemoteProtocolError.to_json()) show the sender sent bad data?"""
+    return error is not None and error.get("error") not in VIEW_DEPENDENT_ERRORS
+
+
+def claimed_last_seq(lines: list[bytes]) -> int | None:
+    """The seq the last line of a log page claims (unverified: only to ask for the next page).
+
+    The records are verified when merged; a false claim can only make the next request ask
+    for the wrong range, which the following anti-entropy round repairs.
+    """
+    if not lines:
+        return None
+    try:
+        seq = orjson.loads(lines[-1]).get("seq")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return seq if type(seq) is int and seq > 0 else None
 
 
 def check_log_page(lines: list[bytes], request: LogRequest) -> None:

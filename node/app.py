@@ -1,0 +1,277 @@
+"""The node's aiohttp application: ``make_app(config)``.
+
+One process, one member, one store. The app holds a ``Node`` (typed ``AppKey``) with the
+member key, the verified federation, the store, the cached membership, the gossip engine and
+the match index. Background work (gossip rounds, eager push, expiry sweeps) is started and
+stopped through ``cleanup_ctx``; nothing is fire-and-forget.
+
+Errors become RFC 9457 problem bodies in one middleware: ``NodeError`` and
+``RemoteProtocolError`` carry their status; anything else is a 500 and is logged.
+
+Transport (``node.tls``): the member's announce carries the SPKI fingerprint of the node's
+TLS certificate and is republished when it changes. ``GET /metrics`` (``node.metrics``)
+exposes the node's own Prometheus registry. Logs name peers, authors and records in the
+structured fields ``peer``, ``author``, ``seq``, ``record`` and never carry keys or tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from node.config import NodeConfig
+from node.errors import ApiError, NodeError
+from node.home import NodeHome
+from node.httpsig import RequestVerifier
+from node.matchindex import MatchIndex
+from node.metrics import Metrics, handle_metrics, metrics_middleware
+from node.store import AsyncStore, MergeResult
+from node.tls import NodeTls, load_node_tls
+from protocol.bodies import AnnounceBody, Body
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.federation import Federation
+from protocol.keys import SigningKey
+from protocol.membership import Membership
+from protocol.records import Record
+
+log = logging.getLogger("hashmesh.node")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# rejections that mean "our views of the federation differ", not "the sender misbehaved"
+VIEW_REJECTIONS = frozenset({"MembershipError", "SeqGapError", "PrevMismatchError"})
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Node:
+    """Everything a request handler or background task of this node needs."""
+
+    config: NodeConfig
+    home: NodeHome
+    key: SigningKey
+    federation: Federation
+    token: str
+    store: AsyncStore
+    tls: NodeTls
+    metrics: Metrics = field(default_factory=Metrics)
+    verifier: RequestVerifier = field(default_factory=RequestVerifier)
+    index: MatchIndex = field(default_factory=MatchIndex)
+    membership: Membership | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    started_ms: int = field(default_factory=now_ms)
+    on_new_records: list[Callable[[list[Record], str | None], None]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    ready: bool = False
+    index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def is_peer_key(self, key: str) -> bool:
+        """May key talk to this node: a current key of a member or auditor not removed?"""
+        membership = self.membership
+        if membership is None:
+            return False
+        member = membership.identity_of(key)
+        return member is not None and not member.removed and member.current_key == key
+
+    @property
+    def identity(self) -> str:
+        assert self.membership is not None
+        return self.membership.owner.get(self.key.public, self.key.public)
+
+    async def refresh_membership(self) -> None:
+        self.membership = await self.store.read(lambda s: s.membership())
+
+    async def merged(self, result: MergeResult, source: str | None) -> None:
+        """Apply a merge's consequences: index, membership, peers, and onward gossip."""
+        async with self.index_lock:
+            for change in result.signal_changes:
+                if change.active:
+                    self.index.add(change.row, change.type, change.value)
+                else:
+                    self.index.remove(change.row)
+        for status, count in result.counts().items():
+            self.counters[f"merge_{status}"] = self.counters.get(f"merge_{status}", 0) + count
+        self.metrics.merge_done(result)
+        _log_merge(result, source)
+        if any(r.kind in ("vote", "rotate", "announce") for r in result.accepted) or any(
+            o.error and o.error.get("error") == "ForkEvidenceError" for o in result.outcomes
+        ):
+            await self.refresh_membership()
+        if result.accepted:
+            for callback in self.on_new_records:
+                callback(result.accepted, source)
+
+    async def merge(self, batch: list[bytes], source: str | None) -> MergeResult:
+        result = await self.store.merge(batch, received_ms=now_ms())
+        await self.merged(result, source)
+        return result
+
+    async def author(self, body: Body) -> Record:
+        """Sign body as this member's next record, store it, index it, and gossip it."""
+        try:
+            result = await self.store.append_local_result(self.key, body, ts=now_ms())
+        except LocalProtocolError as e:
+            raise ApiError(f"this node cannot author that record: {e}", status=409) from e
+        await self.merged(result, source=None)
+        record = result.accepted[0]
+        self.metrics.authored.labels(record.kind).inc()
+        log.info(
+            "authored %s record seq %d",
+            record.kind,
+            record.seq,
+            extra={"author": record.author, "seq": record.seq, "record": record.id},
+        )
+        return record
+
+
+def _log_merge(result: MergeResult, source: str | None) -> None:
+    """Forks one by one (rare, and what an operator investigates); rejections one line a batch."""
+    # a pulled batch names the peer's URL, a pushed one the key that signed the request
+    peer = {} if not source else {"peer" if "://" in source else "peer_key": source}
+    rejected = []
+    for o in result.outcomes:
+        reason = str((o.error or {}).get("error", "unknown"))
+        fields = {"author": o.author, "seq": o.seq, "record": o.id, "reason": reason} | peer
+        if reason == "ForkEvidenceError":
+            log.warning("fork detected: the author signed two records at one seq", extra=fields)
+        elif str(o.status) == "rejected":
+            rejected.append(fields)
+    if rejected:
+        reasons = sorted({str(f["reason"]) for f in rejected})
+        level = logging.INFO if set(reasons) <= VIEW_REJECTIONS else logging.WARNING
+        log.log(level, "rejected %d of %d records (%s); first shown", len(rejected),
+                len(result.outcomes), ", ".join(reasons), extra=rejected[0])  # fmt: skip
+    if result.accepted and source:
+        log.info("merged %d new records", len(result.accepted), extra=peer)
+
+
+NODE = web.AppKey("node", Node)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail} | extra
+    return web.json_response(body, status=status, content_type="application/problem+json")
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return problem(e.status, e.reason, e.text or e.reason)
+    except RemoteProtocolError as e:
+        return problem(e.status, e.code, str(e), **e.to_json())
+    except NodeError as e:
+        return problem(e.status, e.title, str(e))
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem(500, "internal error", "the node failed to handle this request")
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    node = app[NODE]
+    await node.store.open()
+    await node.refresh_membership()
+    rows = await node.store.read(lambda s: list(s.active_signals_for_index(now_ms=now_ms())))
+    node.index.add_many(rows)
+    node.metrics.signals_indexed(rows)
+    await _announce_self(node)
+    node.ready = True
+    yield
+    node.ready = False
+    await node.store.close()
+
+
+async def _announce_self(node: Node) -> None:
+    """Publish (or refresh) this member's signed announce: name, URL, TLS key fingerprint.
+
+    A new certificate key (rotation) or a new URL is a new announce; peers re-pin from it.
+    """
+    if node.membership is None or not node.membership.accepts(node.key.public, 1):
+        return
+    endpoints = await node.store.read(lambda s: s.endpoints())
+    mine = [e for e in endpoints if e["member"] == node.identity]
+    wanted = {"name": node.config.name, "urls": [node.config.url], "tls": node.tls.spki}
+    if mine and {k: mine[0].get(k) for k in wanted} == wanted:
+        return
+    body = AnnounceBody(name=node.config.name, urls=(node.config.url,), tls=node.tls.spki)
+    await node.author(body)
+    log.info("announced %s (TLS key fingerprint %s)", node.config.url, node.tls.spki or "none")
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[NODE].config
+    timeout = aiohttp.ClientTimeout(total=config.gossip.timeout_s)
+    local_addr = (config.source_address, 0) if config.source_address else None
+    connector = aiohttp.TCPConnector(local_addr=local_addr, limit=64)
+    async with aiohttp.ClientSession(
+        timeout=timeout, raise_for_status=False, connector=connector
+    ) as session:
+        app[SESSION] = session
+        yield
+
+
+def make_app(config: NodeConfig) -> web.Application:
+    """The node application for the home in config (its store is opened on startup)."""
+    from node import gossip, local_api, peer_api  # the route modules import NODE from here
+
+    home = NodeHome(config.home).require()
+    federation = home.federation()
+    node = Node(
+        config=config,
+        home=home,
+        key=home.key(),
+        federation=federation,
+        token=home.token(),
+        store=AsyncStore(home.db_path, federation, create=True),
+        tls=load_node_tls(config, now=datetime.datetime.now(datetime.UTC)),
+    )
+    node.metrics.watch_counters(node.counters)
+    node.metrics.tls_enabled.set(int(node.tls.enabled))
+    middlewares: list[Any] = [metrics_middleware, problem_middleware]
+    if not config.tls.enabled and config.url.startswith("https://"):
+        middlewares.insert(0, _proxied_https)
+    app = web.Application(middlewares=middlewares, client_max_size=config.limits.max_request_bytes)
+    app[NODE] = node
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_session_ctx)
+    app.cleanup_ctx.append(gossip.gossip_ctx)
+    peer_api.add_routes(app)
+    local_api.add_routes(app)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    return app
+
+
+@web.middleware
+async def _proxied_https(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Behind a TLS-terminating proxy: peers signed https:// target URIs (RFC 9421), so the
+    request is seen with the scheme of this node's public URL. The proxy must pass Host."""
+    return await handler(request.clone(scheme="https"))
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "pid": os.getpid()})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if not node.ready:
+        return problem(503, "not ready", "the store is opening or the index is being built")
+    return web.json_response({"status": "ready", "signals_indexed": len(node.index)})

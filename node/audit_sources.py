@@ -1,0 +1,300 @@
+"""What the auditor reads: a node database, a JSONL record export, or a live node.
+
+Each reader returns a ``node.audit.Snapshot`` and decides nothing: the stored bytes and what
+the source says about them (stored metadata, heads, fork evidence, the materialised tables)
+go to ``node.audit``, whose verdicts are ``protocol``'s.
+
+- ``read_database``: a copy of any node's ``hashmesh.db``, opened read-only through
+  ``Store.open`` (which refuses files that are not hashmesh databases, are corrupt, or belong
+  to another federation); the raw tables are read with the store's read-only connection.
+- ``read_jsonl``: one canonical record per line (what ``GET /v1/records`` exports); the
+  federation must be given.
+- ``read_node``: ``GET /v1/heads``, then every author's log up to that frontier over
+  ``GET /v1/log/{author}``, every request signed (RFC 9421) with the auditor's key. The first
+  frontier is the snapshot: records a live node stores meanwhile are left out.
+
+Anything that makes a source unreadable raises ``AuditError`` (exit 2 at the CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Final
+
+import orjson
+from yarl import URL
+
+from node.audit import AuditError, Row, Snapshot
+from node.audit_checks import ForkRow
+from node.errors import StoreError
+from node.httpsig import sign_request
+from node.materialise import id8
+from node.schema import APPLICATION_ID, SQLITE_HEADER
+from node.store import Store
+from protocol import Federation, Head, RemoteProtocolError, SigningKey
+from protocol.encoding import JsonValue
+from protocol.federation import parse_genesis
+from protocol.sync import MAX_PAGE_RECORDS, parse_frontier
+
+CHUNK_RECORDS: Final = 1024
+HTTP_TIMEOUT_S: Final = 60
+
+
+def open_source(
+    spec: str, *, federation: Federation | None = None, key: SigningKey | None = None
+) -> Snapshot:
+    """The snapshot of a database path, a JSONL path or a node URL (http:// or https://)."""
+    if spec.startswith(("http://", "https://")):
+        if key is None or federation is None:
+            raise AuditError(f"{spec}: auditing a node needs --home with an auditor key")
+        return read_node(spec, key, federation)
+    path = Path(spec)
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise AuditError(f"{path}: cannot read: {e.strerror}") from e
+    if header == SQLITE_HEADER:
+        return read_database(path, federation)
+    if header[:1] == b"{" or not header:
+        if federation is None:
+            raise AuditError(f"{path}: a record export needs --federation or --home")
+        return read_jsonl(path, federation)
+    raise AuditError(f"{path}: not a hashmesh database (not SQLite) nor a JSONL record export")
+
+
+# -- a node database -------------------------------------------------------------------------
+
+
+def database_federation(path: Path) -> Federation:
+    """The federation a node database names, read without trusting the file to be one."""
+    try:
+        conn = sqlite3.connect(path)
+    except sqlite3.Error as e:
+        raise AuditError(f"{path}: cannot open as SQLite: {e}") from e
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id != APPLICATION_ID:
+            raise AuditError(f"{path}: not a hashmesh database (application_id {app_id:#x})")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'federation'").fetchone()
+    except sqlite3.DatabaseError as e:
+        raise AuditError(f"{path}: not a hashmesh database, or damaged: {e}") from e
+    finally:
+        conn.close()
+    if row is None:
+        raise AuditError(f"{path}: a hashmesh database without a federation document")
+    try:
+        return parse_genesis(str(row[0]).encode())
+    except RemoteProtocolError as e:
+        raise AuditError(f"{path}: its federation document is invalid: {e.diagnostics()}") from e
+
+
+def read_database(path: Path, federation: Federation | None = None) -> Snapshot:
+    """A node database, read-only. With federation, a database of another one is refused."""
+    fed = federation if federation is not None else database_federation(path)
+    try:
+        store = Store.open(path, fed, readonly=True, check=True)
+    except StoreError as e:
+        raise AuditError(str(e)) from e
+    try:
+        return _database_snapshot(path, store)
+    except sqlite3.DatabaseError as e:
+        store.close()
+        raise AuditError(f"{path}: cannot read: {e}") from e
+
+
+def _database_snapshot(path: Path, store: Store) -> Snapshot:
+    conn = store.conn
+    keys: dict[int, str] = dict(conn.execute("SELECT ref, key FROM keys"))
+    forks = [
+        ForkRow(author, seq, {"author": author, "seq": seq, "records": [first, second]})
+        for author, seq, first, second in conn.execute(
+            "SELECT k.key, f.seq, f.first, f.second FROM forks f JOIN keys k ON k.ref = f.author"
+        )
+    ]
+    pending = [
+        _db_row(keys, n, rid, id8(rid) if isinstance(rid, bytes) else None, ref, seq, None, raw)
+        for n, (rid, ref, seq, raw) in enumerate(
+            conn.execute("SELECT id, author, seq, raw FROM pending ORDER BY id"), start=1
+        )
+    ]
+    fork_seqs = "SELECT key, fork_seq FROM keys WHERE fork_seq IS NOT NULL"
+    return Snapshot(
+        kind="database",
+        source=str(path),
+        federation=store.federation,
+        chunks=lambda: _database_chunks(conn, keys),
+        total=conn.execute("SELECT count(*) FROM records").fetchone()[0],
+        heads=_heads(conn),
+        forks=forks,
+        fork_seqs=dict(conn.execute(fork_seqs)),
+        pending=pending,
+        materialised=lambda now_ms: store.materialised_state(now_ms=now_ms),
+        counted=lambda: _counted_rows(conn),
+        close=store.close,
+    )
+
+
+def _database_chunks(conn: sqlite3.Connection, keys: Mapping[int, str]) -> Iterator[list[Row]]:
+    sql = "SELECT row, id, id8, author, seq, kind, raw FROM records WHERE row > ? ORDER BY row "
+    after = 0
+    while rows := conn.execute(sql + "LIMIT ?", (after, CHUNK_RECORDS)).fetchall():
+        yield [_db_row(keys, *r) for r in rows]
+        after = rows[-1][0]
+
+
+def _db_row(
+    keys: Mapping[int, str],
+    row: int,
+    rid: object,
+    short: object,
+    ref: object,
+    seq: object,
+    kind: object,
+    raw: object,
+) -> Row:
+    """A stored row, whatever types a damaged table holds (they only make violations)."""
+    if type(rid) is bytes and type(raw) is bytes and type(ref) is int and type(seq) is int:
+        author = keys.get(ref) or f"<no key ref {ref}>"
+        return Row(row, raw, rid.hex(), author, seq, str(kind), id8(rid) == short)
+    return Row(
+        row,
+        raw if isinstance(raw, bytes) else str(raw).encode(),
+        repr(rid),
+        repr(ref),
+        seq if isinstance(seq, int) else -1,
+        str(kind),
+        False,
+    )
+
+
+def _heads(conn: sqlite3.Connection) -> dict[str, Head]:
+    rows = conn.execute("SELECT key, head_seq, head_id FROM keys WHERE head_seq > 0")
+    return {
+        key: Head(key, seq, hid.hex() if isinstance(hid, bytes) else repr(hid))
+        for key, seq, hid in rows
+    }
+
+
+def _counted_rows(conn: sqlite3.Connection) -> list[JsonValue]:
+    rows = conn.execute(
+        "SELECT k.key, m.key, c.gen, c.through FROM counted c JOIN keys k ON k.ref = c.key "
+        "JOIN keys m ON m.ref = c.member ORDER BY k.key"
+    )
+    return [{"key": k, "member": m, "gen": gen, "through": through} for k, m, gen, through in rows]
+
+
+# -- a record export -------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path, federation: Federation) -> Snapshot:
+    """A record export: one canonical record per line (blank lines are ignored)."""
+    try:
+        lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
+    except OSError as e:
+        raise AuditError(f"{path}: cannot read: {e.strerror}") from e
+    rows = [Row(n, line) for n, line in enumerate(lines, start=1)]
+    return Snapshot("jsonl", str(path), federation, lambda: _chunked(rows), len(rows), "line")
+
+
+def _chunked(rows: list[Row]) -> Iterator[list[Row]]:
+    for i in range(0, len(rows), CHUNK_RECORDS):
+        yield rows[i : i + CHUNK_RECORDS]
+
+
+# -- a live node -----------------------------------------------------------------------------
+
+
+def read_node(url: str, key: SigningKey, federation: Federation) -> Snapshot:
+    """A live node through the signed peer API: its frontier, then every log up to it."""
+    client = PeerClient(url, key)
+    answer = client.get_json("/v1/heads")
+    try:
+        frontier = parse_frontier(answer)
+    except RemoteProtocolError as e:
+        raise AuditError(f"{url}: malformed /v1/heads answer: {e}") from e
+    claimed = str(answer.get("digest")) if isinstance(answer, dict) else ""
+    rows: list[Row] = []
+    for author, head in sorted(frontier.heads.items()):
+        rows += [Row(len(rows) + 1, raw, author=author) for raw in client.log(author, head.seq)]
+    forks = [ForkRow(str(f.get("author")), _int(f.get("seq")), f) for f in frontier.forks]
+    return Snapshot(
+        kind="node",
+        source=url,
+        federation=federation,
+        chunks=lambda: _chunked(rows),
+        total=len(rows),
+        ref_name="pulled record",
+        heads=dict(frontier.heads),
+        forks=forks,
+        digest=(claimed, frontier.digest()),
+    )
+
+
+def _int(value: object) -> int | None:
+    return value if type(value) is int else None
+
+
+class PeerClient:
+    """Signed GET requests to a node's peer API (RFC 9421, with the auditor's key)."""
+
+    def __init__(self, url: str, key: SigningKey, clock: Callable[[], float] = time.time) -> None:
+        self.base = URL(url if url.endswith("/") else url + "/")
+        self.key = key
+        self.clock = clock
+
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
+        url = str(self.base.join(URL(path)).with_query(query or {}))
+        headers = sign_request(self.key, "GET", url, b"", now_s=self.clock())
+        request = urllib.request.Request(url, headers=headers, method="GET")
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as e:
+            detail = e.read()[:300].decode(errors="replace")
+            raise AuditError(f"{url} answered {e.code}: {detail}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise AuditError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from e
+
+    def get_json(self, path: str) -> JsonValue:
+        try:
+            value: JsonValue = json.loads(self.get(path))
+        except ValueError as e:
+            raise AuditError(f"{self.base}{path.lstrip('/')}: the answer is not JSON") from e
+        return value
+
+    def log(self, author: str, through: int) -> list[bytes]:
+        """author's records with seq <= through. Pages overlap by one seq, so the second
+        record of a fork is not lost at a page boundary; each line is kept once."""
+        kept: dict[bytes, None] = {}
+        after = 0
+        while True:
+            query = {"after": str(after), "limit": str(MAX_PAGE_RECORDS)}
+            lines = [line for line in self.get(f"/v1/log/{author}", query).split(b"\n") if line]
+            seqs = [_seq_of(line) for line in lines]
+            kept.update(
+                (line, None)
+                for line, s in zip(lines, seqs, strict=True)
+                if s is None or s <= through
+            )
+            last = max((s for s in seqs if s is not None), default=None)
+            if len(lines) < MAX_PAGE_RECORDS or last is None or last >= through:
+                return list(kept)
+            after = last - 1 if last - 1 > after else last
+
+
+def _seq_of(line: bytes) -> int | None:
+    """The seq a line claims, for paging only (every line is verified later)."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    seq = value.get("seq") if isinstance(value, dict) else None
+    return seq if type(seq) is int else None

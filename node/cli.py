@@ -1,0 +1,405 @@
+"""The ``hashmesh`` command line.
+
+One error boundary (``main``): a ``NodeError`` or ``ProtocolError`` prints one line
+``hashmesh: error: …`` and exits 2 (a traceback only with ``--verbose``). Exit codes:
+0 success; 1 "no" answers (``match`` found nothing, ``audit`` found violations);
+2 errors (bad input, missing home, node not reachable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import click
+
+from node.backend import LocalApi, open_backend
+from node.config import DEFAULT_PORT, load_config
+from node.errors import ConfigError, InputError, NodeError
+from node.home import NodeHome, init_home
+from protocol.bodies import VoteBody
+from protocol.encoding import decode_canonical, encode_canonical
+from protocol.errors import ProtocolError
+from protocol.federation import (
+    Founder,
+    draft_genesis,
+    missing_signatures,
+    sign_genesis,
+    verify_genesis,
+)
+
+EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+
+
+def home_option(f: Any) -> Any:
+    return click.option(
+        "--home",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="HASHMESH_HOME",
+        default=Path("."),
+        show_default="$HASHMESH_HOME or .",
+        help="The node home directory.",
+    )(f)
+
+
+def json_option(f: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+
+
+def emit(data: Any, as_json: bool, human: str | None = None) -> None:
+    if as_json or human is None:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(human)
+
+
+# ---- talking to a running node ----------------------------------------------------------
+
+
+def api(home: NodeHome, method: str, path: str, body: Any = None) -> Any:
+    """Call the running node's local API; raise ApiError with the problem detail."""
+    return LocalApi.for_home(home).call(method, path, body)
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+@click.group()
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(package_name="hashmesh")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """hashmesh: a federated, peer-to-peer exchange of signed hashes of harmful content.
+
+    Every command takes --help. Exit status: 0 success; 1 a "no" answer (match found nothing,
+    audit found violations); 2 an error, printed as one line (--verbose for a traceback).
+    The node home is --home DIR or $HASHMESH_HOME.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+@home_option
+@click.option("--name", required=True, help="This member's display name.")
+@click.option("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", show_default=True)
+@click.option("--url", default=None, help="URL peers use to reach this node.")
+@click.option(
+    "--peer", "peers", multiple=True,
+    help="Seed peer URL (repeatable); pin an https seed: https://HOST:PORT/#spki=<hex>.",
+)  # fmt: skip
+@click.option(
+    "--tls/--no-tls", default=None,
+    help="Serve HTTPS with the home's certificate [default: on unless loopback-only].",
+)  # fmt: skip
+@json_option
+def init(
+    home: Path,
+    name: str,
+    listen: str,
+    url: str | None,
+    peers: tuple[str, ...],
+    tls: bool | None,
+    as_json: bool,
+) -> None:
+    """Create a node home: member key, API token, TLS certificate, config."""
+    from node.tls import card_spki, seed_url
+
+    node_home = init_home(home, name=name, listen=listen, url=url, peers=peers, tls=tls)
+    key = node_home.key()
+    config = load_config(home)
+    spki = card_spki(config)
+    seed = seed_url(config.url, spki)
+    transport = (
+        f"TLS on: key fingerprint {spki}\nother members seed this node with {seed}"
+        if config.tls.enabled
+        else "TLS off: plain HTTP, loopback only (hashmesh init --tls for a public node)"
+    )
+    emit(
+        {"home": str(home), "key": key.public, "name": name, "url": config.url,
+         "tls": {"enabled": config.tls.enabled, "spki": spki},
+         "seed": seed},
+        as_json,
+        f"initialised {home} for {name!r}\nmember key {key.public}\n{transport}\n"
+        "next: share 'hashmesh card' with the other founders",
+    )  # fmt: skip
+
+
+def _card(home: NodeHome) -> dict[str, str]:
+    from node.tls import card_spki, seed_url
+
+    config = load_config(home.path)
+    spki = card_spki(config)
+    card = {"name": config.name, "key": home.key().public, "url": config.url, "role": "member"}
+    return card | ({"tls": spki, "seed": seed_url(config.url, spki)} if spki else {})
+
+
+@cli.command()
+@home_option
+@click.option("--role", type=click.Choice(["member", "auditor"]), default="member")
+def card(home: Path, role: str) -> None:
+    """Print this member's public card (name, key, URL) as JSON."""
+    data = _card(NodeHome(home).require()) | {"role": role}
+    click.echo(json.dumps(data, sort_keys=True))
+
+
+@cli.group()
+def federation() -> None:
+    """Found, sign, join and show a federation."""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+
+
+@federation.command("create")
+@click.option("--name", required=True, help="Federation name.")
+@click.option("--threshold", type=int, required=True, help="Votes needed to admit/remove.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("federation.json"))
+@click.argument("cards", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def federation_create(name: str, threshold: int, output: Path, cards: tuple[Path, ...]) -> None:
+    """Draft an unsigned genesis from the founders' CARD files."""
+    founders = []
+    for path in cards:
+        c = _read_json(path)
+        founders.append(Founder(name=c["name"], key=c["key"], role=c.get("role", "member")))
+    document = draft_genesis(name, threshold, founders)
+    output.write_bytes(encode_canonical(document))
+    click.echo(f"wrote {output}: every founder now runs 'hashmesh federation sign {output}'")
+
+
+@federation.command("sign")
+@home_option
+@click.argument("document", type=click.Path(exists=True, path_type=Path))
+def federation_sign(home: Path, document: Path) -> None:
+    """Add this member's signature to a genesis document (in place)."""
+    signed = sign_genesis(_read_json(document), NodeHome(home).require().key())
+    document.write_bytes(encode_canonical(signed))
+    missing = missing_signatures(signed)
+    click.echo(f"signed; {len(missing)} founder signature(s) still missing")
+
+
+@federation.command("join")
+@home_option
+@click.argument("document", type=click.Path(exists=True, path_type=Path))
+@json_option
+def federation_join(home: Path, document: Path, as_json: bool) -> None:
+    """Verify every founder signature and install the federation in this home."""
+    node_home = NodeHome(home).require()
+    fed = verify_genesis(decode_canonical(document.read_bytes(), max_bytes=1 << 20))  # type: ignore[arg-type]
+    node_home.install_federation(fed)
+    emit({"federation": fed.id, "name": fed.name}, as_json, f"joined {fed.name!r} ({fed.id})")
+
+
+@federation.command("show")
+@home_option
+@json_option
+def federation_show(home: Path, as_json: bool) -> None:
+    """Print the federation's members, roles, threshold and id."""
+    fed = NodeHome(home).require().federation()
+    data = {
+        "id": fed.id,
+        "name": fed.name,
+        "threshold": fed.threshold,
+        "founders": [f.to_json() for f in fed.founders],
+        "taxonomy": list(fed.taxonomy),
+    }
+    lines = [f"{fed.name}  id {fed.id}", f"threshold {fed.threshold}"]
+    lines += [f"  {f.role:8s} {f.name:20s} {f.key}" for f in fed.founders]
+    emit(data, as_json, "\n".join(lines))
+
+
+@cli.command()
+@home_option
+@click.option("--listen", default=None, help="HOST:PORT to listen on (overrides config).")
+@click.option("--peer", "peers", multiple=True, help="Extra seed peer URL (repeatable).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
+def serve(home: Path, listen: str | None, peers: tuple[str, ...], log_format: str) -> None:
+    """Run the node: peer API, local API and gossip, until SIGTERM/SIGINT."""
+    from node.serve import run_node
+
+    config = load_config(home).with_overrides(listen=listen, peers=peers)
+    run_node(config, log_format=log_format)
+
+
+@cli.command()
+@home_option
+@json_option
+def status(home: Path, as_json: bool) -> None:
+    """Show the running node's store, members, peers and forks."""
+    data = api(NodeHome(home).require(), "GET", "/v1/status")
+    store = data["store"]
+    lines = [
+        f"{data['node']['name']} ({data['node']['url']}) in {data['federation']['name']}",
+        f"records {store.get('records')}  active signals {store.get('active_signals')}  "
+        f"authors {store.get('authors')}  forks {store.get('forks')}",
+        f"members {len(data['members'])}  peers {len(data['peers'])}",
+    ]
+    lines += [
+        f"  peer {p['url']}  last contact {p['seconds_since_contact']}s ago  "
+        f"lag {p['lag_records']}" + (f"  error {p['last_error']}" if p["last_error"] else "")
+        for p in data["peers"]
+    ]
+    emit(data, as_json, "\n".join(lines))
+
+
+@cli.command()
+@home_option
+@click.option("--peer", default=None, help="Sync with this peer only.")
+@json_option
+def sync(home: Path, peer: str | None, as_json: bool) -> None:
+    """Run one anti-entropy round now with every known peer (or one)."""
+    from rich.console import Console
+
+    node_home, console = NodeHome(home).require(), Console(stderr=True)
+    spinner = console.is_terminal and not as_json
+    with console.status("syncing with peers…") if spinner else nullcontext():
+        data = api(node_home, "POST", "/v1/sync", {"peer": peer} if peer else {})
+    lines = [
+        f"{r['peer']}: pulled {r['pulled']} (new {r['accepted']}), pushed {r['pushed']}"
+        for r in data["reports"]
+    ] + [f"{e['peer']}: {e['error']}" for e in data["errors"]]
+    emit(data, as_json, "\n".join(lines) or "no peers")
+
+
+@cli.group(invoke_without_command=True)
+@home_option
+@json_option
+@click.pass_context
+def peers(ctx: click.Context, home: Path, as_json: bool) -> None:
+    """List this node's peers (with 'add URL': add one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with open_backend(NodeHome(home).require()) as backend:
+        rows = backend.peers()
+    lines = [
+        f"{p['url']}  ({p.get('source') or '?'})"
+        + (f"  last error {p['last_error']}" if p.get("last_error") else "")
+        for p in rows
+    ]
+    emit({"peers": rows}, as_json, "\n".join(lines) or "no peers")
+
+
+@peers.command("add")
+@home_option
+@click.argument("url")
+@json_option
+@click.pass_context
+def peers_add(ctx: click.Context, home: Path, url: str, as_json: bool) -> None:
+    """Add a peer URL (kept in the store; gossip uses it from now on).
+
+    An https peer is contacted once its member's announce pins its TLS key; a seed pinned by
+    hand (URL#spki=HEX) belongs in config.toml's peers or 'hashmesh serve --peer'.
+    """
+    if ctx.get_parameter_source("home") is click.core.ParameterSource.DEFAULT and ctx.parent:
+        home = ctx.parent.params["home"]  # `hashmesh peers --home DIR add URL`
+    if "#" in url:
+        raise InputError(
+            f"{url}: pinned seeds go in config.toml 'peers' or 'hashmesh serve --peer URL'"
+        )
+    with open_backend(NodeHome(home).require()) as backend:
+        peer = backend.add_peer(url)
+    emit(peer, as_json, f"added peer {peer['url']}")
+
+
+@cli.group()
+def member() -> None:
+    """Membership after genesis: votes to admit or remove members."""
+
+
+@member.group()
+def vote() -> None:
+    """Sign a membership vote; `threshold` distinct members' votes decide."""
+
+
+@vote.command("admit")
+@home_option
+@click.argument("card_file", metavar="CARD", type=click.Path(exists=True, path_type=Path))
+@json_option
+def vote_admit(home: Path, card_file: Path, as_json: bool) -> None:
+    """Vote to admit the member whose CARD file ('hashmesh card' output) is given."""
+    c = _read_json(card_file)
+    if not isinstance(c, dict) or not {"name", "key"} <= c.keys():
+        raise InputError(f"{card_file} is not a member card (JSON with name and key)")
+    body = VoteBody("admit", str(c["key"]), name=str(c["name"]), role=str(c.get("role", "member")))
+    with open_backend(NodeHome(home).require()) as backend:
+        record = backend.author(body)
+    emit(record, as_json, f"voted to admit {body.name!r} ({body.member})\n  vote {record['id']}")
+
+
+@vote.command("remove")
+@home_option
+@click.argument("key")
+@click.option(
+    "--after", type=click.IntRange(min=0), default=None,
+    help="The member's last seq that keeps counting (default: its head here).",
+)  # fmt: skip
+@json_option
+def vote_remove(home: Path, key: str, after: int | None, as_json: bool) -> None:
+    """Vote to remove the member KEY; its records after seq --after stop counting."""
+    with open_backend(NodeHome(home).require()) as backend:
+        seq = backend.head_seq(key.strip().lower()) if after is None else after
+        body = VoteBody("remove", key.strip().lower(), after=seq)
+        record = backend.author(body)
+    emit(record, as_json, f"voted to remove {body.member} after seq {seq}\n  vote {record['id']}")
+
+
+@cli.command()
+def demo() -> None:
+    """Found a 3-member federation on loopback and show hashmesh end to end (< 1 min)."""
+    from node.demo import run_demo
+
+    run_demo()
+
+
+# ---- operator commands defined in their own modules (they import the helpers above) --------
+from node import cli_signals, cli_transfer  # noqa: E402
+
+for _command in (*cli_signals.COMMANDS, *cli_transfer.COMMANDS):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Entry point with the CLI's one error boundary."""
+    verbose = "--verbose" in sys.argv or "-v" in sys.argv[1:2]
+    try:
+        code = cli.main(prog_name="hashmesh", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_ERROR)
+    except (NodeError, ProtocolError) as e:
+        if verbose:
+            raise
+        click.echo(f"hashmesh: error: {e.diagnostics()}", err=True)
+        sys.exit(EXIT_ERROR)
+    except SystemExit:
+        raise
+    except Exception as e:
+        if verbose or os.environ.get("HASHMESH_DEBUG"):
+            raise
+        click.echo(f"hashmesh: error: {type(e).__name__}: {e} (rerun with --verbose)", err=True)
+        sys.exit(EXIT_ERROR)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+# ---- commands defined in their own modules ------------------------------------------------
+# (each module defines click commands; registering them here keeps one CLI and one boundary)
+from node.cli_audit import audit, report  # noqa: E402
+
+cli.add_command(audit)
+cli.add_command(report)

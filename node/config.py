@@ -1,0 +1,302 @@
+"""Node configuration: ``HOME/config.toml``, overridden by environment, overridden by flags.
+
+Every key, its default and its environment variable::
+
+    name          display name of this member               HASHMESH_NAME
+    listen        "127.0.0.1:7400" (loopback by default)    HASHMESH_LISTEN
+    url           public URL announced to peers             HASHMESH_URL
+                  (default https://LISTEN/, http:// when [tls] enabled = false)
+    peers         seed peer URLs; "https://host:7400/#spki=<64 hex>" pins the seed's TLS key
+                                                            HASHMESH_PEERS (comma-separated)
+    api_listen    loopback HOST:PORT of a plain-HTTP listener for the local API, /metrics and
+                  health checks ("" = listen port + 1 when TLS is on, none when off)
+                                                            HASHMESH_API_LISTEN
+    source_address  local IP for outgoing peer connections ("" = chosen by the OS)
+    [tls] enabled = true, cert = "tls.crt", key = "tls.key" (paths relative to the home),
+          tofu = false (trust unpinned https seeds on first use), proxy_cert = "" (with
+          enabled = false behind a TLS-terminating proxy: the proxy's certificate, announced)
+    [gossip] interval_s = 2.0, fanout = 3, page_records = 1000, timeout_s = 10.0,
+             backoff_max_s = 60.0
+    [limits] max_request_bytes = 4194304, max_image_bytes = 33554432, max_batch_records = 2000
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from node.errors import ConfigError
+from protocol.urls import normalise_url
+
+DEFAULT_PORT = 7400
+CONFIG_FILE = "config.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    interval_s: float = 2.0
+    fanout: int = 3
+    page_records: int = 1000
+    timeout_s: float = 10.0
+    backoff_max_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_image_bytes: int = 32 * 1024 * 1024
+    max_batch_records: int = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    enabled: bool = True
+    cert: str = "tls.crt"
+    key: str = "tls.key"
+    tofu: bool = False
+    proxy_cert: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    home: Path
+    name: str
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
+    url: str = f"https://127.0.0.1:{DEFAULT_PORT}/"
+    peers: tuple[str, ...] = ()
+    seed_pins: dict[str, str] = field(default_factory=dict)  # seed URL -> SPKI fingerprint
+    api_listen: str = ""
+    source_address: str = ""  # local IP for outgoing peer connections ("" = any)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+    @property
+    def api_address(self) -> tuple[str, int] | None:
+        """The plain-HTTP loopback listener for operators, if any (see ``api_listen``)."""
+        if self.api_listen:
+            return split_listen(self.api_listen)
+        return ("127.0.0.1", self.port + 1) if self.tls.enabled and self.port else None
+
+    @property
+    def tls_cert_path(self) -> Path:
+        return self.home / self.tls.cert
+
+    @property
+    def tls_key_path(self) -> Path:
+        return self.home / self.tls.key
+
+    def with_overrides(
+        self, *, listen: str | None = None, peers: Sequence[str] = (), url: str | None = None
+    ) -> NodeConfig:
+        seeds = [split_seed(p) for p in peers]
+        merged = tuple(dict.fromkeys([*self.peers, *(u for u, _ in seeds)]))
+        pins = self.seed_pins | {u: pin for u, pin in seeds if pin}
+        return replace(
+            self,
+            listen=listen or self.listen,
+            url=normalise_peer(url) if url else self.url,
+            peers=merged,
+            seed_pins=pins,
+        )
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"listen must be HOST:PORT, got {listen!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_seed(url: str) -> tuple[str, str | None]:
+    """A seed peer URL and its optional pin: ``https://host:7400/#spki=<64 hex>``."""
+    base, _, fragment = url.strip().partition("#")
+    pin = None
+    if fragment:
+        name, _, value = fragment.partition("=")
+        value = value.strip().lower()
+        if name != "spki" or len(value) != 64 or set(value) - set("0123456789abcdef"):
+            raise ConfigError(f"a seed pin must be '#spki=<64 hex>', got {url!r}")
+        if not base.lower().startswith("https://"):
+            raise ConfigError(f"only an https:// seed can be pinned: {url!r}")
+        pin = value
+    return normalise_peer(base), pin
+
+
+def normalise_peer(url: str) -> str:
+    try:
+        return normalise_url(url)
+    except Exception as e:
+        raise ConfigError(f"not a peer URL: {url!r} ({e})") from e
+
+
+def _section(data: Mapping[str, Any], name: str, cls: type[Any]) -> Any:
+    raw = data.get(name, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = set(cls.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
+    defaults = cls()
+    for k, v in raw.items():
+        if isinstance(getattr(defaults, k), bool) is not isinstance(v, bool):
+            raise ConfigError(f"[{name}] {k}: {v!r} is not a value of its type")
+    try:
+        return cls(**{k: type(getattr(defaults, k))(v) for k, v in raw.items()})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid value in [{name}]: {e}") from e
+
+
+TOP_KEYS = {
+    "name",
+    "listen",
+    "url",
+    "peers",
+    "api_listen",
+    "source_address",
+    "gossip",
+    "limits",
+    "tls",
+}
+
+
+def load_config(home: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read HOME/config.toml and apply HASHMESH_* environment overrides."""
+    env = os.environ if env is None else env
+    path = home / CONFIG_FILE
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: run 'hashmesh init --home {home}' first") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
+    name = env.get("HASHMESH_NAME", data.get("name"))
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: name is required")
+    peers = data.get("peers", [])
+    if env.get("HASHMESH_PEERS"):
+        peers = [p for p in env["HASHMESH_PEERS"].split(",") if p.strip()]
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise ConfigError(f"{path}: peers must be a list of URLs")
+    listen = str(env.get("HASHMESH_LISTEN", data.get("listen", f"127.0.0.1:{DEFAULT_PORT}")))
+    split_listen(listen)
+    tls = _section(data, "tls", TlsConfig)
+    url = normalise_peer(str(env.get("HASHMESH_URL", data.get("url")) or _url_for(listen, tls)))
+    if tls.enabled and not url.startswith("https://"):
+        raise ConfigError(
+            f"{path}: url {url!r} is not https:// but [tls] enabled = true; "
+            "announce an https:// URL, or set [tls] enabled = false (plain HTTP)"
+        )
+    api_listen = str(env.get("HASHMESH_API_LISTEN", data.get("api_listen", "")))
+    if api_listen and not is_loopback_host(split_listen(api_listen)[0]):
+        raise ConfigError(f"{path}: api_listen serves plain HTTP and must be a loopback address")
+    seeds = [split_seed(p) for p in peers]
+    return NodeConfig(
+        home=home,
+        name=name,
+        listen=listen,
+        url=url,
+        peers=tuple(dict.fromkeys(u for u, _ in seeds)),
+        seed_pins={u: pin for u, pin in seeds if pin},
+        api_listen=api_listen,
+        source_address=str(data.get("source_address", "")),
+        gossip=_section(data, "gossip", GossipConfig),
+        limits=_section(data, "limits", LimitsConfig),
+        tls=tls,
+    )
+
+
+def _url_for(listen: str, tls: TlsConfig) -> str:
+    host, port = split_listen(listen)
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls.enabled else 'http'}://{host}:{port}/"
+
+
+def render_seed(url: str) -> str:
+    base, pin = split_seed(url)
+    return f"{base}#spki={pin}" if pin else base
+
+
+def render_config(
+    name: str,
+    listen: str,
+    url: str | None = None,
+    peers: Sequence[str] = (),
+    *,
+    tls: bool = True,
+) -> str:
+    """A commented config.toml for a new node home."""
+    url = url or _url_for(listen, TlsConfig(enabled=tls))
+    peer_list = ", ".join(f'"{render_seed(p)}"' for p in peers)
+    g, lim, t = GossipConfig(), LimitsConfig(), TlsConfig()
+    tls_comment = (
+        "HTTPS with this home's certificate; peers pin its key's fingerprint"
+        if tls
+        else "plain HTTP: this node is reachable from this host only (loopback)"
+    )
+    return f"""# hashmesh node configuration (every key: deploy/config.example.toml)
+name = {_toml_str(name)}
+# address the node listens on; loopback by default, set 0.0.0.0:PORT only behind a firewall
+listen = {_toml_str(listen)}
+# URL other members use to reach this node (announced in a signed record)
+url = {_toml_str(normalise_peer(url))}
+# seed peers; more are learned from members' signed announce records.
+# Pin an https seed with its key fingerprint: "https://host:7400/#spki=<64 hex>"
+peers = [{peer_list}]
+# loopback plain-HTTP listener for the CLI, /metrics and health checks
+# ("" = listen port + 1 when TLS is on)
+api_listen = ""
+
+[tls]
+enabled = {_toml_bool(tls)}  # {tls_comment}
+cert = {_toml_str(t.cert)}
+key = {_toml_str(t.key)}
+tofu = {_toml_bool(t.tofu)}  # trust an unpinned https seed on first use (until its announce)
+
+[gossip]
+interval_s = {g.interval_s}      # anti-entropy interval (jittered +-25%)
+fanout = {g.fanout}             # peers a new record is pushed to eagerly
+page_records = {g.page_records}    # records per log page
+timeout_s = {g.timeout_s}       # timeout of one peer exchange
+backoff_max_s = {g.backoff_max_s}  # longest backoff for a failing peer
+
+[limits]
+max_request_bytes = {lim.max_request_bytes}
+max_image_bytes = {lim.max_image_bytes}
+max_batch_records = {lim.max_batch_records}
+"""
+
+
+def _toml_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _toml_str(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

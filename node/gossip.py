@@ -1,0 +1,453 @@
+"""Gossip: anti-entropy rounds with random peers, plus eager push of new records.
+
+- Anti-entropy: every ``interval_s`` (jittered +-25%) the node picks a random peer that is
+  not backed off and reconciles with it (``sync_with``): it asks for the peer's frontier
+  (``If-None-Match`` with its own digest, so an idle round is a 304), pulls what it lacks in
+  pages, and pushes what the peer lacks. ``protocol.sync`` decides what to ask and send.
+- Eager push: records this node authors or newly accepts are queued and pushed in small
+  batches to ``fanout`` random peers (not the one they came from); the receivers relay what
+  is new to them, so a record reaches every node in O(log N) rounds.
+- Peers: config seeds, ``hashmesh peers add``, and members' signed ``announce`` records.
+  Each peer has exponential backoff with jitter after failures or misbehaviour.
+- Transport (``node.tls``, SPEC 10.5): an ``https://`` peer is contacted only with a pin for
+  its TLS key -- from its member's announce, else from the seed URL (``#spki=``), else, if
+  ``[tls] tofu`` allows it, the first key it shows. A mismatch, a missing pin, or a plain
+  ``http://`` peer while this node runs TLS is refused before any request is sent, and shows
+  in the peer's ``last_error``, the log and ``hashmesh_tls_pin_failures_total``.
+
+All peer requests are signed (``node.httpsig``), share one ``ClientSession`` and run under a
+timeout. Tasks are created in ``gossip_ctx`` and cancelled when the app stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from node.app import NODE, SESSION, Node, now_ms
+from node.errors import PeerError
+from node.httpsig import sign_request
+from node.store import Store
+from node.tls import SpkiPin, TlsRefusedError, describe_mismatch
+from protocol.chain import Head
+from protocol.errors import RemoteProtocolError
+from protocol.records import Record
+from protocol.sync import (
+    Frontier,
+    LogRequest,
+    check_log_page,
+    claimed_last_seq,
+    is_misbehaviour,
+    join_ndjson,
+    lag,
+    next_page,
+    parse_frontier,
+    plan_pulls,
+    plan_pushes,
+    split_ndjson,
+)
+
+log = logging.getLogger("hashmesh.gossip")
+PUSH_BATCH_RECORDS = 500
+PUSH_LINGER_S = 0.02
+
+
+@dataclass(slots=True)
+class PeerState:
+    url: str
+    source: str = "config"  # config | added | announce
+    last_contact_ms: int | None = None
+    last_attempt_ms: int | None = None
+    failures: int = 0
+    backoff_until: float = 0.0
+    last_error: str | None = None
+    behind: int = 0  # records the peer had that we lacked, at last contact
+    ahead: int = 0  # records we had that the peer lacked, at last contact
+    key: str | None = None
+    pin: str | None = None  # SPKI fingerprint its TLS certificate must have
+    pin_source: str | None = None  # announce | seed | tofu
+    seed_pin: str | None = None  # from config (#spki=) or `peers add`: the fallback
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "source": self.source,
+            "key": self.key,
+            "tls": {"pin": self.pin, "source": self.pin_source},
+            "last_contact_ms": self.last_contact_ms,
+            "seconds_since_contact": None
+            if self.last_contact_ms is None
+            else round(now - self.last_contact_ms / 1000, 1),
+            "failures": self.failures,
+            "backed_off_s": max(0.0, round(self.backoff_until - now, 1)),
+            "last_error": self.last_error,
+            "lag_records": {"behind": self.behind, "ahead": self.ahead},
+        }
+
+
+@dataclass(slots=True)
+class SyncReport:
+    peer: str
+    pulled: int = 0
+    accepted: int = 0
+    pushed: int = 0
+    unchanged: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "peer": self.peer,
+            "pulled": self.pulled,
+            "accepted": self.accepted,
+            "pushed": self.pushed,
+            "unchanged": self.unchanged,
+        }
+
+
+@dataclass(slots=True)
+class Gossip:
+    node: Node
+    session: aiohttp.ClientSession
+    peers: dict[str, PeerState] = field(default_factory=dict)
+    queue: asyncio.Queue[tuple[Record, str | None]] = field(default_factory=asyncio.Queue)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    spki_pins: dict[str, SpkiPin] = field(default_factory=dict)  # one per pin: pooling
+
+    # ---- peers -------------------------------------------------------------------------
+
+    def add_peer(self, url: str, source: str = "added", pin: str | None = None) -> PeerState:
+        """A peer by URL; ``pin`` (or the config seed's ``#spki=``) pins it until an announce."""
+        if url == self.node.config.url:
+            raise PeerError("that URL is this node's own URL", status=400)
+        peer = self.peers.setdefault(url, PeerState(url, source))
+        peer.seed_pin = pin or self.node.config.seed_pins.get(url) or peer.seed_pin
+        if peer.seed_pin and peer.pin_source in (None, "tofu"):
+            peer.pin, peer.pin_source = peer.seed_pin, "seed"
+        return peer
+
+    async def learn_peers(self) -> None:
+        """Add the URLs members announced in signed records (except this member's own).
+
+        The announce's ``tls`` fingerprint pins the URL. A URL that two members announce with
+        different fingerprints is not pinned from announces (one of them lies about it).
+        """
+        endpoints = await self.node.store.read(lambda s: s.endpoints())
+        membership = self.node.membership
+        announced: dict[str, set[str | None]] = {}
+        for endpoint in endpoints:
+            if endpoint["member"] == self.node.identity:
+                continue
+            member = membership.members.get(str(endpoint["member"])) if membership else None
+            tls = endpoint.get("tls")
+            for url in map(str, _as_list(endpoint["urls"])):
+                if url != self.node.config.url:
+                    peer = self.add_peer(url, "announce")
+                    peer.key = member.current_key if member else peer.key
+                    announced.setdefault(url, set()).add(tls if isinstance(tls, str) else None)
+        for url, pins in announced.items():
+            self._pin_from_announce(self.peers[url], pins)
+
+    def _pin_from_announce(self, peer: PeerState, pins: set[str | None]) -> None:
+        pin = next(iter(pins)) if len(pins) == 1 else None
+        if len(pins) > 1 and peer.pin_source == "announce":
+            log.warning("peer URL announced with conflicting TLS pins; not pinned by announces",
+                        extra={"peer": peer.url})  # fmt: skip
+        if pin is not None and (peer.pin, peer.pin_source) != (pin, "announce"):
+            if peer.pin_source == "announce":
+                log.info("peer announced a new TLS key %s", pin, extra={"peer": peer.url})
+            peer.pin, peer.pin_source = pin, "announce"
+        elif pin is None and peer.pin_source == "announce":
+            peer.pin, peer.pin_source = peer.seed_pin, "seed" if peer.seed_pin else None
+
+    def _available(self) -> list[PeerState]:
+        now = time.monotonic()
+        return [p for p in self.peers.values() if p.backoff_until <= now]
+
+    def _failed(self, peer: PeerState, error: str) -> None:
+        peer.failures += 1
+        peer.last_error = error
+        g = self.node.config.gossip
+        delay = min(g.backoff_max_s, g.interval_s * 2 ** min(peer.failures, 10))
+        peer.backoff_until = time.monotonic() + delay * self.node.rng.uniform(0.5, 1.0)
+        log.info("peer %s failed (%s); backing off %.1fs", peer.url, error, delay,
+                 extra={"peer": peer.url})  # fmt: skip
+
+    def _refused(self, peer: PeerState, error: TlsRefusedError) -> None:
+        """A transport-security refusal: back off, and make it visible everywhere."""
+        self.node.metrics.tls_pin_failures.labels(peer.url, error.reason).inc()
+        log.warning("refused peer %s: %s", peer.url, error,
+                    extra={"peer": peer.url, "reason": error.reason, "peer_key": peer.key,
+                           "expected_spki": error.expected, "got_spki": error.got})  # fmt: skip
+        self._failed(peer, f"TLS refused ({error.reason}): {error}")
+
+    def _ssl_for(self, peer: PeerState, url: URL) -> SpkiPin | bool:
+        """The aiohttp ``ssl=`` value for a request to peer: a pin, or refusal."""
+        tls = self.node.config.tls
+        if url.scheme != "https":
+            if tls.enabled:
+                raise TlsRefusedError(
+                    f"{peer.url} is plain HTTP and this node requires TLS "
+                    "([tls] enabled = false allows plain peers)",
+                    reason="plain_http",
+                )
+            return True
+        if peer.pin is not None:
+            pin = self.spki_pins.get(peer.pin)
+            if pin is None:
+                pin = self.spki_pins[peer.pin] = SpkiPin(peer.pin)
+            return pin
+        if tls.tofu:
+            return SpkiPin("0" * 64, on_seen=lambda seen: self._trust_first(peer, seen))
+        raise TlsRefusedError(
+            f"no TLS pin for {peer.url}: its member's announce is not known yet; pin the seed "
+            "('https://host:port/#spki=<hex>' in peers) or set [tls] tofu = true",
+            reason="no_pin",
+        )
+
+    def _trust_first(self, peer: PeerState, seen: str) -> None:
+        if peer.pin is None:
+            peer.pin, peer.pin_source = seen, "tofu"
+            log.warning("trusting the TLS key of %s on first use: %s", peer.url, seen,
+                        extra={"peer": peer.url})  # fmt: skip
+
+    def _succeeded(self, peer: PeerState) -> None:
+        peer.failures = 0
+        peer.backoff_until = 0.0
+        peer.last_error = None
+        peer.last_contact_ms = now_ms()
+
+    # ---- requests ----------------------------------------------------------------------
+
+    async def _request(
+        self,
+        peer: PeerState,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        url = str(URL(peer.url).join(URL(path)))
+        if params:
+            url = str(URL(url).with_query(params))
+        target = URL(url, encoded=True)
+        ssl = self._ssl_for(peer, target)  # before signing: nothing leaves for a refused peer
+        signed = sign_request(self.node.key, method, url, body, now_s=time.time())
+        all_headers = signed | (headers or {})
+        if body:
+            all_headers["Content-Type"] = "application/x-ndjson"
+        try:
+            async with asyncio.timeout(self.node.config.gossip.timeout_s):
+                async with self.session.request(
+                    method, target, data=body or None, headers=all_headers, ssl=ssl
+                ) as response:
+                    data = await response.read()
+        except aiohttp.ServerFingerprintMismatch as e:
+            raise describe_mismatch(peer.url, e) from e
+        self.bytes_sent += len(body) + sum(len(k) + len(v) for k, v in all_headers.items())
+        self.bytes_received += len(data)
+        return response.status, data, dict(response.headers)
+
+    # ---- anti-entropy ------------------------------------------------------------------
+
+    async def sync_with(self, peer: PeerState) -> SyncReport:
+        """One reconciliation with peer: pull what we lack, push what it lacks."""
+        peer.last_attempt_ms = now_ms()
+        report = SyncReport(peer.url)
+        metrics = self.node.metrics
+        try:
+            await self._reconcile(peer, report)
+        except TlsRefusedError as e:
+            metrics.syncs.labels("refused").inc()
+            self._refused(peer, e)
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            metrics.syncs.labels("unreachable").inc()
+            self._failed(peer, f"unreachable: {type(e).__name__}: {e}")
+            raise PeerError(f"{peer.url} is unreachable: {e}") from e
+        except (RemoteProtocolError, PeerError) as e:
+            metrics.syncs.labels("misbehaved").inc()
+            self._failed(peer, f"misbehaved: {e}")
+            raise
+        metrics.syncs.labels("unchanged" if report.unchanged else "synced").inc()
+        self._succeeded(peer)
+        return report
+
+    async def _reconcile(self, peer: PeerState, report: SyncReport) -> None:
+        local = await self._local_heads()
+        from node.peer_api import frontier
+
+        mine = await frontier(self.node)
+        status, data, _ = await self._request(
+            peer, "GET", "/v1/heads", headers={"If-None-Match": f'"{mine.digest()}"'}
+        )
+        if status == 304:
+            peer.behind = peer.ahead = 0
+            report.unchanged = True
+            return
+        if status != 200:
+            raise PeerError(f"{peer.url} answered {status} to /v1/heads: {data[:200]!r}")
+        theirs = parse_frontier(_json(data))
+        peer.behind, peer.ahead = lag(local, theirs)
+        await self._merge_forks(theirs, peer)
+        for request in plan_pulls(local, theirs, self.node.config.gossip.page_records):
+            await self._pull(peer, request, report)
+        for author, after in plan_pushes(await self._local_heads(), theirs):
+            await self._push_log(peer, author, after, report)
+
+    async def _local_heads(self) -> dict[str, Head]:
+        heads = await self.node.store.read(lambda s: s.heads())
+        return {h.author: h for h in heads}
+
+    async def _merge_forks(self, theirs: Frontier, peer: PeerState) -> None:
+        batch = [str(t).encode() for f in theirs.forks for t in _as_list(f.get("records"))]
+        if batch:
+            await self.node.merge(batch, source=peer.url)
+
+    async def _fetch_page(self, peer: PeerState, page: LogRequest) -> list[bytes]:
+        status, data, _ = await self._request(
+            peer, "GET", f"/v1/log/{page.author}", params=page.query()
+        )
+        if status != 200:
+            raise PeerError(f"{peer.url} answered {status} to /v1/log: {data[:200]!r}")
+        lines = split_ndjson(data, page.limit)
+        check_log_page(lines, page)
+        return lines
+
+    async def _pull(self, peer: PeerState, request: LogRequest, report: SyncReport) -> None:
+        """Fetch an author's log in pages, fetching page k+1 while page k is merged."""
+        lines = await self._fetch_page(peer, request)
+        page: LogRequest | None = request
+        while page is not None:
+            following = next_page(page, len(lines), claimed_last_seq(lines))
+            prefetch = asyncio.create_task(self._fetch_page(peer, following)) if following else None
+            try:
+                await self._merge_page(peer, lines, report)
+                lines = await prefetch if prefetch is not None else []
+            finally:
+                if prefetch is not None and not prefetch.done():
+                    prefetch.cancel()
+            page = following
+
+    async def _merge_page(self, peer: PeerState, lines: list[bytes], report: SyncReport) -> None:
+        result = await self.node.merge(lines, source=peer.url)
+        report.pulled += len(lines)
+        report.accepted += result.counts()["accepted"]
+        bad = [o for o in result.outcomes if is_misbehaviour(o.error)]
+        if bad:
+            raise PeerError(f"{peer.url} sent {len(bad)} records that do not verify")
+
+    async def _push_log(self, peer: PeerState, author: str, after: int, report: SyncReport) -> None:
+        """Push one batch of what the peer lacks; a peer further behind pulls the rest."""
+        lines = await self.node.store.read(_log_reader(author, after))
+        if lines:
+            await self._post(peer, lines)
+            report.pushed += len(lines)
+
+    async def _post(self, peer: PeerState, lines: list[bytes]) -> None:
+        status, data, _ = await self._request(peer, "POST", "/v1/records", join_ndjson(lines))
+        if status not in (200, 422):
+            raise PeerError(f"{peer.url} answered {status} to a push: {data[:200]!r}")
+
+    # ---- background tasks --------------------------------------------------------------
+
+    async def anti_entropy_loop(self) -> None:
+        interval = self.node.config.gossip.interval_s
+        while True:
+            await asyncio.sleep(interval * self.node.rng.uniform(0.75, 1.25))
+            await self.learn_peers()
+            candidates = self._available()
+            if not candidates:
+                continue
+            peer = self.node.rng.choice(sorted(candidates, key=lambda p: p.url))
+            with contextlib.suppress(PeerError, RemoteProtocolError):
+                await self.sync_with(peer)
+
+    def enqueue(self, records: list[Record], source: str | None) -> None:
+        for record in records:
+            self.queue.put_nowait((record, source))
+
+    async def push_loop(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            await asyncio.sleep(PUSH_LINGER_S)  # let a burst gather into one request
+            while not self.queue.empty() and len(batch) < PUSH_BATCH_RECORDS:
+                batch.append(self.queue.get_nowait())
+            await self._push_batch(batch)
+
+    async def _push_batch(self, batch: list[tuple[Record, str | None]]) -> None:
+        sources = {source for _, source in batch}
+        targets = [p for p in self._available() if p.url not in sources and p.key not in sources]
+        fanout = self.node.config.gossip.fanout
+        chosen = self.node.rng.sample(targets, min(fanout, len(targets)))
+        lines = [record.canonical for record, _ in batch]
+        results = await asyncio.gather(
+            *(self._post(peer, lines) for peer in chosen), return_exceptions=True
+        )
+        for peer, outcome in zip(chosen, results, strict=True):
+            if isinstance(outcome, TlsRefusedError):
+                self._refused(peer, outcome)
+            elif isinstance(outcome, BaseException):
+                self._failed(peer, f"push failed: {type(outcome).__name__}: {outcome}")
+            else:
+                self._succeeded(peer)
+
+
+def _log_reader(author: str, after: int) -> Callable[[Store], list[bytes]]:
+    def read(store: Store) -> list[bytes]:
+        return store.log(author, after, PUSH_BATCH_RECORDS)
+
+    return read
+
+
+def _json(data: bytes) -> object:
+    import json
+
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise PeerError(f"peer answered with invalid JSON: {e}") from e
+
+
+def _as_list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+GOSSIP = web.AppKey("gossip", Gossip)
+
+
+async def gossip_ctx(app: web.Application) -> AsyncIterator[None]:
+    node = app[NODE]
+    gossip = Gossip(node, app[SESSION])
+    for url in node.config.peers:
+        if url != node.config.url:
+            gossip.add_peer(url, "config")
+    for row in await node.store.read(lambda s: s.peers()):
+        url = str(row["url"])
+        if url != node.config.url and url not in gossip.peers:
+            pin = row.get("pin")  # stored by `peers add URL#spki=…`, if the API kept it
+            gossip.add_peer(
+                url, str(row.get("source") or "added"), pin if isinstance(pin, str) else None
+            )
+    node.on_new_records.append(gossip.enqueue)
+    app[GOSSIP] = gossip
+    tasks = [
+        asyncio.create_task(gossip.anti_entropy_loop(), name="anti-entropy"),
+        asyncio.create_task(gossip.push_loop(), name="push"),
+    ]
+    yield
+    node.on_new_records.remove(gossip.enqueue)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,238 @@
+"""Federation acceptance tests (issue 4) with real node processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import Link, NodeProc, found_federation, wait_until, write_config
+
+from node.home import NodeHome
+from node.httpsig import sign_request
+from protocol.bodies import SignalBody
+from protocol.keys import SigningKey
+from protocol.records import sign_record
+
+PDQ_A = "f8f8f0cce0f4e84d0e370a22028f67f0b36e2ed596623e1d33e6339c4e9c9b22"
+
+
+@pytest.fixture
+def stop_all() -> Iterator[list[NodeProc]]:
+    started: list[NodeProc] = []
+    yield started
+    for node in started:
+        node.stop()
+
+
+def start(nodes: list[NodeProc], started: list[NodeProc]) -> None:
+    for node in nodes:
+        node.start()
+        started.append(node)
+
+
+def add_signal(
+    node: NodeProc, value: str, kind: str = "pdq", labels: list[str] | None = None
+) -> str:
+    reply = node.api(
+        "POST", "/v1/signals", {"type": kind, "value": value, "labels": labels or ["entity:test"]}
+    )
+    return str(reply["id"])
+
+
+def state_digest(node: NodeProc) -> str:
+    return str(node.api("GET", "/v1/status?digest=1")["store"]["state_digest"])
+
+
+def active_ids(node: NodeProc) -> set[str]:
+    rows = node.api("GET", "/v1/signals?active=true&limit=10000")["signals"]
+    return {row["id"] for row in rows}
+
+
+def converged(nodes: list[NodeProc]) -> bool:
+    return len({state_digest(n) for n in nodes}) == 1
+
+
+def test_line_of_five_converges(tmp_path: Path, stop_all: list[NodeProc]) -> None:
+    _, nodes = found_federation(tmp_path, ["a", "b", "c", "d", "e"], topology="line")
+    start(nodes, stop_all)
+    first = add_signal(nodes[0], PDQ_A)
+    last = add_signal(nodes[4], "0" * 63 + "1")
+    began = time.monotonic()
+    wait_until(lambda: all({first, last} <= active_ids(n) for n in nodes), timeout=20)
+    elapsed = time.monotonic() - began
+    wait_until(lambda: converged(nodes), timeout=20)
+    statuses = [n.api("GET", "/v1/status?digest=1")["store"] for n in nodes]
+    assert all(s["active_signals"] == 2 for s in statuses)
+    assert elapsed < 10, f"propagation across the line took {elapsed:.1f}s"
+
+
+def test_restarted_node_catches_up(tmp_path: Path, stop_all: list[NodeProc]) -> None:
+    _, nodes = found_federation(tmp_path, ["a", "b", "c"])
+    start(nodes, stop_all)
+    nodes[2].stop()
+    ids = {add_signal(nodes[0], f"{i:064x}") for i in range(1, 6)}
+    nodes[2].start()
+    wait_until(lambda: ids <= active_ids(nodes[2]), timeout=20)
+    wait_until(lambda: converged(nodes), timeout=20)
+
+
+def test_partition_heals(tmp_path: Path, stop_all: list[NodeProc]) -> None:
+    _, nodes = found_federation(tmp_path, ["a", "b", "c", "d"])
+    links = {n.name: Link(n.port) for n in nodes}
+    source = {n.name: f"127.0.0.{10 + i}" for i, n in enumerate(nodes)}
+    for node in nodes:  # peers are reached only through their links
+        node.peers = [links[n.name].url for n in nodes if n is not node]
+        write_config(node, url=links[node.name].url, source_address=source[node.name])
+
+    def partition(groups: list[set[str]]) -> None:
+        for group in groups:
+            outsiders = {source[n.name] for n in nodes if n.name not in group}
+            for name in group:
+                links[name].block(outsiders)
+
+    try:
+        start(nodes, stop_all)
+        add_signal(nodes[0], f"{7:064x}")
+        wait_until(lambda: converged(nodes), timeout=20)
+        partition([{"a", "b"}, {"c", "d"}])
+        left = {add_signal(nodes[0], f"{100 + i:064x}") for i in range(3)}
+        right = {add_signal(nodes[3], f"{200 + i:064x}") for i in range(3)}
+        wait_until(lambda: left <= active_ids(nodes[1]) and right <= active_ids(nodes[2]), 20)
+        time.sleep(1.0)  # several gossip intervals: nothing may cross the partition
+        assert not left & active_ids(nodes[2]) and not left & active_ids(nodes[3])
+        assert not right & active_ids(nodes[0]) and not right & active_ids(nodes[1])
+        partition([{"a", "b", "c", "d"}])
+        wait_until(lambda: all(left | right <= active_ids(n) for n in nodes), timeout=30)
+        wait_until(lambda: converged(nodes), timeout=20)
+    finally:
+        for link in links.values():
+            link.close()
+
+
+def _peer_request(
+    node: NodeProc,
+    key: SigningKey | None,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    created: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    url = f"http://127.0.0.1:{node.port}{path}"
+    signed = (
+        {} if key is None else sign_request(key, method, url, body, now_s=created or time.time())
+    )
+    request = urllib.request.Request(
+        url, data=body or None, method=method, headers=signed | (headers or {})
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, dict(e.headers), e.read()
+
+
+def test_peer_api_refuses_bad_requests(tmp_path: Path, stop_all: list[NodeProc]) -> None:
+    federation, nodes = found_federation(tmp_path, ["a", "b"])
+    start(nodes[:1], stop_all)
+    a = nodes[0]
+    member = NodeHome(nodes[1].home).key()
+    before = a.api("GET", "/v1/status?digest=1")["store"]
+
+    status, headers, body = _peer_request(a, None, "GET", "/v1/heads")
+    assert status == 401 and headers["Content-Type"].startswith("application/problem+json")
+    assert json.loads(body)["status"] == 401
+    assert _peer_request(a, SigningKey(b"\x42" * 32), "GET", "/v1/heads")[0] == 403
+    assert _peer_request(a, member, "GET", "/v1/heads", created=time.time() - 600)[0] == 401
+    assert _peer_request(a, member, "GET", "/v1/heads")[0] == 200
+
+    record = sign_record(
+        member, fed=federation.id, seq=1, prev=None, ts=1, body=SignalBody("md5", "a" * 32)
+    )
+    url = f"http://127.0.0.1:{a.port}/v1/records"
+    body_bytes = record.canonical + b"\n"
+    signed = sign_request(member, "POST", url, body_bytes, now_s=time.time())
+    tampered = record.canonical.replace(b'"md5"', b'"sha1"') + b"\n"
+    bad_digest = urllib.request.Request(url, data=tampered, method="POST", headers=signed)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(bad_digest, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 401
+    ok = urllib.request.Request(url, data=body_bytes, method="POST", headers=signed)
+    with urllib.request.urlopen(ok, timeout=10) as r:
+        assert json.loads(r.read())["counts"]["accepted"] == 1
+    replay = urllib.request.Request(url, data=body_bytes, method="POST", headers=signed)
+    with pytest.raises(urllib.error.HTTPError) as replayed:
+        urllib.request.urlopen(replay, timeout=10)
+    replayed.value.close()
+    assert replayed.value.code == 401
+    after = a.api("GET", "/v1/status?digest=1")["store"]
+    assert after["records"] == before["records"] + 1
+
+
+def test_invalid_pushed_records_are_not_stored(tmp_path: Path, stop_all: list[NodeProc]) -> None:
+    federation, nodes = found_federation(tmp_path, ["a", "b"])
+    start(nodes[:1], stop_all)
+    a = nodes[0]
+    member = NodeHome(nodes[1].home).key()
+    good = sign_record(
+        member, fed=federation.id, seq=1, prev=None, ts=1, body=SignalBody("md5", "b" * 32)
+    )
+    bad_sig = good.canonical.replace(good.sig.encode(), (good.sig[:-2] + "00").encode())
+    other_fed = sign_record(
+        member, fed="e" * 64, seq=1, prev=None, ts=1, body=SignalBody("md5", "c" * 32)
+    ).canonical
+    gap = sign_record(
+        member, fed=federation.id, seq=5, prev="d" * 64, ts=1, body=SignalBody("md5", "d" * 32)
+    ).canonical
+    before = a.api("GET", "/v1/status?digest=1")["store"]
+    for payload, code in ((bad_sig, "SignatureError"), (other_fed, "FederationMismatchError")):
+        status, _, body = _peer_request(a, member, "POST", "/v1/records", payload + b"\n")
+        assert status == 422
+        outcome = json.loads(body)["outcomes"][0]
+        assert outcome["status"] == "rejected" and outcome["error"]["error"] == code
+    status, _, body = _peer_request(a, member, "POST", "/v1/records", gap + b"\n")
+    assert json.loads(body)["counts"] == {
+        "accepted": 0,
+        "duplicate": 0,
+        "pending": 1,
+        "rejected": 0,
+    }
+    after = a.api("GET", "/v1/status?digest=1")["store"]
+    assert after["records"] == before["records"]
+    assert after["state_digest"] == before["state_digest"]
+
+
+def test_equivocation_freezes_author_everywhere(tmp_path: Path, stop_all: list[NodeProc]) -> None:
+    federation, nodes = found_federation(tmp_path, ["a", "b", "c"])
+    start(nodes[1:], stop_all)  # a does not run: its key equivocates from outside
+    cheater = NodeHome(nodes[0].home).key()
+    x, y = (
+        sign_record(
+            cheater, fed=federation.id, seq=1, prev=None, ts=1, body=SignalBody("md5", v * 32)
+        )
+        for v in ("1", "2")
+    )
+    for node, record in ((nodes[1], x), (nodes[2], y)):
+        status, _, _ = _peer_request(node, cheater, "POST", "/v1/records", record.canonical + b"\n")
+        assert status == 200
+
+    def frozen_everywhere() -> bool:
+        for node in nodes[1:]:
+            state = node.api("GET", "/v1/status?digest=1")
+            if state["store"]["forks"] != 1:
+                return False
+        return True
+
+    wait_until(frozen_everywhere, timeout=20)
+    for node in nodes[1:]:
+        signals = node.api("GET", f"/v1/signals?member={cheater.public}&limit=100")["signals"]
+        assert [s["status"] for s in signals if s["status"] == "active"] == []
+    wait_until(lambda: converged(nodes[1:]), timeout=20)
