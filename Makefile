@@ -22,7 +22,7 @@ types: $(STAMP)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 4
 
 demo: $(STAMP)
 	$(VENV)/bin/hashmesh demo

@@ -22,7 +22,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from node.home import NodeHome
 from node.httpsig import RequestVerifier
 from node.matchindex import MatchIndex
 from node.metrics import Metrics, handle_metrics, metrics_middleware
-from node.store import AsyncStore, MergeResult
+from node.store import AsyncStore, MergeResult, SignalChange
 from node.tls import NodeTls, load_node_tls
 from protocol.bodies import AnnounceBody, Body
 from protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -95,12 +95,9 @@ class Node:
 
     async def merged(self, result: MergeResult, source: str | None) -> None:
         """Apply a merge's consequences: index, membership, peers, and onward gossip."""
-        async with self.index_lock:
-            for change in result.signal_changes:
-                if change.active:
-                    self.index.add(change.row, change.type, change.value)
-                else:
-                    self.index.remove(change.row)
+        if result.signal_changes:
+            async with self.index_lock:  # off the loop: an add may compact a 10 M index
+                await asyncio.to_thread(apply_signal_changes, self.index, result.signal_changes)
         for status, count in result.counts().items():
             self.counters[f"merge_{status}"] = self.counters.get(f"merge_{status}", 0) + count
         self.metrics.merge_done(result)
@@ -157,6 +154,14 @@ def _log_merge(result: MergeResult, source: str | None) -> None:
         log.info("merged %d new records", len(result.accepted), extra=peer)
 
 
+def apply_signal_changes(index: MatchIndex, changes: Sequence[SignalChange]) -> None:
+    for change in changes:
+        if change.active:
+            index.add(change.row, change.type, change.value)
+        else:
+            index.remove(change.row)
+
+
 NODE = web.AppKey("node", Node)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
@@ -188,7 +193,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await node.store.open()
     await node.refresh_membership()
     rows = await node.store.read(lambda s: list(s.active_signals_for_index(now_ms=now_ms())))
-    node.index.add_many(rows)
+    await asyncio.to_thread(node.index.add_many, rows)  # seconds at 10 M signals
     node.metrics.signals_indexed(rows)
     await _announce_self(node)
     node.ready = True

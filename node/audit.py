@@ -49,6 +49,7 @@ from node.audit_checks import (
     counted_json,
     group_logs,
     jsonable,
+    part_digests,
     violation,
 )
 from node.errors import NodeError
@@ -135,6 +136,8 @@ class Snapshot:
     pending: list[Row] = field(default_factory=list)
     materialised: Callable[[int], Mapping[str, object]] | None = None
     counted: Callable[[], list[JsonValue]] | None = None
+    # part_digests of materialised + counted at now_ms, picklable: computed on a worker process
+    state_digests: Callable[[int], dict[str, str]] | None = None
     close: Callable[[], None] = lambda: None
 
 
@@ -403,8 +406,10 @@ def examine(
     invalid_at: set[tuple[str, int]],
     now_ms: int,
     progress: Progress = no_progress,
+    node_digests: Callable[[], dict[str, str] | None] | None = None,
 ) -> Findings:
-    """Chains, membership, forks, heads and state of snap, given its valid records."""
+    """Chains, membership, forks, heads and state of snap, given its valid records (and
+    maybe the digests of its materialised state, rendered elsewhere)."""
     progress("chains", 0, None)
     logs = group_logs(records)
     violations, tops = check_chains(logs, invalid_at)
@@ -418,7 +423,8 @@ def examine(
         violations += check_heads(snap.heads, logs, tops) + check_digest(snap.digest)
     if snap.materialised is not None:
         progress("state", 0, None)
-        violations += _state_violations(snap, state.to_json(), state.membership, now_ms)
+        fold = state.to_json()
+        violations += _state_violations(snap, fold, state.membership, now_ms, node_digests)
     counts = {
         "authors": len(logs),
         "uncounted": uncounted,
@@ -439,10 +445,11 @@ def _verify_while_examining(
     chunks = list(snap.chunks())
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        digests = pool.submit(snap.state_digests, now_ms) if snap.state_digests else None
         jobs = [pool.submit(verify_records, [r.raw for r in c], snap.federation.id) for c in chunks]
         _report(jobs, [len(c) for c in chunks], snap.total, progress)
         built = _unverified_records(chunks)
-        findings = _examine_unverified(snap, built, now_ms, progress)
+        findings = _examine_unverified(snap, built, now_ms, progress, _outcome(digests))
         loaded = Loaded()
         for chunk, job in zip(chunks, jobs, strict=True):
             _collect(snap, loaded, chunk, job.result(), built or {})
@@ -488,26 +495,50 @@ def _unverified_records(chunks: list[list[Row]]) -> dict[str, Record] | None:
     return built
 
 
+def _outcome(job: Future[dict[str, str]] | None) -> Callable[[], dict[str, str] | None] | None:
+    """A job's result when asked for; None if it failed (the caller then does the work)."""
+    if job is None:
+        return None
+
+    def result() -> dict[str, str] | None:
+        return None if job.exception() is not None else job.result()
+
+    return result
+
+
 def _examine_unverified(
-    snap: Snapshot, built: dict[str, Record] | None, now_ms: int, progress: Progress
+    snap: Snapshot,
+    built: dict[str, Record] | None,
+    now_ms: int,
+    progress: Progress,
+    node_digests: Callable[[], dict[str, str] | None] | None,
 ) -> Findings | None:
     if built is None:
         return None
     try:
-        return examine(snap, list(built.values()), set(), now_ms, progress)
+        return examine(snap, list(built.values()), set(), now_ms, progress, node_digests)
     except Exception:  # unverified bytes can be anything; the verified records decide
         return None
 
 
 def _state_violations(
-    snap: Snapshot, fold: dict[str, JsonValue], membership: Membership, now_ms: int
+    snap: Snapshot,
+    fold: dict[str, JsonValue],
+    membership: Membership,
+    now_ms: int,
+    node_digests: Callable[[], dict[str, str] | None] | None,
 ) -> list[Violation]:
+    """The state check; when the node's digests equal the fold's, nothing more is read."""
     assert snap.materialised is not None
     want: dict[str, object] = dict(fold)
+    if snap.counted is not None:
+        want["counted"] = counted_json(membership)
+    if node_digests is not None and node_digests() == part_digests(want):
+        return []
     try:
         node = dict(snap.materialised(now_ms))
         if snap.counted is not None:
-            node["counted"], want["counted"] = snap.counted(), counted_json(membership)
+            node["counted"] = snap.counted()
     except Exception as e:  # the node's reader assumes sane tables; tampered ones may not be
         detail = f"the materialised tables cannot be read: {type(e).__name__}: {e}"
         return [violation("state_mismatch", detail, part="*", change="unreadable")]

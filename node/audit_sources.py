@@ -18,6 +18,7 @@ Anything that makes a source unreadable raises ``AuditError`` (exit 2 at the CLI
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -31,7 +32,7 @@ import orjson
 from yarl import URL
 
 from node.audit import AuditError, Row, Snapshot
-from node.audit_checks import ForkRow
+from node.audit_checks import ForkRow, part_digests
 from node.errors import StoreError
 from node.httpsig import sign_request
 from node.materialise import id8
@@ -138,6 +139,9 @@ def _database_snapshot(path: Path, store: Store) -> Snapshot:
         pending=pending,
         materialised=lambda now_ms: store.materialised_state(now_ms=now_ms),
         counted=lambda: _counted_rows(conn),
+        state_digests=functools.partial(
+            materialised_digests, str(path), store.federation.to_bytes()
+        ),
         close=store.close,
     )
 
@@ -181,6 +185,15 @@ def _heads(conn: sqlite3.Connection) -> dict[str, Head]:
         key: Head(key, seq, hid.hex() if isinstance(hid, bytes) else repr(hid))
         for key, seq, hid in rows
     }
+
+
+def materialised_digests(path: str, genesis: bytes, now_ms: int) -> dict[str, str]:
+    """``part_digests`` of a database's materialised state and ``counted`` frontier, for a
+    worker process (it opens its own read-only connection)."""
+    with Store.open(Path(path), parse_genesis(genesis), readonly=True) as store:
+        state = dict(store.materialised_state(now_ms=now_ms))
+        state["counted"] = _counted_rows(store.conn)
+    return part_digests(state)
 
 
 def _counted_rows(conn: sqlite3.Connection) -> list[JsonValue]:

@@ -281,13 +281,13 @@ async def get_peers(request: web.Request, node: Node) -> web.StreamResponse:
 
 @local
 async def add_peer(request: web.Request, node: Node) -> web.StreamResponse:
-    from node.config import normalise_peer
+    from node.config import split_seed
     from node.gossip import GOSSIP
 
     body = await json_body(request)
-    url = normalise_peer(str(body.get("url", "")))
-    peer = request.app[GOSSIP].add_peer(url, "added")
-    await node.store.write(lambda s: s.upsert_peer(url, source="added"))
+    url, pin = split_seed(str(body.get("url", "")))  # keeps a "#spki=<hex>" pin
+    peer = request.app[GOSSIP].add_peer(url, "added", pin)
+    await node.store.write(lambda s: s.upsert_peer(url, source="added", pin=pin))
     return web.json_response(peer.to_json(time.time()), status=201)
 
 

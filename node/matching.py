@@ -18,7 +18,7 @@ from aiohttp import BodyPartReader, web
 from node.app import Node, now_ms
 from node.errors import ApiError, MediaError
 from node.hashing import MediaHashes, hash_image
-from node.matchindex import Hit
+from node.matchindex import Hit, MatchIndex
 from protocol.errors import RemoteProtocolError
 from protocol.signal_types import canonical_value, signal_type
 
@@ -133,9 +133,22 @@ async def _search(
     for kind, _ in queries:
         signal_type(kind)
     async with node.index_lock:
-        return await asyncio.to_thread(
-            lambda: [node.index.query(kind, value, radius) for kind, value in queries]
-        )
+        return await asyncio.to_thread(_query_grouped, node.index, queries, radius)
+
+
+def _query_grouped(
+    index: MatchIndex, queries: Sequence[tuple[str, str]], radius: int | None
+) -> list[list[Hit]]:
+    """Query the index once per signal type (query_batch), answers in the queries' order."""
+    by_type: dict[str, list[int]] = {}
+    for i, (kind, _) in enumerate(queries):
+        by_type.setdefault(kind, []).append(i)
+    hits: list[list[Hit]] = [[] for _ in queries]
+    for kind, positions in by_type.items():
+        values = [queries[i][1] for i in positions]
+        for i, found in zip(positions, index.query_batch(kind, values, radius), strict=True):
+            hits[i] = found
+    return hits
 
 
 async def _with_provenance(
