@@ -155,6 +155,7 @@ def _log_merge(result: MergeResult, source: str | None) -> None:
 
 
 def apply_signal_changes(index: MatchIndex, changes: Sequence[SignalChange]) -> None:
+    # add() is amortised (a delta segment); add_many() is the bulk-build path for start-up
     for change in changes:
         if change.active:
             index.add(change.row, change.type, change.value)

@@ -15,7 +15,7 @@ Every key, its default and its environment variable::
     [tls] enabled = true, cert = "tls.crt", key = "tls.key" (paths relative to the home),
           tofu = false (trust unpinned https seeds on first use), proxy_cert = "" (with
           enabled = false behind a TLS-terminating proxy: the proxy's certificate, announced)
-    [gossip] interval_s = 2.0, fanout = 3, page_records = 1000, timeout_s = 10.0,
+    [gossip] interval_s = 2.0, fanout = 3, page_records = 5000, timeout_s = 10.0,
              backoff_max_s = 60.0
     [limits] max_request_bytes = 4194304, max_image_bytes = 33554432, max_batch_records = 2000
 """
@@ -41,7 +41,7 @@ CONFIG_FILE = "config.toml"
 class GossipConfig:
     interval_s: float = 2.0
     fanout: int = 3
-    page_records: int = 1000
+    page_records: int = 5000  # bigger pages amortise verification dispatch (bootstrap)
     timeout_s: float = 10.0
     backoff_max_s: float = 60.0
 

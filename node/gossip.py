@@ -36,7 +36,7 @@ from yarl import URL
 from node.app import NODE, SESSION, Node, now_ms
 from node.errors import PeerError
 from node.httpsig import sign_request
-from node.store import Store
+from node.store import MergeResult, Store
 from node.tls import SpkiPin, TlsRefusedError, describe_mismatch
 from protocol.chain import Head
 from protocol.errors import RemoteProtocolError
@@ -324,23 +324,30 @@ class Gossip:
         return lines
 
     async def _pull(self, peer: PeerState, request: LogRequest, report: SyncReport) -> None:
-        """Fetch an author's log in pages, fetching page k+1 while page k is merged."""
-        lines = await self._fetch_page(peer, request)
+        """Stream an author's log in pages: fetch and verify page k+1 while page k is written."""
+        store = self.node.store
         page: LogRequest | None = request
+        prepared = await store.prepare_merge(await self._fetch_page(peer, request))
         while page is not None:
-            following = next_page(page, len(lines), claimed_last_seq(lines))
-            prefetch = asyncio.create_task(self._fetch_page(peer, following)) if following else None
+            following = next_page(page, len(prepared.batch), claimed_last_seq(prepared.batch))
+            upcoming = None
             try:
-                await self._merge_page(peer, lines, report)
-                lines = await prefetch if prefetch is not None else []
-            finally:
-                if prefetch is not None and not prefetch.done():
-                    prefetch.cancel()
-            page = following
+                if following is not None:
+                    upcoming = await store.prepare_merge(await self._fetch_page(peer, following))
+                result = await store.finish_merge(prepared, received_ms=now_ms())
+            except BaseException:
+                for pending in (prepared, upcoming):
+                    if pending is not None and pending.job is not None:
+                        pending.job.cancel()
+                raise
+            await self._merged_page(peer, result, report)
+            if upcoming is None:
+                return
+            prepared, page = upcoming, following
 
-    async def _merge_page(self, peer: PeerState, lines: list[bytes], report: SyncReport) -> None:
-        result = await self.node.merge(lines, source=peer.url)
-        report.pulled += len(lines)
+    async def _merged_page(self, peer: PeerState, result: MergeResult, report: SyncReport) -> None:
+        await self.node.merged(result, source=peer.url)
+        report.pulled += len(result.outcomes)
         report.accepted += result.counts()["accepted"]
         bad = [o for o in result.outcomes if is_misbehaviour(o.error)]
         if bad:

@@ -27,6 +27,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -75,6 +76,14 @@ T = TypeVar("T")
 RESERVED_META: Final = frozenset({"schema_version", "federation_id", "federation", "lookup_salt"})
 POOL_MIN_BATCH: Final = 256  # smaller batches verify on the writer thread
 _PAGE_ROWS: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMerge:
+    """A batch whose verification has started (``Store.prepare_merge``)."""
+
+    batch: Sequence[bytes]
+    job: VerifyJob | None
 
 
 class Store:
@@ -152,13 +161,27 @@ class Store:
         self, batch: Sequence[bytes], *, received_ms: int, verify_workers: int = 0
     ) -> MergeResult:
         """Verify and merge a batch of record bytes in one transaction (see node.merge)."""
+        prepared = self.prepare_merge(batch, verify_workers=verify_workers)
+        return self.finish_merge(prepared, received_ms=received_ms)
+
+    def prepare_merge(self, batch: Sequence[bytes], *, verify_workers: int = 0) -> PreparedMerge:
+        """Start verifying batch (on the pool, if workers) without writing anything yet.
+
+        ``finish_merge`` writes it later; meanwhile the writer can finish an earlier batch,
+        so verification of batch k+1 overlaps the writes of batch k (streamed sync).
+        """
         self._writer_state()
-        verified: Iterator[tuple[int, Verified]]
         if verify_workers > 0 and batch:
-            verified = iter(self._verify_pool(verify_workers).verify(batch))
+            return PreparedMerge(batch, self._verify_pool(verify_workers).verify(batch))
+        return PreparedMerge(batch, None)
+
+    def finish_merge(self, prepared: PreparedMerge, *, received_ms: int) -> MergeResult:
+        verified: Iterator[tuple[int, Verified]]
+        if prepared.job is None:
+            verified = verify_inline(prepared.batch, self.federation.id)
         else:
-            verified = verify_inline(batch, self.federation.id)
-        return self._merge_verified(verified, len(batch), received_ms)
+            verified = iter(prepared.job)
+        return self._merge_verified(verified, len(prepared.batch), received_ms)
 
     def merge_many(
         self, batches: Iterable[Sequence[bytes]], *, received_ms: int, verify_workers: int = 0
@@ -478,6 +501,14 @@ class AsyncStore:
         return await self.write(
             lambda s: s.merge(batch, received_ms=received_ms, verify_workers=workers)
         )
+
+    async def prepare_merge(self, batch: Sequence[bytes]) -> PreparedMerge:
+        """Start verifying batch on the pool now; ``finish_merge`` writes it later."""
+        workers = self._verify_workers if len(batch) >= POOL_MIN_BATCH else 0
+        return await self.write(lambda s: s.prepare_merge(batch, verify_workers=workers))
+
+    async def finish_merge(self, prepared: PreparedMerge, *, received_ms: int) -> MergeResult:
+        return await self.write(lambda s: s.finish_merge(prepared, received_ms=received_ms))
 
     async def append_local(self, key: SigningKey, body: Body, *, ts: int) -> Record:
         return await self.write(lambda s: s.append_local(key, body, ts=ts))

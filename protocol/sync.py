@@ -16,7 +16,7 @@ how to check a peer's answers; the node performs the HTTP exchanges and the merg
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -187,7 +187,7 @@ def is_misbehaviour(error: Mapping[str, object] | None) -> bool:
     return error is not None and error.get("error") not in VIEW_DEPENDENT_ERRORS
 
 
-def claimed_last_seq(lines: list[bytes]) -> int | None:
+def claimed_last_seq(lines: Sequence[bytes]) -> int | None:
     """The seq the last line of a log page claims (unverified: only to ask for the next page).
 
     The records are verified when merged; a false claim can only make the next request ask
