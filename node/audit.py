@@ -21,7 +21,12 @@ tables. Every verdict is then ``protocol``'s (the checks are in ``node.audit_che
 - ``pending``     records held ahead of a gap verify too.
 
 Records stored beyond a freeze (fork, removal, rotation) are not violations: a node may have
-stored them before it learnt of the freeze, and they do not count. ``compare`` reads several
+stored them before it learnt of the freeze, and they do not count.
+
+A big source is verified on a process pool (``--workers``) while this process examines its
+records as if they were valid, and a worker digests the materialised tables for the state
+check; that examination stands only if every record verified, else it is repeated over the
+valid records, so the verdicts are the same as a sequential audit's. ``compare`` reads several
 sources and reports differing frontiers, missing records, and split views as portable fork
 evidence. Results are deterministic: no clock reading, everything sorted.
 """
@@ -33,6 +38,8 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -250,8 +257,7 @@ def verify_chunks(
         for chunk in chunks:
             yield chunk, verify_records([r.raw for r in chunk], fed)
         return
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with _pool(workers) as pool:
         ahead: deque[tuple[list[Row], Future[list[VerifyResult]]]] = deque()
         try:
             for chunk in chunks:
@@ -265,6 +271,18 @@ def verify_chunks(
         finally:
             for _, job in ahead:
                 job.cancel()
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of verification workers (forkserver: the parent may hold SQLite connections);
+    a worker that dies makes the source un-auditable here, not a crash."""
+    context = multiprocessing.get_context("forkserver")
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            yield pool
+    except BrokenProcessPool as e:
+        raise AuditError(f"a verification worker process died: {e}") from e
 
 
 def load_records(snap: Snapshot, *, workers: int = 1, progress: Progress = no_progress) -> Loaded:
@@ -439,57 +457,68 @@ def examine(
 def _verify_while_examining(
     snap: Snapshot, workers: int, now_ms: int, progress: Progress
 ) -> tuple[Loaded, Findings]:
-    """Verify on a process pool while this process examines the records as if they were all
-    valid; that examination stands only if every record verified, else it is run again over
-    the valid ones. The examination then costs no time of its own on a clean source."""
-    chunks = list(snap.chunks())
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    """Verify on a process pool while this process reads the records and examines them as if
+    they were all valid; that examination stands only if every record verified, else it is
+    run again over the valid ones. On a clean source it costs no time of its own."""
+    with _pool(workers) as pool:
         digests = pool.submit(snap.state_digests, now_ms) if snap.state_digests else None
-        jobs = [pool.submit(verify_records, [r.raw for r in c], snap.federation.id) for c in chunks]
-        _report(jobs, [len(c) for c in chunks], snap.total, progress)
-        built = _unverified_records(chunks)
+        tally = _Tally(progress, snap.total)
+        chunks: list[list[Row]] = []
+        jobs: list[Future[list[VerifyResult]]] = []
+        built: dict[str, Record] | None = {}
+        for chunk in snap.chunks():  # each chunk is verified while the next ones are read
+            chunks.append(chunk)
+            jobs.append(tally.watch(pool.submit(verify_records, [r.raw for r in chunk],
+                                                snap.federation.id), len(chunk)))  # fmt: skip
+            built = _build_unverified(built, chunk)
         findings = _examine_unverified(snap, built, now_ms, progress, _outcome(digests))
         loaded = Loaded()
         for chunk, job in zip(chunks, jobs, strict=True):
             _collect(snap, loaded, chunk, job.result(), built or {})
-    if (
-        findings is None
-        or built is None
-        or len(built) != len(loaded.records)
-        or any(v.code == "record_invalid" for v in loaded.violations)
-    ):
+    if findings is None or not _all_verified(built, loaded):
         findings = examine(snap, loaded.records, loaded.invalid_at, now_ms, progress)
     return loaded, findings
 
 
-def _report(
-    jobs: list[Future[list[VerifyResult]]], sizes: list[int], total: int, progress: Progress
-) -> None:
-    done = [0]
-    progress("verify", 0, total)
-
-    def finished(size: int) -> Callable[[Future[list[VerifyResult]]], None]:
-        def callback(_: Future[list[VerifyResult]]) -> None:
-            done[0] += size
-            progress("verify", done[0], total)
-
-        return callback
-
-    for job, size in zip(jobs, sizes, strict=True):
-        job.add_done_callback(finished(size))
+def _all_verified(built: dict[str, Record] | None, loaded: Loaded) -> bool:
+    """Did every row verify, as the record it was built as (so the examination holds)?"""
+    bad = {"record_invalid", "record_metadata"}
+    return (
+        built is not None
+        and len(built) == len(loaded.records)
+        and not any(v.code in bad for v in loaded.violations)
+    )
 
 
-def _unverified_records(chunks: list[list[Row]]) -> dict[str, Record] | None:
-    """Every row's record, built without verifying it, first copy per id (None: a row is not
-    even shaped like a record)."""
-    built: dict[str, Record] = {}
+class _Tally:
+    """Progress of the verification jobs, reported as each one finishes (on the pool's
+    result thread)."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+        progress("verify", 0, total)
+
+    def watch(self, job: Future[list[VerifyResult]], size: int) -> Future[list[VerifyResult]]:
+        def finished(_: Future[list[VerifyResult]]) -> None:
+            self.done += size
+            self.progress("verify", self.done, self.total)
+
+        job.add_done_callback(finished)
+        return job
+
+
+def _build_unverified(
+    built: dict[str, Record] | None, chunk: list[Row]
+) -> dict[str, Record] | None:
+    """Add every row's record to built, made without verifying it, the first copy of each id
+    (None from the first row that is not even shaped like a record on)."""
+    if built is None:
+        return None
     try:
-        for chunk in chunks:
-            for row in chunk:
-                rid = record_id_of(row.raw)
-                if rid not in built:
-                    built[rid] = trusted_record(row.raw, rid)
+        for row in chunk:
+            rid = record_id_of(row.raw)
+            if rid not in built:
+                built[rid] = trusted_record(row.raw, rid)
     except (ValueError, LocalProtocolError):
         return None
     return built

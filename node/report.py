@@ -28,7 +28,6 @@ SVG) into one self-contained page.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import html
 import io
@@ -50,7 +49,9 @@ VERDICT_METRICS: Final = {
 }
 UNLABELLED: Final = "(unlabelled)"  # not a valid label token, so it cannot collide with one
 PPM: Final = 1_000_000
-_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+MAX_CHART_MONTHS: Final = 60  # the tables list everything; the charts stay readable
+MAX_CHART_LABELS: Final = 30
+DAY_MS: Final = 86_400_000
 DIGEST_OF: Final = "sorted ids of the counted records and the fork evidence records, hex + LF"
 LOG_TIME_NOTE: Final = (
     "times are record ts values (log time): advisory, set by each author, never checked "
@@ -60,9 +61,22 @@ LOG_TIME_NOTE: Final = (
 Counter = dict[str, dict[str, int]]  # bucket -> metric -> count
 
 
+def civil_date(ts_ms: int) -> tuple[int, int, int]:
+    """(year, month, day) in UTC of a timestamp in ms, for any ts the protocol allows (up to
+    2^53 - 1 ms, far beyond ``datetime``'s year 9999): days to civil date, in integers."""
+    z = ts_ms // DAY_MS + 719_468
+    era, doe = divmod(z, 146_097)
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, doy - (153 * mp + 2) // 5 + 1
+
+
 def month_of(ts_ms: int) -> str:
-    """The UTC month ``YYYY-MM`` of a record timestamp (exact integer arithmetic)."""
-    return (_EPOCH + datetime.timedelta(milliseconds=ts_ms)).strftime("%Y-%m")
+    """The UTC month ``YYYY-MM`` of a record timestamp."""
+    year, month, _ = civil_date(ts_ms)
+    return f"{year:04d}-{month:02d}"
 
 
 def rate(numerator: int, denominator: int) -> dict[str, JsonValue]:
@@ -285,19 +299,29 @@ def _names(report: Mapping[str, Any]) -> dict[str, str]:
     return {m["identity"]: f"{m['name']} ({m['identity'][:8]})" for m in report["members"]}
 
 
+def busiest(rows: Sequence[Mapping[str, Any]], limit: int, score: Sequence[str]) -> list[Any]:
+    """At most limit rows, the ones with the highest sum of the score metrics, in their order."""
+    if len(rows) <= limit:
+        return list(rows)
+    ranked = sorted(range(len(rows)), key=lambda i: (-sum(rows[i][k] for k in score), i))
+    return [rows[i] for i in sorted(ranked[:limit])]
+
+
 def chart_contributions(report: Mapping[str, Any]) -> str:
     """Stacked bars: signals contributed per month, one colour per member."""
     plt = _plt()
-    months = [m["month"] for m in report["months"]]
+    shown = busiest(report["months"], MAX_CHART_MONTHS, ("signals_added",))
+    months = [m["month"] for m in shown]
     names = _names(report)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     bottom = [0] * len(months)
     for identity in sorted(names):
-        counts = [m["added_by_member"].get(identity, 0) for m in report["months"]]
+        counts = [m["added_by_member"].get(identity, 0) for m in shown]
         if any(counts):
             ax.bar(months, counts, bottom=bottom, label=names[identity])
             bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
-    ax.set_title("Signals contributed per month (UTC, log time) per member")
+    cut = f" ({len(shown)} busiest months)" if len(shown) < len(report["months"]) else ""
+    ax.set_title(f"Signals contributed per month (UTC, log time) per member{cut}")
     ax.set_ylabel("signals")
     ax.tick_params(axis="x", labelrotation=45)
     if any(bottom):
@@ -308,7 +332,7 @@ def chart_contributions(report: Mapping[str, Any]) -> str:
 def chart_labels(report: Mapping[str, Any]) -> str:
     """Horizontal bars: disputes and retractions per label."""
     plt = _plt()
-    rows = report["labels"]
+    rows = busiest(report["labels"], MAX_CHART_LABELS, ("disputed", "retracted"))
     labels = [r["label"] for r in rows]
     y = list(range(len(labels)))
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * max(1, len(labels))))
@@ -317,7 +341,8 @@ def chart_labels(report: Mapping[str, Any]) -> str:
     ax.barh([i + height / 2 for i in y], [r["retracted"] for r in rows], height, label="retracted")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.set_title("Disputed and retracted signals per label")
+    cut = f" ({len(rows)} labels with the most)" if len(rows) < len(report["labels"]) else ""
+    ax.set_title(f"Disputed and retracted signals per label{cut}")
     ax.set_xlabel("signals")
     ax.legend(fontsize=7)
     return _svg(fig)
@@ -407,7 +432,9 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def _when(ts_ms: int) -> str:
-    return (_EPOCH + datetime.timedelta(milliseconds=ts_ms)).strftime("%Y-%m-%d %H:%M UTC")
+    year, month, day = civil_date(ts_ms)
+    minutes = ts_ms % DAY_MS // 60_000
+    return f"{year:04d}-{month:02d}-{day:02d} {minutes // 60:02d}:{minutes % 60:02d} UTC"
 
 
 def _duration(ms: int | None) -> str:

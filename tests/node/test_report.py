@@ -3,6 +3,7 @@ JSON across runs, machines (hash seeds) and an export/import round trip, and the
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import random
@@ -17,7 +18,16 @@ from store_helpers import T0, key, make_federation
 from node.audit import load_records
 from node.audit_sources import open_source
 from node.home import init_home
-from node.report import build_report, month_of, nearest_rank, rate, render_html, report_bytes
+from node.report import (
+    build_report,
+    busiest,
+    civil_date,
+    month_of,
+    nearest_rank,
+    rate,
+    render_html,
+    report_bytes,
+)
 from node.store import Store
 from protocol import (
     Body,
@@ -103,10 +113,22 @@ def test_numbers_on_a_known_history() -> None:
 def test_helpers_are_exact_integers() -> None:
     assert month_of(0) == "1970-01" and month_of(T0) == "2025-11"
     assert month_of(1_767_225_599_999) == "2025-12" and month_of(1_767_225_600_000) == "2026-01"
+    assert civil_date(951_782_400_000) == (2000, 2, 29) and civil_date(951_868_800_000) == (
+        2000,
+        3,
+        1,
+    )
+    for ts in range(0, 253_402_300_800_000, 7_777_777_777_777):  # what datetime can show
+        when = datetime.datetime.fromtimestamp(ts / 1000, datetime.UTC)
+        assert civil_date(ts) == (when.year, when.month, when.day)
+    assert month_of(2**53 - 1) == "287396-10"  # ts is advisory: any value up to 2^53 - 1
     assert nearest_rank([], 50) is None
     assert [nearest_rank(list(range(1, 11)), p) for p in (50, 90, 100)] == [5, 9, 10]
     assert rate(1, 3) == {"numerator": 1, "denominator": 3, "ppm": 333_333}
     assert rate(0, 0)["ppm"] is None
+    rows = [{"n": n % 5} for n in range(12)]
+    assert busiest(rows, 4, ("n",)) == [{"n": 3}, {"n": 4}, {"n": 3}, {"n": 4}]  # in order
+    assert busiest(rows[:3], 4, ("n",)) == rows[:3]
 
 
 def generated_history(rng: random.Random, steps: int) -> list[Record]:
