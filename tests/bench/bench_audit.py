@@ -37,14 +37,14 @@ from pathlib import Path
 
 import nacl.bindings
 import orjson
+from benchlib import bench_federation, bench_key, sign_unsigned
 
 from node.audit import AuditResult, audit
 from node.audit_sources import open_source
 from node.schema import known_migrations
 from node.store import Store
-from protocol import Federation, Founder, SigningKey, draft_genesis, parse_genesis, sign_genesis
+from protocol import Federation, SigningKey
 from protocol.batch import verify_records
-from protocol.encoding import encode_canonical
 from protocol.records import RECORD_DOMAIN, unsigned_bytes
 
 AUTHORS = 8
@@ -58,16 +58,11 @@ BATCH = 10_000
 
 
 def author_key(n: int) -> SigningKey:
-    return SigningKey(hashlib.sha256(f"audit bench author {n}".encode()).digest())
+    return bench_key("audit bench author", n)
 
 
 def federation() -> Federation:
-    keys = [author_key(n) for n in range(AUTHORS)]
-    founders = [Founder(f"member-{n}", k.public, "member") for n, k in enumerate(keys)]
-    doc = draft_genesis("audit bench", 2, founders)
-    for k in keys:
-        doc = sign_genesis(doc, k)
-    return parse_genesis(encode_canonical(doc))
+    return bench_federation("audit bench", [author_key(n) for n in range(AUTHORS)])
 
 
 def author_log(n: int, count: int, fed: str) -> list[bytes]:
@@ -80,9 +75,8 @@ def author_log(n: int, count: int, fed: str) -> list[bytes]:
         kind, body = _body(rng, own)
         unsigned = {"v": 1, "fed": fed, "author": key.public, "seq": seq, "prev": prev,
                     "ts": T0 + seq * 1000, "kind": kind, "body": body}  # fmt: skip
-        signing_input = RECORD_DOMAIN + encode_canonical(unsigned)
-        records.append(encode_canonical(unsigned | {"sig": key.sign(signing_input)}))
-        prev = hashlib.sha256(signing_input).hexdigest()
+        canonical, prev = sign_unsigned(key, unsigned)
+        records.append(canonical)
         if kind == "signal":
             own.append(prev)
     return records

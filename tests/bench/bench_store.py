@@ -36,12 +36,12 @@ from pathlib import Path
 
 import nacl.bindings
 import orjson
+from benchlib import bench_federation, bench_key, sign_unsigned
 
 from node.materialise import Keyer, id8
 from node.schema import open_database
 from node.store import Store
-from protocol import Federation, Founder, SigningKey, draft_genesis, parse_genesis, sign_genesis
-from protocol.encoding import encode_canonical
+from protocol import Federation, SigningKey
 from protocol.records import RECORD_DOMAIN, unsigned_bytes
 
 AUTHORS = 8
@@ -54,16 +54,11 @@ TYPES = (("sha256", 64), ("sha256", 64), ("pdq", 64), ("md5", 32))
 
 
 def author_key(n: int) -> SigningKey:
-    return SigningKey(hashlib.sha256(f"bench author {n}".encode()).digest())
+    return bench_key("bench author", n)
 
 
 def federation() -> Federation:
-    keys = [author_key(n) for n in range(AUTHORS)]
-    doc = draft_genesis("bench", 2, [Founder(f"member-{n}", k.public, "member") for n, k in
-                                     enumerate(keys)])  # fmt: skip
-    for k in keys:
-        doc = sign_genesis(doc, k)
-    return parse_genesis(encode_canonical(doc))
+    return bench_federation("bench", [author_key(n) for n in range(AUTHORS)])
 
 
 def author_log(n: int, count: int, fed: str) -> list[bytes]:
@@ -76,9 +71,8 @@ def author_log(n: int, count: int, fed: str) -> list[bytes]:
         kind, body = _body(rng, signals)
         unsigned = {"v": 1, "fed": fed, "author": key.public, "seq": seq, "prev": prev,
                     "ts": T0 + seq, "kind": kind, "body": body}  # fmt: skip
-        signing_input = RECORD_DOMAIN + encode_canonical(unsigned)
-        records.append(encode_canonical(unsigned | {"sig": key.sign(signing_input)}))
-        prev = hashlib.sha256(signing_input).hexdigest()
+        canonical, prev = sign_unsigned(key, unsigned)
+        records.append(canonical)
         if kind == "signal":
             signals.append(prev)
     return records

@@ -1,0 +1,31 @@
+"""What the store and audit benchmarks share: deterministic keys, a genesis, record signing."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from protocol import Federation, Founder, SigningKey, draft_genesis, parse_genesis, sign_genesis
+from protocol.encoding import encode_canonical
+from protocol.records import RECORD_DOMAIN
+
+
+def bench_key(label: str, n: int) -> SigningKey:
+    """Author n's key, derived from label so each benchmark has its own federation."""
+    return SigningKey(hashlib.sha256(f"{label} {n}".encode()).digest())
+
+
+def bench_federation(name: str, keys: list[SigningKey]) -> Federation:
+    """A verified genesis with every key a founding member (threshold 2)."""
+    founders = [Founder(f"member-{n}", k.public, "member") for n, k in enumerate(keys)]
+    doc = draft_genesis(name, 2, founders)
+    for key in keys:
+        doc = sign_genesis(doc, key)
+    return parse_genesis(encode_canonical(doc))
+
+
+def sign_unsigned(key: SigningKey, unsigned: dict[str, Any]) -> tuple[bytes, str]:
+    """A record's canonical bytes and id, signed without the Record constructor's re-verify."""
+    signing_input = RECORD_DOMAIN + encode_canonical(unsigned)
+    canonical = encode_canonical(unsigned | {"sig": key.sign(signing_input)})
+    return canonical, hashlib.sha256(signing_input).hexdigest()
