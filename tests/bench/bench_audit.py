@@ -37,7 +37,7 @@ from pathlib import Path
 
 import nacl.bindings
 import orjson
-from benchlib import bench_federation, bench_key, sign_unsigned
+from benchlib import bench_federation, bench_key, sign_log
 
 from node.audit import AuditResult, audit
 from node.audit_sources import open_source
@@ -67,19 +67,7 @@ def federation() -> Federation:
 
 def author_log(n: int, count: int, fed: str) -> list[bytes]:
     """One author's chain: 80% signals, 10% opinions on others' signals, 10% retractions."""
-    rng, key = random.Random(n), author_key(n)
-    records: list[bytes] = []
-    prev: str | None = None
-    own: list[str] = []
-    for seq in range(1, count + 1):
-        kind, body = _body(rng, own)
-        unsigned = {"v": 1, "fed": fed, "author": key.public, "seq": seq, "prev": prev,
-                    "ts": T0 + seq * 1000, "kind": kind, "body": body}  # fmt: skip
-        canonical, prev = sign_unsigned(key, unsigned)
-        records.append(canonical)
-        if kind == "signal":
-            own.append(prev)
-    return records
+    return sign_log(author_key(n), fed, count, random.Random(n), _body, t0=T0, ts_step=1000)
 
 
 def _body(rng: random.Random, own: list[str]) -> tuple[str, dict[str, object]]:

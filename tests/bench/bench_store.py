@@ -36,7 +36,7 @@ from pathlib import Path
 
 import nacl.bindings
 import orjson
-from benchlib import bench_federation, bench_key, sign_unsigned
+from benchlib import bench_federation, bench_key, sign_log
 
 from node.materialise import Keyer, id8
 from node.schema import open_database
@@ -63,19 +63,7 @@ def federation() -> Federation:
 
 def author_log(n: int, count: int, fed: str) -> list[bytes]:
     """One author's chain: 90% signals, 5% opinions and 5% retractions of its own signals."""
-    rng, key = random.Random(n), author_key(n)
-    records: list[bytes] = []
-    prev: str | None = None
-    signals: list[str] = []
-    for seq in range(1, count + 1):
-        kind, body = _body(rng, signals)
-        unsigned = {"v": 1, "fed": fed, "author": key.public, "seq": seq, "prev": prev,
-                    "ts": T0 + seq, "kind": kind, "body": body}  # fmt: skip
-        canonical, prev = sign_unsigned(key, unsigned)
-        records.append(canonical)
-        if kind == "signal":
-            signals.append(prev)
-    return records
+    return sign_log(author_key(n), fed, count, random.Random(n), _body, t0=T0, ts_step=1)
 
 
 def _body(rng: random.Random, signals: list[str]) -> tuple[str, dict[str, object]]:

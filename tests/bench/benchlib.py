@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import random
+from collections.abc import Callable
 from typing import Any
 
 from protocol import Federation, Founder, SigningKey, draft_genesis, parse_genesis, sign_genesis
@@ -29,3 +31,31 @@ def sign_unsigned(key: SigningKey, unsigned: dict[str, Any]) -> tuple[bytes, str
     signing_input = RECORD_DOMAIN + encode_canonical(unsigned)
     canonical = encode_canonical(unsigned | {"sig": key.sign(signing_input)})
     return canonical, hashlib.sha256(signing_input).hexdigest()
+
+
+BodyPicker = Callable[[random.Random, list[str]], tuple[str, dict[str, object]]]
+
+
+def sign_log(
+    key: SigningKey,
+    fed: str,
+    count: int,
+    rng: random.Random,
+    pick_body: BodyPicker,
+    *,
+    t0: int,
+    ts_step: int,
+) -> list[bytes]:
+    """One author's chain of count records; pick_body sees the author's own signal ids."""
+    records: list[bytes] = []
+    prev: str | None = None
+    own_signals: list[str] = []
+    for seq in range(1, count + 1):
+        kind, body = pick_body(rng, own_signals)
+        unsigned = {"v": 1, "fed": fed, "author": key.public, "seq": seq, "prev": prev,
+                    "ts": t0 + seq * ts_step, "kind": kind, "body": body}  # fmt: skip
+        canonical, prev = sign_unsigned(key, unsigned)
+        records.append(canonical)
+        if kind == "signal":
+            own_signals.append(prev)
+    return records
