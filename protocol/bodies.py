@@ -17,7 +17,7 @@ from protocol.errors import InvalidHashError, SchemaError
 from protocol.federation import check_name, check_role
 from protocol.keys import SigningKey, is_public_key, is_signature, verify_signature
 from protocol.labels import check_labels
-from protocol.signal_types import check_value, signal_type
+from protocol.signal_types import SIGNAL_TYPES, check_value, signal_type
 from protocol.urls import normalise_url
 
 ROTATE_DOMAIN = b"hashmesh/rotate/v1\n"
@@ -261,7 +261,64 @@ _ADMIT_KEYS = _keyset("action", "member", "name", "role")
 _REMOVE_KEYS = _keyset("action", "member", "after")
 
 
+# Member names of a signal body in canonical order -> (has note, has expires).
+_SIGNAL_SHAPES: dict[tuple[str, ...], tuple[bool, bool]] = {
+    ("labels", "type", "value"): (False, False),
+    ("labels", "note", "type", "value"): (True, False),
+    ("expires", "labels", "type", "value"): (False, True),
+    ("expires", "labels", "note", "type", "value"): (True, True),
+}
+# Label lists already seen valid: most records repeat a few (bounded, so input cannot grow it).
+_VALID_LABELS: set[tuple[str, ...]] = set()
+_SIGNAL_SLOTS = tuple(SignalBody.__dict__[name].__set__ for name in SignalBody.__slots__)
+
+
+def signal_fast(obj: dict[str, Any]) -> SignalBody | None:
+    """The body when it has the common valid shape, without SignalBody's constructor; else None.
+
+    Every check of ``SignalBody.__post_init__`` and ``_keys`` is made here; anything unusual
+    returns None so that the constructor raises the precise error.
+    """
+    shape = _SIGNAL_SHAPES.get(tuple(obj))
+    if shape is None:
+        return None
+    name, value, labels = obj["type"], obj["value"], obj["labels"]
+    note, expires = obj.get("note"), obj.get("expires")
+    if shape != (note is not None, expires is not None):  # present means not null
+        return None
+    if type(name) is not str or type(value) is not str or type(labels) is not list:
+        return None
+    kind = SIGNAL_TYPES.get(name)
+    if kind is None or not kind.is_canonical(value):
+        return None
+    label_tuple = tuple(labels)
+    if label_tuple not in _VALID_LABELS:
+        if not all(type(label) is str for label in label_tuple):
+            return None
+        try:
+            check_labels(label_tuple)
+        except SchemaError:
+            return None
+        if len(_VALID_LABELS) < 4096:
+            _VALID_LABELS.add(label_tuple)
+    if note is not None and (type(note) is not str or not 0 < len(note) <= MAX_NOTE_CHARS):
+        return None
+    if expires is not None and (type(expires) is not int or not 1 <= expires <= MAX_SAFE_INTEGER):
+        return None
+    body = object.__new__(SignalBody)
+    set_type, set_value, set_labels, set_note, set_expires = _SIGNAL_SLOTS
+    set_type(body, name)
+    set_value(body, value)
+    set_labels(body, label_tuple)
+    set_note(body, note)
+    set_expires(body, expires)
+    return body
+
+
 def _parse_signal(obj: dict[str, Any]) -> Body:
+    fast = signal_fast(obj)
+    if fast is not None:
+        return fast
     _keys(obj, _SIGNAL_REQUIRED, _SIGNAL_ALLOWED)
     return SignalBody(
         type=obj["type"],

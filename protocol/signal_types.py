@@ -27,7 +27,7 @@ class SignalType:
     default_radius: int  # 0 for exact types
     describe: str
     normalise: Callable[[str], str]
-    is_canonical: Callable[[str], bool]
+    is_canonical: Callable[[str], object]  # truthy iff the value is in canonical form
 
     @property
     def bits(self) -> int | None:
@@ -63,7 +63,7 @@ def _hex_type(name: str, chars: int, radius: int, describe: str) -> SignalType:
         radius,
         describe,
         _hex_normaliser(chars, name),
-        lambda value: pattern.fullmatch(value) is not None,
+        pattern.fullmatch,
     )
 
 

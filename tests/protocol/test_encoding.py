@@ -426,3 +426,20 @@ def test_encoding_error_takes_precedence_over_a_schema_error() -> None:
     obj["seq"] = 2**60
     with pytest.raises(err.IntegerRangeError):
         decode_record(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), FED)
+
+
+@pytest.mark.parametrize("sample", range(len(SAMPLES)))
+def test_a_signed_body_with_unordered_members_is_not_canonical(sample: int) -> None:
+    """The fast path checks the body's member order itself: reversed members are refused."""
+    obj: dict[str, Any] = json.loads(SAMPLES[sample])
+    body = obj["body"]
+    if len(body) < 2:
+        pytest.skip("a one-member body has no order")
+    obj["body"] = dict(reversed(body.items()))
+    unsigned = {k: v for k, v in obj.items() if k != "sig"}
+    data = orjson.dumps(unsigned)
+    sig = KEY.sign(RECORD_DOMAIN + data)
+    at = data.rindex(b',"ts":')
+    signed = data[:at] + b',"sig":"' + sig.encode() + b'"' + data[at:]
+    assert _outcome(_precise_decode, signed) == ("rejected", "NonCanonicalError")
+    assert _outcome(lambda d: decode_record(d, FED), signed) == ("rejected", "NonCanonicalError")

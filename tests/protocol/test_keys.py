@@ -9,7 +9,7 @@ import pytest
 
 from protocol import LocalProtocolError, SigningKey, verify_signature
 from protocol.errors import SignatureError
-from protocol.keys import is_public_key, is_signature
+from protocol.keys import is_public_key, is_signature, verify_signed
 
 
 @dataclass(frozen=True)
@@ -202,3 +202,24 @@ def test_key_and_signature_shapes() -> None:
     assert not is_public_key(None)
     assert is_signature(RFC8032[0].signature)
     assert not is_signature(RFC8032[0].signature.upper())
+
+
+def test_verify_signed_takes_signature_then_message() -> None:
+    key = SigningKey(bytes(range(32)))
+    other = SigningKey(bytes(range(1, 33)))
+    message = b"hashmesh/record/v1\n{}"
+    signed = key.sign_raw(message) + message
+    verify_signed(key.public, signed, record_id="r", seq=1)
+    refused = [
+        (other.public, signed),  # someone else's key
+        (key.public, signed[:-1] + b"!"),  # another message
+        (key.public, signed[:63]),  # shorter than a signature
+        (key.public, b""),
+        ("zz" * 32, signed),  # a public key that is not hex
+        (" " * 64, signed),  # hex parsing skips spaces: no 32 bytes
+        (key.public[:62], signed),
+    ]
+    for public, data in refused:
+        with pytest.raises(SignatureError) as raised:
+            verify_signed(public, data, record_id="r", seq=1)
+        assert raised.value.context.record_id == "r"
