@@ -25,8 +25,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import orjson
 
@@ -43,8 +42,7 @@ _RANGE_ROWS: Final = "SELECT row FROM records WHERE author = ? AND seq > ? AND s
 _CHUNK_RECORDS: Final = 5000
 
 
-@dataclass(frozen=True, slots=True)
-class SignalChange:
+class SignalChange(NamedTuple):  # a tuple: one is made per signal merged
     """A signal that became active (True) or inactive (False) in a merge."""
 
     row: int  # integer key for the match index

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from node.errors import StoreError
 from node.materialise import (
@@ -55,11 +55,10 @@ class MergeStatus(StrEnum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):  # a tuple: one is made per record merged
     """What happened to the record at ``index`` of a batch."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing here uses
     status: MergeStatus
     id: str | None
     author: str | None

@@ -30,7 +30,7 @@ from protocol.bodies import (
     VoteBody,
 )
 from protocol.errors import LocalProtocolError, RemoteProtocolError
-from protocol.records import RECORD_KEYS, Record, decode_record
+from protocol.records import RECORD_KEYS, Record, decode_record, new_record
 
 VerifyResult = str | dict[str, object]  # a record id, or RemoteProtocolError.to_json()
 
@@ -38,6 +38,7 @@ _BODY_CLASSES: Final[dict[str, type[Body]]] = {
     cls.KIND: cls
     for cls in (SignalBody, RetractBody, OpinionBody, AnnounceBody, VoteBody, RotateBody)
 }
+_SIGNAL_SLOTS: Final = tuple(SignalBody.__dict__[name].__set__ for name in SignalBody.__slots__)
 _BODY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     kind: tuple(f.name for f in fields(cls)) for kind, cls in _BODY_CLASSES.items()
 }
@@ -61,18 +62,10 @@ def trusted_record(data: bytes, record_id: str) -> Record:
     broke the promise that they were verified (a damaged database, or a bug).
     """
     obj = _record_object(data)
-    record = object.__new__(Record)
-    setattr_ = object.__setattr__
-    setattr_(record, "fed", obj["fed"])
-    setattr_(record, "author", obj["author"])
-    setattr_(record, "seq", obj["seq"])
-    setattr_(record, "prev", obj["prev"])
-    setattr_(record, "ts", obj["ts"])
-    setattr_(record, "sig", obj["sig"])
-    setattr_(record, "body", _trusted_body(obj["kind"], obj["body"]))
-    setattr_(record, "id", record_id)
-    setattr_(record, "canonical", data)
-    return record
+    return new_record(
+        obj["fed"], obj["author"], obj["seq"], obj["prev"], obj["ts"],
+        _trusted_body(obj["kind"], obj["body"]), obj["sig"], record_id, data,
+    )  # fmt: skip
 
 
 def _record_object(data: bytes) -> dict[str, Any]:
@@ -90,12 +83,12 @@ def _record_object(data: bytes) -> dict[str, Any]:
 def _trusted_body(kind: str, obj: dict[str, Any]) -> Body:
     if kind == "signal":  # nine records in ten: spelled out
         body = object.__new__(SignalBody)
-        setattr_ = object.__setattr__
-        setattr_(body, "type", obj["type"])
-        setattr_(body, "value", obj["value"])
-        setattr_(body, "labels", tuple(obj["labels"]))
-        setattr_(body, "note", obj.get("note"))
-        setattr_(body, "expires", obj.get("expires"))
+        set_type, set_value, set_labels, set_note, set_expires = _SIGNAL_SLOTS
+        set_type(body, obj["type"])
+        set_value(body, obj["value"])
+        set_labels(body, tuple(obj["labels"]))
+        set_note(body, obj.get("note"))
+        set_expires(body, obj.get("expires"))
         return body
     return _trusted_other_body(kind, obj)
 

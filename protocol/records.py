@@ -265,7 +265,7 @@ def _decode_fast(obj: dict[str, Any], data: bytes, fed: str) -> Record | None:
     verify_signed(author, signed, record_id=record_id, seq=seq)
     if type(body) is RotateBody:
         check_rotation_proof(body, fed=fed, old=author, seq=seq)
-    return _new_record(obj["fed"], author, seq, prev, ts, body, sig, record_id, data)
+    return new_record(obj["fed"], author, seq, prev, ts, body, sig, record_id, data)
 
 
 def _ordered_ascii_keys(obj: dict[str, Any]) -> bool:
@@ -357,7 +357,7 @@ def _context_dict(e: SchemaError) -> dict[str, Any]:
 _RECORD_SLOTS: Final = tuple(Record.__dict__[name].__set__ for name in Record.__slots__)
 
 
-def _new_record(  # one argument per slot, in slot order
+def new_record(  # one argument per slot, in slot order
     fed: str,
     author: str,
     seq: int,
@@ -368,7 +368,9 @@ def _new_record(  # one argument per slot, in slot order
     record_id: str,
     data: bytes,
 ) -> Record:
-    """A Record from checked parts: the decoder has made every check of its constructor."""
+    """A Record from parts that were checked: by the decoder, which has made every check of
+    Record's constructor, or (``protocol.batch.trusted_record``) when the bytes were decoded
+    before. Never for parts from outside."""
     record = object.__new__(Record)
     set_fed, set_author, set_seq, set_prev, set_ts, set_body, set_sig, set_id, set_canonical = (
         _RECORD_SLOTS
@@ -387,7 +389,7 @@ def _new_record(  # one argument per slot, in slot order
 
 def _trusted_record(obj: dict[str, Any], body: Body, record_id: str, data: bytes) -> Record:
     """A Record from a checked JSON object (the benchmarks' generators sign their own)."""
-    return _new_record(
+    return new_record(
         obj["fed"], obj["author"], obj["seq"], obj["prev"], obj["ts"], body, obj["sig"],
         record_id, data,
     )  # fmt: skip
