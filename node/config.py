@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import ConfigError
+from protocol.sync import MAX_PAGE_RECORDS
 from protocol.urls import normalise_url
 
 DEFAULT_PORT = 7400
@@ -44,6 +45,14 @@ class GossipConfig:
     page_records: int = 5000  # bigger pages amortise verification dispatch (bootstrap)
     timeout_s: float = 10.0
     backoff_max_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.interval_s > 0 or not self.timeout_s > 0 or not self.backoff_max_s > 0:
+            raise ValueError("interval_s, timeout_s and backoff_max_s must be positive")
+        if self.fanout < 0:
+            raise ValueError("fanout must be 0 or more")
+        if not 1 <= self.page_records <= MAX_PAGE_RECORDS:
+            raise ValueError(f"page_records must be 1..{MAX_PAGE_RECORDS}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +290,7 @@ tofu = {_toml_bool(t.tofu)}  # trust an unpinned https seed on first use (until 
 
 [gossip]
 interval_s = {g.interval_s}      # anti-entropy interval (jittered +-25%)
-fanout = {g.fanout}             # peers a new record is pushed to eagerly
+fanout = {g.fanout}             # relay fanout (own records go to every peer)
 page_records = {g.page_records}    # records per log page
 timeout_s = {g.timeout_s}       # timeout of one peer exchange
 backoff_max_s = {g.backoff_max_s}  # longest backoff for a failing peer

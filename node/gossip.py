@@ -4,9 +4,10 @@
   not backed off and reconciles with it (``sync_with``): it asks for the peer's frontier
   (``If-None-Match`` with its own digest, so an idle round is a 304), pulls what it lacks in
   pages, and pushes what the peer lacks. ``protocol.sync`` decides what to ask and send.
-- Eager push: records this node authors or newly accepts are queued and pushed in small
-  batches to ``fanout`` random peers (not the one they came from); the receivers relay what
-  is new to them, so a record reaches every node in O(log N) rounds.
+- Eager push (SPEC 10.3): new records are queued and pushed in small batches. Records this
+  node authors go to every peer; records that came straight from their author's node are
+  relayed to one random peer (the author reached everyone it knows); other new records to
+  ``fanout`` random peers. Never back to the peer they came from.
 - Peers: config seeds, ``hashmesh peers add``, and members' signed ``announce`` records.
   Each peer has exponential backoff with jitter after failures or misbehaviour.
 - Transport (``node.tls``, SPEC 10.5): an ``https://`` peer is contacted only with a pin for
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from yarl import URL
 
@@ -53,6 +55,7 @@ from protocol.sync import (
     parse_frontier,
     plan_pulls,
     plan_pushes,
+    push_width,
     split_ndjson,
 )
 
@@ -121,6 +124,7 @@ class Gossip:
     bytes_sent: int = 0
     bytes_received: int = 0
     spki_pins: dict[str, SpkiPin] = field(default_factory=dict)  # one per pin: pooling
+    repairs: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # url -> running sync
 
     # ---- peers -------------------------------------------------------------------------
 
@@ -364,6 +368,22 @@ class Gossip:
         status, data, _ = await self._request(peer, "POST", "/v1/records", join_ndjson(lines))
         if status not in (200, 422):
             raise PeerError(f"{peer.url} answered {status} to a push: {data[:200]!r}")
+        if _pending_count(data):
+            self.repair(peer)
+
+    def repair(self, peer: PeerState) -> None:
+        """Reconcile with peer now, not at the next round: it holds pushed records pending
+        because it lacks earlier ones (it missed a push), and a sync sends it those."""
+        if peer.url not in self.repairs:
+            task = asyncio.create_task(self._repair(peer), name=f"repair {peer.url}")
+            self.repairs[peer.url] = task
+
+    async def _repair(self, peer: PeerState) -> None:
+        try:
+            with contextlib.suppress(PeerError, RemoteProtocolError):
+                await self.sync_with(peer)
+        finally:
+            del self.repairs[peer.url]
 
     # ---- background tasks --------------------------------------------------------------
 
@@ -389,16 +409,33 @@ class Gossip:
             await asyncio.sleep(PUSH_LINGER_S)  # let a burst gather into one request
             while not self.queue.empty() and len(batch) < PUSH_BATCH_RECORDS:
                 batch.append(self.queue.get_nowait())
+            if any(record.kind == "announce" for record, _ in batch):
+                await self.learn_peers()  # know the announcing peers' keys: no push back
             await self._push_batch(batch)
 
     async def _push_batch(self, batch: list[tuple[Record, str | None]]) -> None:
-        sources = {source for _, source in batch}
-        targets = [p for p in self._available() if p.url not in sources and p.key not in sources]
+        """Push each record to the peers SPEC 10.3 names for it, one request per peer."""
+        available = self._available()
         fanout = self.node.config.gossip.fanout
-        chosen = self.node.rng.sample(targets, min(fanout, len(targets)))
-        lines = [record.canonical for record, _ in batch]
+        by_route: dict[tuple[str | None, int | None], list[int]] = {}
+        own_key = self.node.key.public
+        for index, (record, source) in enumerate(batch):
+            want = push_width(record.author, source=source, own_key=own_key, fanout=fanout)
+            by_route.setdefault((source, want), []).append(index)
+        per_peer: dict[str, tuple[PeerState, list[int]]] = {}
+        for (source, want), indexes in by_route.items():
+            targets = [p for p in available if source is None or source not in (p.url, p.key)]
+            if want is not None:
+                targets = self.node.rng.sample(targets, min(want, len(targets)))
+            for peer in targets:
+                per_peer.setdefault(peer.url, (peer, []))[1].extend(indexes)
+        chosen = [peer for peer, _ in per_peer.values()]
         results = await asyncio.gather(
-            *(self._post(peer, lines) for peer in chosen), return_exceptions=True
+            *(
+                self._post(peer, [batch[i][0].canonical for i in sorted(indexes)])
+                for peer, indexes in per_peer.values()
+            ),
+            return_exceptions=True,
         )
         for peer, outcome in zip(chosen, results, strict=True):
             if isinstance(outcome, TlsRefusedError):
@@ -423,6 +460,16 @@ def _json(data: bytes) -> object:
         return json.loads(data)
     except ValueError as e:
         raise PeerError(f"peer answered with invalid JSON: {e}") from e
+
+
+def _pending_count(data: bytes) -> int:
+    """How many pushed records a peer's answer says it holds pending (0 if it does not say)."""
+    try:
+        counts = orjson.loads(data).get("counts", {})
+        pending = counts.get("pending", 0)
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0
+    return pending if type(pending) is int and pending > 0 else 0
 
 
 def _as_list(value: object) -> list[object]:
@@ -453,6 +500,7 @@ async def gossip_ctx(app: web.Application) -> AsyncIterator[None]:
     ]
     yield
     node.on_new_records.remove(gossip.enqueue)
+    tasks.extend(gossip.repairs.values())
     for task in tasks:
         task.cancel()
     for task in tasks:

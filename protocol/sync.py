@@ -113,8 +113,12 @@ def plan_pulls(
 
 
 def next_page(request: LogRequest, received: int, last_seq: int | None) -> LogRequest | None:
-    """The follow-up request after a page of received records, or None when done."""
-    if received < request.limit or last_seq is None:
+    """The follow-up request after a page of received records, or None when done.
+
+    Paging must move forward: a full page whose last record is not past ``after`` (a peer
+    that ignores ``after``, or lies about seqs) ends the pull instead of asking again.
+    """
+    if received < request.limit or last_seq is None or last_seq <= request.after:
         return None
     return LogRequest(request.author, last_seq, request.limit)
 
@@ -149,9 +153,11 @@ def parse_log_request(after: str | None, limit: str | None, maximum: int) -> tup
         limit_n = int(limit) if limit is not None else DEFAULT_PAGE_RECORDS
     except ValueError as e:
         raise SyncError("after and limit must be integers", field="query") from e
-    if after_n < 0 or not 1 <= limit_n <= maximum:
+    if after_n < 0:
+        raise SyncError("after must be >= 0", field="after", expected=">= 0", actual=after_n)
+    if not 1 <= limit_n <= maximum:
         raise SyncError(
-            "after must be >= 0 and limit between 1 and the maximum",
+            "limit must be between 1 and the maximum",
             field="limit",
             expected=f"1..{maximum}",
             actual=limit_n,
@@ -208,3 +214,18 @@ def check_log_page(lines: list[bytes], request: LogRequest) -> None:
         raise SyncError(
             "peer sent more records than asked for", expected=request.limit, actual=len(lines)
         )
+
+
+def push_width(author: str, *, source: str | None, own_key: str, fanout: int) -> int | None:
+    """To how many peers a node pushes a record it has just stored (SPEC 10.3).
+
+    None means every peer: the node's own records. A record that came straight from its
+    author's node (source, the key that signed the push, is the author) goes to one peer:
+    the author has pushed it to every peer it knows. Anything else goes to ``fanout`` peers.
+    The node never pushes a record back to its source.
+    """
+    if author == own_key:
+        return None
+    if source == author:
+        return 1
+    return fanout

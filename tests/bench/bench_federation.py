@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--quick", action="store_true", help="5 nodes, 20k records")
+    parser.add_argument("--no-bootstrap", action="store_true", help="only the 30-node measurements")
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.records, args.idle_seconds, args.signals = 5, 20_000, 6.0, 5
@@ -258,8 +259,12 @@ def main() -> None:
             ("peer bytes per record in a burst of 200 (all nodes, HTTP incl. headers)",
              f"{ratio:.1f}x canonical", f"canonical {size} B", ""),
         ]  # fmt: skip
-        print("bootstrapping a new node…", flush=True)
-        rate, limit = measure_bootstrap(Path(tmp) / "boot", args.records)
+        if args.no_bootstrap:
+            args.records = 0
+    if args.records:
+        with tempfile.TemporaryDirectory(prefix="hashmesh-bench-") as tmp:
+            print("bootstrapping a new node…", flush=True)
+            rate, limit = measure_bootstrap(Path(tmp) / "boot", args.records)
         rows.append(
             (f"bootstrap of {args.records:,} records from one peer", f"{rate:,.0f} rec/s",
              f"all-core PyNaCl verify {limit:,.0f} rec/s", f"{rate / limit:.2f} (goal >= 0.8)")

@@ -59,3 +59,16 @@ def sign_log(
         if kind == "signal":
             own_signals.append(prev)
     return records
+
+
+def shared_core_ceiling(verify_rate: float, serial_rate: float, cores: int) -> float:
+    """The most records/s any implementation can reach on this machine when every record
+    needs its signature verified (``verify_rate`` is bare verify on all ``cores``) and also
+    some work that runs on one thread (``serial_rate``: bare SQLite writes, or the fold).
+
+    Per record, verification costs cores / verify_rate core-seconds and the serial work
+    1 / serial_rate; both share the same cores, and the serial part cannot go faster than
+    one thread. A ratio to ``verify_rate`` above ceiling / verify_rate is impossible here.
+    """
+    shared = cores / (cores / verify_rate + 1 / serial_rate)
+    return min(serial_rate, shared)

@@ -81,6 +81,38 @@ def test_restarted_node_catches_up(tmp_path: Path, stop_all: list[NodeProc]) -> 
     wait_until(lambda: converged(nodes), timeout=20)
 
 
+# No anti-entropy round within the test, and no random relay: only the push rules act.
+PUSH_ONLY = {"interval_s": 600.0, "fanout": 0}
+
+
+def test_own_records_are_pushed_to_every_peer(tmp_path: Path, stop_all: list[NodeProc]) -> None:
+    """A star: the hub knows four leaves, each leaf only the hub. With random relay (fanout
+    peers) some leaf would wait for anti-entropy; the hub's own records reach every leaf."""
+    _, nodes = found_federation(tmp_path, ["hub", "b", "c", "d", "e"], gossip=PUSH_ONLY)
+    hub, leaves = nodes[0], nodes[1:]
+    hub.peers = [n.seed for n in leaves]
+    for leaf in leaves:
+        leaf.peers = [hub.seed]
+    for node in nodes:
+        write_config(node, PUSH_ONLY)
+    start(nodes, stop_all)
+    signal = add_signal(hub, f"{0xABC:064x}")
+    wait_until(lambda: all(signal in active_ids(leaf) for leaf in leaves), timeout=10)
+
+
+def test_records_from_their_author_are_relayed_once(
+    tmp_path: Path, stop_all: list[NodeProc]
+) -> None:
+    """A line a - b - c: a's record reaches c only through b's one relay (a never learns c
+    before the signal is added: nothing but the push rules runs)."""
+    _, nodes = found_federation(tmp_path, ["a", "b", "c"], topology="line", gossip=PUSH_ONLY)
+    start(nodes, stop_all)
+    first = add_signal(nodes[0], f"{0xDEF:064x}")
+    wait_until(lambda: first in active_ids(nodes[2]), timeout=10)
+    last = add_signal(nodes[2], f"{0xFED:064x}")
+    wait_until(lambda: last in active_ids(nodes[0]), timeout=10)
+
+
 def test_partition_heals(tmp_path: Path, stop_all: list[NodeProc]) -> None:
     _, nodes = found_federation(tmp_path, ["a", "b", "c", "d"])
     links = {n.name: Link(n.port) for n in nodes}

@@ -1,0 +1,33 @@
+"""Node configuration: out-of-range gossip settings are refused with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import load_config
+from node.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("interval_s = 0", "must be positive"),
+        ("timeout_s = -1", "must be positive"),
+        ("fanout = -1", "fanout must be 0 or more"),
+        ("page_records = 0", "page_records must be 1..5000"),
+        ("page_records = 5001", "page_records must be 1..5000"),
+    ],
+)
+def test_out_of_range_gossip_settings_are_refused(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    (tmp_path / "config.toml").write_text(f'name = "n"\n[gossip]\n{setting}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path, env={})
+
+
+def test_fanout_zero_is_allowed(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('name = "n"\n[gossip]\nfanout = 0\n')
+    assert load_config(tmp_path, env={}).gossip.fanout == 0
