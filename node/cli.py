@@ -22,6 +22,7 @@ from node.backend import LocalApi, open_backend
 from node.config import DEFAULT_PORT, load_config
 from node.errors import ConfigError, InputError, NodeError
 from node.home import NodeHome, init_home
+from node.runtime import tune_for_bulk_records
 from protocol.bodies import VoteBody
 from protocol.encoding import decode_canonical, encode_canonical
 from protocol.errors import ProtocolError
@@ -374,6 +375,7 @@ for _command in (*cli_signals.COMMANDS, *cli_transfer.COMMANDS):
 def main() -> None:
     """Entry point with the CLI's one error boundary."""
     verbose = "--verbose" in sys.argv or "-v" in sys.argv[1:2]
+    tune_for_bulk_records()
     try:
         code = cli.main(prog_name="hashmesh", standalone_mode=False)
     except click.exceptions.Abort:

@@ -12,7 +12,11 @@ Prints one markdown table from one run:
 - bare PyNaCl verify on all cores: ``crypto_sign_open`` alone over the same records' prepared
   signing inputs on a process pool of the same size (the verification limit);
 - ``protocol.decode_record`` alone on the same pool: the per-record check every audit must
-  make (canonical bytes, schema, signature), i.e. the ceiling the protocol core sets.
+  make (canonical bytes, schema, signature), i.e. the ceiling the protocol core sets;
+- ``protocol.fold_state`` alone over the same records on one core, and the ceiling that the
+  bare verify and this fold set together when they share the machine's cores
+  (``benchlib.shared_core_ceiling``): every full audit verifies every record and derives the
+  state, so audit / verify above ceiling / verify is out of reach here.
 
 The three are measured in ``--rounds`` interleaved rounds and the best of each counts, so load
 that comes and goes on a shared machine weighs on all three alike.
@@ -37,15 +41,16 @@ from pathlib import Path
 
 import nacl.bindings
 import orjson
-from benchlib import bench_federation, bench_key, sign_log
+from benchlib import bench_federation, bench_key, shared_core_ceiling, sign_log
 
 from node.audit import AuditResult, audit
 from node.audit_sources import open_source
+from node.runtime import tune_for_bulk_records
 from node.schema import known_migrations
 from node.store import Store
-from protocol import Federation, SigningKey
-from protocol.batch import verify_records
-from protocol.records import RECORD_DOMAIN, unsigned_bytes
+from protocol import Federation, SigningKey, fold_state
+from protocol.batch import trusted_record, verify_records
+from protocol.records import RECORD_DOMAIN, record_id_of, unsigned_bytes
 
 AUTHORS = 8
 T0 = 1_763_800_000_000
@@ -166,6 +171,15 @@ class Stages:
         self.started.setdefault(stage, time.perf_counter())
 
 
+def fold_rate(records: list[bytes], fed: Federation) -> float:
+    """records/s of protocol.fold_state alone over the records (one core): the state every
+    audit must derive to compare with the node's tables."""
+    built = [trusted_record(raw, record_id_of(raw)) for raw in records]
+    start = time.perf_counter()
+    fold_state(built, fed, T0)
+    return len(built) / (time.perf_counter() - start)
+
+
 def full_audit(db: Path, workers: int) -> tuple[float, AuditResult, dict[str, float]]:
     stages = Stages()
     start = time.perf_counter()
@@ -188,6 +202,7 @@ def main() -> None:
         "--cache", type=Path, default=Path(tempfile.gettempdir()) / "hashmesh-bench"
     )
     args = parser.parse_args()
+    tune_for_bulk_records()  # as the hashmesh command does
     fed = federation()
     t = time.perf_counter()
     records = load_records(args.n, args.cache, args.workers, fed)
@@ -206,7 +221,7 @@ def measure(
     """Rounds of bare verify, decode_record and the full audit, interleaved, so load that comes
     and goes on the machine weighs on all three; the best of each round counts."""
     tasks = signed_inputs(records)
-    rates: dict[str, list[float]] = {"audit": [], "verify": [], "decode": []}
+    rates: dict[str, list[float]] = {"audit": [], "verify": [], "decode": [], "fold": []}
     best: tuple[float, AuditResult, dict[str, float]] | None = None
     for n in range(args.rounds):
         with _pool(args.workers) as pool:
@@ -215,6 +230,7 @@ def measure(
             rates["decode"].append(decode_all(pool, records, fed.id))
         run = full_audit(db, args.workers)
         rates["audit"].append(run[0])
+        rates["fold"].append(fold_rate(records, fed))
         best = run if best is None or run[0] > best[0] else best
         print(f"  round {n + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()),
               file=sys.stderr)  # fmt: skip
@@ -225,7 +241,10 @@ def measure(
 def print_table(
     args: argparse.Namespace, rates: dict[str, list[float]], stages: dict[str, float]
 ) -> None:
-    audit_rate, verify, decode = (max(rates[k]) for k in ("audit", "verify", "decode"))
+    audit_rate, verify, decode, fold = (
+        max(rates[k]) for k in ("audit", "verify", "decode", "fold")
+    )
+    ceiling = shared_core_ceiling(verify, fold, args.workers)
 
     def all_of(key: str) -> str:
         return " / ".join(f"{r:,.0f}" for r in rates[key])
@@ -243,6 +262,11 @@ def print_table(
     print(f"| protocol.decode_record alone, {args.workers} process(es): the audit's per-record "
           f"check without the rest of the audit (rounds: {all_of('decode')}) | {decode:,.0f} | "
           f"{ratios} |")  # fmt: skip
+    print(f"| protocol.fold_state alone over the same records, one core (rounds: {all_of('fold')})"
+          f" | {fold:,.0f} | |")  # fmt: skip
+    print(f"| ceiling: that verify and that fold sharing the {args.workers} cores, nothing else "
+          f"| {ceiling:,.0f} | ceiling / verify = {ceiling / verify:.2f}; audit / ceiling = "
+          f"{audit_rate / ceiling:.2f} |")  # fmt: skip
     print(
         "\n| audit stage (verification runs on the pool throughout) | starts at (s) |\n|---|---:|"
     )

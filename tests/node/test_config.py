@@ -31,3 +31,17 @@ def test_out_of_range_gossip_settings_are_refused(
 def test_fanout_zero_is_allowed(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text('name = "n"\n[gossip]\nfanout = 0\n')
     assert load_config(tmp_path, env={}).gossip.fanout == 0
+
+
+def test_bulk_tuning_raises_the_collector_thresholds() -> None:
+    import gc
+
+    from node.runtime import GC_THRESHOLDS, tune_for_bulk_records
+
+    before = gc.get_threshold()
+    try:
+        tune_for_bulk_records()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+    finally:
+        gc.set_threshold(*before)
