@@ -55,6 +55,8 @@ _RECORD_KEY_ORDER: Final = sorted(RECORD_KEYS)
 _ENVELOPE_HEX: Final = re.compile(r"[0-9a-f]+")
 # Federation ids and author keys repeat across records: remember the ones seen valid.
 _KNOWN_HEX: set[str] = set()
+# Per author, the id of the last record decoded: the next record's prev, in a log's order.
+_LAST_IDS: dict[str, str] = {}
 _SIG_MEMBER_BYTES: Final = len(b',"sig":"') + 128 + 1
 
 
@@ -230,7 +232,8 @@ def _decode_fast(obj: dict[str, Any], data: bytes, fed: str) -> Record | None:
                 seq > 1
                 and type(prev) is str
                 and len(prev) == 64
-                and _ENVELOPE_HEX.fullmatch(prev) is not None
+                # a log arrives in order: prev is usually the id decoded last for author
+                and (_LAST_IDS.get(author) == prev or _ENVELOPE_HEX.fullmatch(prev) is not None)
             )
         )
         and type(sig) is str
@@ -265,6 +268,8 @@ def _decode_fast(obj: dict[str, Any], data: bytes, fed: str) -> Record | None:
     verify_signed(author, signed, record_id=record_id, seq=seq)
     if type(body) is RotateBody:
         check_rotation_proof(body, fed=fed, old=author, seq=seq)
+    if len(_LAST_IDS) < 100_000 or author in _LAST_IDS:
+        _LAST_IDS[author] = record_id
     return new_record(obj["fed"], author, seq, prev, ts, body, sig, record_id, data)
 
 

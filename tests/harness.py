@@ -33,10 +33,19 @@ REPO = Path(__file__).resolve().parents[1]
 FAST_GOSSIP = {"interval_s": 0.3, "timeout_s": 5.0, "backoff_max_s": 2.0}
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never one handed out before in this process: a node is given
+    its port before it binds it, and a forwarder bound meanwhile must not take it."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, step: float = 0.05) -> Any:
@@ -222,7 +231,7 @@ class Link:
         self.target_port = target_port
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("127.0.0.1", 0))
+        self.server.bind(("127.0.0.1", free_port()))
         self.server.listen(64)
         self.port = int(self.server.getsockname()[1])
         self.blocked: set[str] = set()
