@@ -93,8 +93,10 @@ class Node:
     async def refresh_membership(self) -> None:
         self.membership = await self.store.read(lambda s: s.membership())
 
-    async def merged(self, result: MergeResult, source: str | None) -> None:
-        """Apply a merge's consequences: index, membership, peers, and onward gossip."""
+    async def merged(self, result: MergeResult, source: str | None, *, relay: bool = True) -> None:
+        """Apply a merge's consequences: index, membership, peers, and (if relay) onward
+        gossip of the new records (SPEC 10.3: pulled records and anti-entropy pushes are not
+        pushed on)."""
         if result.signal_changes:
             async with self.index_lock:  # off the loop: an add may compact a 10 M index
                 await asyncio.to_thread(apply_signal_changes, self.index, result.signal_changes)
@@ -106,13 +108,15 @@ class Node:
             o.error and o.error.get("error") == "ForkEvidenceError" for o in result.outcomes
         ):
             await self.refresh_membership()
-        if result.accepted:
+        if result.accepted and relay:
             for callback in self.on_new_records:
                 callback(result.accepted, source)
 
-    async def merge(self, batch: list[bytes], source: str | None) -> MergeResult:
+    async def merge(
+        self, batch: list[bytes], source: str | None, *, relay: bool = True
+    ) -> MergeResult:
         result = await self.store.merge(batch, received_ms=now_ms())
-        await self.merged(result, source)
+        await self.merged(result, source, relay=relay)
         return result
 
     async def author(self, body: Body) -> Record:
@@ -167,6 +171,9 @@ NODE = web.AppKey("node", Node)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 
+_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail"})
+
+
 def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail} | extra
     return web.json_response(body, status=status, content_type="application/problem+json")
@@ -181,7 +188,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         return problem(e.status, e.reason, e.text or e.reason)
     except RemoteProtocolError as e:
-        return problem(e.status, e.code, str(e), **e.to_json())
+        fields = {k: v for k, v in e.to_json().items() if k not in _PROBLEM_MEMBERS}
+        return problem(e.status, e.code, str(e), **fields)
     except NodeError as e:
         return problem(e.status, e.title, str(e))
     except Exception:

@@ -263,13 +263,14 @@ class Gossip:
 
     # ---- anti-entropy ------------------------------------------------------------------
 
-    async def sync_with(self, peer: PeerState) -> SyncReport:
-        """One reconciliation with peer: pull what we lack, push what it lacks."""
+    async def sync_with(self, peer: PeerState, *, relay: bool = False) -> SyncReport:
+        """One reconciliation with peer: pull what we lack, push what it lacks (asking it to
+        push those on only if relay: a repair of a missed push, SPEC 10.3)."""
         peer.last_attempt_ms = now_ms()
         report = SyncReport(peer.url)
         metrics = self.node.metrics
         try:
-            await self._reconcile(peer, report)
+            await self._reconcile(peer, report, relay)
         except TlsRefusedError as e:
             metrics.syncs.labels("refused").inc()
             self._refused(peer, e)
@@ -286,7 +287,7 @@ class Gossip:
         self._succeeded(peer)
         return report
 
-    async def _reconcile(self, peer: PeerState, report: SyncReport) -> None:
+    async def _reconcile(self, peer: PeerState, report: SyncReport, relay: bool) -> None:
         local = await self._local_heads()
         from node.peer_api import frontier
 
@@ -306,7 +307,7 @@ class Gossip:
         for request in plan_pulls(local, theirs, self.node.config.gossip.page_records):
             await self._pull(peer, request, report)
         for author, after in plan_pushes(await self._local_heads(), theirs):
-            await self._push_log(peer, author, after, report)
+            await self._push_log(peer, author, after, report, relay)
 
     async def _local_heads(self) -> dict[str, Head]:
         heads = await self.node.store.read(lambda s: s.heads())
@@ -350,22 +351,25 @@ class Gossip:
             prepared, page = upcoming, following
 
     async def _merged_page(self, peer: PeerState, result: MergeResult, report: SyncReport) -> None:
-        await self.node.merged(result, source=peer.url)
+        await self.node.merged(result, source=peer.url, relay=False)  # SPEC 10.3
         report.pulled += len(result.outcomes)
         report.accepted += result.counts()["accepted"]
         bad = [o for o in result.outcomes if is_misbehaviour(o.error)]
         if bad:
             raise PeerError(f"{peer.url} sent {len(bad)} records that do not verify")
 
-    async def _push_log(self, peer: PeerState, author: str, after: int, report: SyncReport) -> None:
+    async def _push_log(
+        self, peer: PeerState, author: str, after: int, report: SyncReport, relay: bool
+    ) -> None:
         """Push one batch of what the peer lacks; a peer further behind pulls the rest."""
         lines = await self.node.store.read(_log_reader(author, after))
         if lines:
-            await self._post(peer, lines)
+            await self._post(peer, lines, relay=relay)
             report.pushed += len(lines)
 
-    async def _post(self, peer: PeerState, lines: list[bytes]) -> None:
-        status, data, _ = await self._request(peer, "POST", "/v1/records", join_ndjson(lines))
+    async def _post(self, peer: PeerState, lines: list[bytes], *, relay: bool = True) -> None:
+        path = "/v1/records" if relay else "/v1/records?relay=0"
+        status, data, _ = await self._request(peer, "POST", path, join_ndjson(lines))
         if status not in (200, 422):
             raise PeerError(f"{peer.url} answered {status} to a push: {data[:200]!r}")
         if _pending_count(data):
@@ -381,7 +385,7 @@ class Gossip:
     async def _repair(self, peer: PeerState) -> None:
         try:
             with contextlib.suppress(PeerError, RemoteProtocolError):
-                await self.sync_with(peer)
+                await self.sync_with(peer, relay=True)
         finally:
             del self.repairs[peer.url]
 

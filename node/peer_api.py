@@ -21,6 +21,7 @@ from aiohttp import web
 
 from node.app import NODE, Node, problem
 from node.httpsig import SignatureRefusedError
+from protocol.errors import SyncError
 from protocol.records import is_record_id
 from protocol.sync import (
     MAX_PAGE_RECORDS,
@@ -92,7 +93,10 @@ async def get_log(request: web.Request, node: Node) -> web.StreamResponse:
 @signed
 async def post_records(request: web.Request, node: Node) -> web.StreamResponse:
     lines = split_ndjson(await request.read(), node.config.limits.max_batch_records)
-    result = await node.merge(lines, source=request[PEER_KEY])
+    relay = request.query.get("relay", "1")
+    if relay not in ("0", "1"):
+        raise SyncError("relay must be 0 or 1", field="relay", actual=relay)
+    result = await node.merge(lines, source=request[PEER_KEY], relay=relay == "1")
     outcomes = [
         {"index": o.index, "status": str(o.status), "id": o.id, "error": o.error}
         for o in result.outcomes

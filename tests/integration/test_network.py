@@ -113,6 +113,28 @@ def test_records_from_their_author_are_relayed_once(
     wait_until(lambda: last in active_ids(nodes[0]), timeout=10)
 
 
+def test_catch_up_is_not_pushed_on(tmp_path: Path, stop_all: list[NodeProc]) -> None:
+    """A node that catches up pulls (and is pushed) what it missed; it does not push that on,
+    so its peers are not made to verify again what they hold (SPEC 10.3)."""
+    _, nodes = found_federation(tmp_path, ["a", "b", "c"])
+    a, b, c = nodes
+    start([a, b], stop_all)
+    added = {add_signal(a, f"{0x100 + i:064x}") for i in range(30)}
+    wait_until(lambda: added <= active_ids(b), timeout=20)
+    before = sum(_counter(n, "merge_duplicate") for n in (a, b))
+    start([c], stop_all)
+    wait_until(lambda: added <= active_ids(c), timeout=20)
+    wait_until(lambda: converged(nodes), timeout=20)
+    time.sleep(1.0)  # several anti-entropy rounds: a relay of the catch-up would have landed
+    duplicates = sum(_counter(n, "merge_duplicate") for n in (a, b)) - before
+    # c's own announce reaches a and b, and each relays it once: a few duplicates, not 30
+    assert duplicates < 10, f"{duplicates} duplicate records reached a and b"
+
+
+def _counter(node: NodeProc, name: str) -> int:
+    return int(node.api("GET", "/v1/status")["counters"].get(name, 0))
+
+
 def test_partition_heals(tmp_path: Path, stop_all: list[NodeProc]) -> None:
     _, nodes = found_federation(tmp_path, ["a", "b", "c", "d"])
     links = {n.name: Link(n.port) for n in nodes}
@@ -205,6 +227,20 @@ def test_peer_api_refuses_bad_requests(tmp_path: Path, stop_all: list[NodeProc])
         urllib.request.urlopen(replay, timeout=10)
     replayed.value.close()
     assert replayed.value.code == 401
+    malformed = [  # each a 400 problem body naming the protocol error, nothing stored
+        ("POST", "/v1/records?relay=yes", body_bytes),
+        ("POST", "/v1/records", record.canonical),  # NDJSON without its final newline
+        ("POST", "/v1/records", b"\n"),  # an empty line
+        ("GET", f"/v1/log/{member.public}?limit=0", b""),
+        ("GET", f"/v1/log/{member.public}?after=-1", b""),
+        ("GET", f"/v1/log/{member.public}?after=x", b""),
+    ]
+    for method, path, body in malformed:
+        status, headers, answer = _peer_request(a, member, method, path, body)
+        assert status == 400, (path, status, answer[:200])
+        assert headers["Content-Type"].startswith("application/problem+json")
+        problem = json.loads(answer)
+        assert problem["status"] == 400 and problem["error"] == "SyncError", problem
     after = a.api("GET", "/v1/status?digest=1")["store"]
     assert after["records"] == before["records"] + 1
 
