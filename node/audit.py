@@ -65,7 +65,7 @@ from protocol.batch import VerifyResult, trusted_record, verify_records
 from protocol.chain import find_forks
 from protocol.encoding import JsonValue, encode_canonical
 from protocol.errors import LocalProtocolError
-from protocol.records import record_id_of
+from protocol.records import is_record_id, record_id_of
 from protocol.sync import frontier_digest
 
 __all__ = [
@@ -511,12 +511,17 @@ def _build_unverified(
     built: dict[str, Record] | None, chunk: list[Row]
 ) -> dict[str, Record] | None:
     """Add every row's record to built, made without verifying it, the first copy of each id
-    (None from the first row that is not even shaped like a record on)."""
+    (None from the first row that is not even shaped like a record on).
+
+    A database row names its id: that one is taken here, unchecked. Every row's true id comes
+    back from verification, and a stored id that differs is a metadata violation, which
+    discards this examination (``_all_verified``); so the ids only have to be right when they
+    are, and computing them again here would cost a hash per record for nothing."""
     if built is None:
         return None
     try:
         for row in chunk:
-            rid = record_id_of(row.raw)
+            rid = row.id if row.id is not None and is_record_id(row.id) else record_id_of(row.raw)
             if rid not in built:
                 built[rid] = trusted_record(row.raw, rid)
     except (ValueError, LocalProtocolError):
