@@ -116,6 +116,35 @@ _decoder = json.JSONDecoder(
 )
 
 
+MAX_NESTING = 32  # arrays and objects; a valid record nests 3 deep, a genesis document 4
+
+
+def nesting_depth(data: bytes) -> int:
+    """The most ``[`` and ``{`` open at once outside string literals (SPEC 2.3).
+
+    A string literal runs from an unescaped ``"`` to the next one; inside it a backslash
+    escapes the byte after it. The scan is defined on any bytes, JSON or not.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 def decode_canonical(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> JsonValue:
     """Parse canonical JSON bytes; raise an ``EncodingError`` for anything else."""
     if len(data) > max_bytes:
@@ -126,6 +155,13 @@ def decode_canonical(data: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> JsonV
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidUtf8Error(f"invalid UTF-8 at byte {e.start}") from e
+    # fewer brackets than the limit cannot nest deeper than it: most inputs skip the scan
+    if data.count(b"[") + data.count(b"{") > MAX_NESTING and (
+        (depth := nesting_depth(data)) > MAX_NESTING
+    ):
+        raise MalformedJsonError(
+            "arrays and objects nest too deep", expected=f"<= {MAX_NESTING}", actual=depth
+        )
     try:
         value: JsonValue = _decoder.decode(text)
     except (json.JSONDecodeError, RecursionError) as e:

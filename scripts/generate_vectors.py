@@ -394,6 +394,17 @@ def invalid_records() -> list[Invalid]:  # one table, read top to bottom
     raw("truncated", "MalformedJsonError", good_text.encode()[:-1])
     raw("not_an_object", "SchemaError", b"[]")
     raw("empty_input", "MalformedJsonError", b"")
+    raw("nested_32_deep_is_parsed", "SchemaError", b"[" * 32 + b"]" * 32)
+    raw("nested_33_deep", "MalformedJsonError", b"[" * 33 + b"]" * 33)
+    deep: Any = "x"
+    for _ in range(31):  # body, note and 31 arrays: 33 levels, in a signed record
+        deep = [deep]
+    raw(
+        "signed_record_nested_33_deep",
+        "MalformedJsonError",
+        encode_canonical(sign_json(ak, base | {"body": base["body"] | {"note": deep}})),
+    )
+    raw("brackets_in_strings_do_not_nest", "SchemaError", b'["' + b"[" * 40 + b'"]')
     astral_order = base | {"body": {"\ue000": 1, "😀": 2}}
     edit(
         "object_keys_in_code_point_not_utf16_order",
