@@ -245,6 +245,7 @@ def print_table(
         max(rates[k]) for k in ("audit", "verify", "decode", "fold")
     )
     ceiling = shared_core_ceiling(verify, fold, args.workers)
+    decode_ceiling = shared_core_ceiling(decode, fold, args.workers)
 
     def all_of(key: str) -> str:
         return " / ".join(f"{r:,.0f}" for r in rates[key])
@@ -267,6 +268,9 @@ def print_table(
     print(f"| ceiling: that verify and that fold sharing the {args.workers} cores, nothing else "
           f"| {ceiling:,.0f} | ceiling / verify = {ceiling / verify:.2f}; audit / ceiling = "
           f"{audit_rate / ceiling:.2f} |")  # fmt: skip
+    print(f"| ceiling with decode_record's checks in place of bare verify, and that fold "
+          f"| {decode_ceiling:,.0f} | ceiling / verify = {decode_ceiling / verify:.2f}; audit / "
+          f"ceiling = {audit_rate / decode_ceiling:.2f} |")  # fmt: skip
     print(
         "\n| audit stage (verification runs on the pool throughout) | starts at (s) |\n|---|---:|"
     )
