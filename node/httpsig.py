@@ -27,7 +27,7 @@ from http_message_signatures import (
 )
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
-from node.errors import NodeError
+from node.errors import NodeError, PeerError
 from protocol.keys import SigningKey, is_public_key
 
 WINDOW_S = 300
@@ -75,16 +75,19 @@ def sign_request(
     """The headers (Content-Digest, Signature-Input, Signature) that sign this request."""
     message = _Message(method.upper(), url, {})
     signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=_Keys(key))
-    signer.sign(
-        message,
-        key_id=key.public,
-        created=datetime.datetime.fromtimestamp(now_s, tz=datetime.UTC),
-        nonce=secrets.token_urlsafe(12),
-        tag=TAG,
-        label="hm",
-        covered_component_ids=COVERED[:2],
-        body=body,
-    )
+    try:
+        signer.sign(
+            message,
+            key_id=key.public,
+            created=datetime.datetime.fromtimestamp(now_s, tz=datetime.UTC),
+            nonce=secrets.token_urlsafe(12),
+            tag=TAG,
+            label="hm",
+            covered_component_ids=COVERED[:2],
+            body=body,
+        )
+    except HTTPMessageSignaturesException as e:  # a URL it cannot sign: that peer fails
+        raise PeerError(f"cannot sign a request to {url}: {e}") from e
     return message.headers
 
 

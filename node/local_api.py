@@ -29,18 +29,21 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node.app import NODE, Node, now_ms
 from node.errors import ApiError, PeerError
-from node.matching import hash_upload, match_hashes, match_images
+from node.matching import Upload, hash_upload, match_hashes, match_images
 from node.peer_api import frontier
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
-from protocol.encoding import encode_canonical
+from protocol.encoding import MAX_SAFE_INTEGER, encode_canonical
 from protocol.errors import RemoteProtocolError
 from protocol.labels import check_in_taxonomy, normalise_labels
 from protocol.records import is_record_id
 from protocol.signal_types import canonical_value
 
+# what aiohttp's multipart reader (and decoding a form field) raise on a malformed body
+MALFORMED_MULTIPART = (ValueError, HttpProcessingError)
 LocalHandler = Callable[[web.Request, Node], Awaitable[web.StreamResponse]]
 
 
@@ -60,7 +63,7 @@ def local(handler: LocalHandler) -> Callable[[web.Request], Awaitable[web.Stream
 async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, LookupError, RecursionError) as e:  # LookupError: an unknown charset
         raise ApiError(f"request body is not JSON: {e}", status=400) from e
     if not isinstance(body, dict):
         raise ApiError("request body must be a JSON object", status=400)
@@ -89,6 +92,13 @@ def _optional_int(body: dict[str, Any], key: str) -> int | None:
     if value is not None and (type(value) is not int or value < 0):
         raise ApiError(f"{key} must be a non-negative integer", status=400)
     return value
+
+
+async def _hash_upload(request: web.Request, node: Node) -> Upload:
+    try:
+        return await hash_upload(request, node)
+    except MALFORMED_MULTIPART as e:  # no boundary, bad part headers, a field not in UTF-8
+        raise ApiError(f"malformed multipart body: {e}", status=400) from e
 
 
 async def _author(node: Node, body: Body) -> web.Response:
@@ -146,11 +156,15 @@ async def get_status(request: web.Request, node: Node) -> web.StreamResponse:
 @local
 async def list_signals(request: web.Request, node: Node) -> web.StreamResponse:
     q = request.query
-    active = {"true": True, "false": False, None: None}.get(q.get("active"))
+    if q.get("active") not in ("true", "false", None):
+        raise ApiError("active must be true or false", status=400)
+    active = {"true": True, "false": False}.get(q.get("active", ""))
     try:
         limit, offset = int(q.get("limit", "100")), int(q.get("offset", "0"))
     except ValueError as e:
         raise ApiError("limit and offset must be integers", status=400) from e
+    if not (0 <= limit <= MAX_SAFE_INTEGER and 0 <= offset <= MAX_SAFE_INTEGER):
+        raise ApiError("limit and offset must be integers from 0 to 2^53 - 1", status=400)
     now = now_ms()
     rows = await node.store.read(
         lambda s: s.signals(
@@ -174,7 +188,7 @@ async def get_signal(request: web.Request, node: Node) -> web.StreamResponse:
 @local
 async def add_signal(request: web.Request, node: Node) -> web.StreamResponse:
     if request.content_type.startswith("multipart/"):
-        upload = await hash_upload(request, node)
+        upload = await _hash_upload(request, node)
         labels = _labels(node, upload.fields.get("labels"))
         note = upload.fields.get("note")
         hashes = upload.hashes.as_signals()
@@ -255,7 +269,7 @@ async def add_vote(request: web.Request, node: Node) -> web.StreamResponse:
 
 @local
 async def post_hash(request: web.Request, node: Node) -> web.StreamResponse:
-    upload = await hash_upload(request, node)
+    upload = await _hash_upload(request, node)
     h = upload.hashes
     return web.json_response(
         {"hashes": h.as_signals(), "pdq_quality": h.pdq_quality, "low_quality": h.low_quality,
@@ -266,7 +280,10 @@ async def post_hash(request: web.Request, node: Node) -> web.StreamResponse:
 @local
 async def post_match(request: web.Request, node: Node) -> web.StreamResponse:
     if request.content_type.startswith("multipart/"):
-        return web.json_response(await match_images(request, node))
+        try:
+            return web.json_response(await match_images(request, node))
+        except MALFORMED_MULTIPART as e:  # no boundary, bad part headers, a field not in UTF-8
+            raise ApiError(f"malformed multipart body: {e}", status=400) from e
     body = await json_body(request)
     return web.json_response(await match_hashes(node, body))
 
@@ -293,13 +310,17 @@ async def add_peer(request: web.Request, node: Node) -> web.StreamResponse:
 
 @local
 async def post_sync(request: web.Request, node: Node) -> web.StreamResponse:
+    from node.config import split_seed
     from node.gossip import GOSSIP
 
     gossip = request.app[GOSSIP]
     body = await json_body(request) if request.can_read_body else {}
-    await gossip.learn_peers()
     wanted = body.get("peer")
-    peers = [gossip.add_peer(str(wanted))] if wanted else list(gossip.peers.values())
+    if wanted is not None and not isinstance(wanted, str):
+        raise ApiError("peer must be a peer URL", status=400)
+    seed = split_seed(wanted) if wanted else None  # a malformed URL must not become a peer
+    await gossip.learn_peers()
+    peers = [gossip.add_peer(seed[0], "added", seed[1])] if seed else list(gossip.peers.values())
     reports, errors = [], []
     for peer in peers:
         try:

@@ -99,10 +99,23 @@ async def match_hashes(node: Node, body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("max_hits must be a positive integer", status=400)
     if radius is not None and (type(radius) is not int or radius < 0):
         raise ApiError("radius must be a non-negative integer", status=400)
+    if radius is not None:
+        _check_radius(radius, {kind for kind, _ in queries})
     hits = await _search(node, queries, radius)
     results = await _with_provenance(node, queries, hits, max_hits)
     node.counters["match_queries"] = node.counters.get("match_queries", 0) + len(queries)
     return {"matched": any(r["matched"] for r in results), "results": results}
+
+
+def _check_radius(radius: int, kinds: set[str]) -> None:
+    """A radius every queried type can take: 0 for exact types, up to the hash's bits."""
+    for kind in sorted(kinds):
+        bits = signal_type(kind).bits
+        if not signal_type(kind).is_hamming:
+            if radius:
+                raise ApiError(f"{kind} matches exactly and takes no radius", status=400)
+        elif bits is not None and radius > bits:
+            raise ApiError(f"a {kind} radius is at most {bits} bits", status=400)
 
 
 async def match_images(request: web.Request, node: Node) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import orjson
 
 from protocol.chain import Head
-from protocol.encoding import MAX_RECORD_BYTES, JsonValue, encode_canonical
+from protocol.encoding import MAX_RECORD_BYTES, MAX_SAFE_INTEGER, JsonValue, encode_canonical
 from protocol.errors import SyncError
 from protocol.records import is_record_id
 
@@ -153,8 +153,10 @@ def parse_log_request(after: str | None, limit: str | None, maximum: int) -> tup
         limit_n = int(limit) if limit is not None else DEFAULT_PAGE_RECORDS
     except ValueError as e:
         raise SyncError("after and limit must be integers", field="query") from e
-    if after_n < 0:
-        raise SyncError("after must be >= 0", field="after", expected=">= 0", actual=after_n)
+    if not 0 <= after_n <= MAX_SAFE_INTEGER:  # no seq is larger
+        raise SyncError(
+            "after must be a seq, 0 to 2^53 - 1", field="after", expected=">= 0", actual=after_n
+        )
     if not 1 <= limit_n <= maximum:
         raise SyncError(
             "limit must be between 1 and the maximum",
