@@ -6,8 +6,10 @@
   pages, and pushes what the peer lacks. ``protocol.sync`` decides what to ask and send.
 - Eager push (SPEC 10.3): new records are queued and pushed in small batches. Records this
   node authors go to every peer; records that came straight from their author's node are
-  relayed to one random peer (the author reached everyone it knows); other new records to
-  ``fanout`` random peers. Never back to the peer they came from.
+  relayed to one random peer (the author reached everyone it knows); records pushed by a
+  relay to ``fanout`` random peers; never back to the peer they came from. Records pulled,
+  or pushed by a peer's anti-entropy (``?relay=0``), are not pushed on. A push answered with
+  pending records (the peer missed earlier ones) starts a reconciliation with it at once.
 - Peers: config seeds, ``hashmesh peers add``, and members' signed ``announce`` records.
   Each peer has exponential backoff with jitter after failures or misbehaviour.
 - Transport (``node.tls``, SPEC 10.5): an ``https://`` peer is contacted only with a pin for
