@@ -434,6 +434,7 @@ def invalid_records() -> list[Invalid]:  # one table, read top to bottom
     raw("sig_missing_one_byte", "SchemaError", encode_canonical(good | {"sig": good["sig"][:126]}))
     signed("unknown_kind", "UnknownKindError", kind="delete")
     signed("kind_not_a_string", "UnknownKindError", kind=["signal"])
+    signed("kind_an_object", "UnknownKindError", kind={"signal": 1})
     signed("kind_uppercase", "UnknownKindError", kind="SIGNAL")
     signed("body_not_an_object", "SchemaError", body=[])
 
