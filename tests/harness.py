@@ -296,3 +296,10 @@ def _close(s: socket.socket) -> None:
     with contextlib.suppress(OSError):
         s.shutdown(socket.SHUT_RDWR)
     s.close()
+
+
+def with_bad_signature(canonical: bytes, sig: str) -> bytes:
+    """A record's bytes with the last hex digit of its signature changed (always changed: a
+    fixed replacement would leave a signature that already ends in it valid)."""
+    last = "0" if sig[-1] != "0" else "1"
+    return canonical.replace(sig.encode(), (sig[:-1] + last).encode())

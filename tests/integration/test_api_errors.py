@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from harness import NodeProc, found_federation, wait_until
+from harness import NodeProc, found_federation, wait_until, with_bad_signature
 from PIL import Image
 
 from node.home import NodeHome
@@ -150,7 +150,7 @@ def pushed(f: Fed, nibble: str, *, tamper: bool = False, fed: str | None = None)
     record = sign_record(f.member, fed=fed or f.fed_id, seq=3, prev=f.other, ts=1, body=body)
     raw = record.canonical
     if tamper:
-        raw = raw.replace(record.sig.encode(), (record.sig[:-2] + "00").encode())
+        raw = with_bad_signature(raw, record.sig)
     return raw + b"\n"
 
 

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Link, NodeProc, found_federation, wait_until, write_config
+from harness import (
+    Link,
+    NodeProc,
+    found_federation,
+    wait_until,
+    with_bad_signature,
+    write_config,
+)
 
 from node.home import NodeHome
 from node.httpsig import sign_request
@@ -253,7 +260,7 @@ def test_invalid_pushed_records_are_not_stored(tmp_path: Path, stop_all: list[No
     good = sign_record(
         member, fed=federation.id, seq=1, prev=None, ts=1, body=SignalBody("md5", "b" * 32)
     )
-    bad_sig = good.canonical.replace(good.sig.encode(), (good.sig[:-2] + "00").encode())
+    bad_sig = with_bad_signature(good.canonical, good.sig)
     other_fed = sign_record(
         member, fed="e" * 64, seq=1, prev=None, ts=1, body=SignalBody("md5", "c" * 32)
     ).canonical
