@@ -28,6 +28,7 @@ from protocol.bodies import (
     RotateBody,
     SignalBody,
     VoteBody,
+    new_signal_body,
 )
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.records import RECORD_KEYS, Record, decode_record, new_record
@@ -38,7 +39,6 @@ _BODY_CLASSES: Final[dict[str, type[Body]]] = {
     cls.KIND: cls
     for cls in (SignalBody, RetractBody, OpinionBody, AnnounceBody, VoteBody, RotateBody)
 }
-_SIGNAL_SLOTS: Final = tuple(SignalBody.__dict__[name].__set__ for name in SignalBody.__slots__)
 _BODY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     kind: tuple(f.name for f in fields(cls)) for kind, cls in _BODY_CLASSES.items()
 }
@@ -82,14 +82,9 @@ def _record_object(data: bytes) -> dict[str, Any]:
 
 def _trusted_body(kind: str, obj: dict[str, Any]) -> Body:
     if kind == "signal":  # nine records in ten: spelled out
-        body = object.__new__(SignalBody)
-        set_type, set_value, set_labels, set_note, set_expires = _SIGNAL_SLOTS
-        set_type(body, obj["type"])
-        set_value(body, obj["value"])
-        set_labels(body, tuple(obj["labels"]))
-        set_note(body, obj.get("note"))
-        set_expires(body, obj.get("expires"))
-        return body
+        return new_signal_body(
+            obj["type"], obj["value"], tuple(obj["labels"]), obj.get("note"), obj.get("expires")
+        )
     return _trusted_other_body(kind, obj)
 
 

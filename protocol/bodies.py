@@ -292,7 +292,11 @@ def signal_fast(obj: dict[str, Any]) -> SignalBody | None:
     if kind is None or not kind.is_canonical(value):
         return None
     label_tuple = tuple(labels)
-    if label_tuple not in _VALID_LABELS:
+    try:
+        known = label_tuple in _VALID_LABELS
+    except TypeError:  # a list or object among the labels: unhashable
+        return None
+    if not known:
         if not all(type(label) is str for label in label_tuple):
             return None
         try:
@@ -305,11 +309,19 @@ def signal_fast(obj: dict[str, Any]) -> SignalBody | None:
         return None
     if expires is not None and (type(expires) is not int or not 1 <= expires <= MAX_SAFE_INTEGER):
         return None
+    return new_signal_body(name, value, label_tuple, note, expires)
+
+
+def new_signal_body(
+    type_: str, value: str, labels: tuple[str, ...], note: str | None, expires: int | None
+) -> SignalBody:
+    """A SignalBody from checked fields, without its constructor's checks: for ``signal_fast``
+    and for bytes decoded before (``protocol.batch.trusted_record``). Never for input."""
     body = object.__new__(SignalBody)
     set_type, set_value, set_labels, set_note, set_expires = _SIGNAL_SLOTS
-    set_type(body, name)
+    set_type(body, type_)
     set_value(body, value)
-    set_labels(body, label_tuple)
+    set_labels(body, labels)
     set_note(body, note)
     set_expires(body, expires)
     return body

@@ -545,3 +545,12 @@ def records_proof_case(data: bytes) -> bytes:
     del obj["sig"]
     obj["sig"] = KEY.sign(RECORD_DOMAIN + encode_canonical(obj))
     return encode_canonical(obj)
+
+
+@pytest.mark.parametrize("labels", [[[]], [{}], ["entity:x", ["entity:y"]], [1], [None]])
+def test_labels_that_are_not_strings_are_refused_not_crashed(labels: list[object]) -> None:
+    """The fast path caches label lists by value: unhashable labels must still be an error."""
+    from protocol.bodies import parse_body
+
+    with pytest.raises(RemoteProtocolError):
+        parse_body("signal", {"type": "md5", "value": "0" * 32, "labels": labels})
