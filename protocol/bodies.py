@@ -328,9 +328,11 @@ def new_signal_body(
 
 
 def _parse_signal(obj: dict[str, Any]) -> Body:
-    fast = signal_fast(obj)
-    if fast is not None:
-        return fast
+    return signal_fast(obj) or parse_signal_checked(obj)
+
+
+def parse_signal_checked(obj: dict[str, Any]) -> SignalBody:
+    """A signal body through its constructor: every check, and the precise error."""
     _keys(obj, _SIGNAL_REQUIRED, _SIGNAL_ALLOWED)
     return SignalBody(
         type=obj["type"],

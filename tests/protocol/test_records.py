@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from protocol import (
     AnnounceBody,
@@ -554,3 +556,71 @@ def test_labels_that_are_not_strings_are_refused_not_crashed(labels: list[object
 
     with pytest.raises(RemoteProtocolError):
         parse_body("signal", {"type": "md5", "value": "0" * 32, "labels": labels})
+
+
+_signal_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**60), 2**60),
+    st.sampled_from([0, 1, 2**53 - 1, 2**53, 1_800_000_000_000]),
+    st.sampled_from(["md5", "pdq", "url", "sha256", "MD5", "", "x" * 1001, "note"]),
+    st.sampled_from(["0" * 32, "A" * 32, "f" * 64, "0" * 31, "https://example.com/a"]),
+    st.lists(st.sampled_from(["entity:x", "entity:y", "B", "", "a b"]), max_size=3),
+    st.lists(st.one_of(st.lists(st.none(), max_size=1), st.integers(), st.none()), max_size=2),
+    st.text(max_size=5),
+)
+
+
+def _without(obj: dict[str, object], key: str | None) -> dict[str, object]:
+    return {k: v for k, v in obj.items() if k != key}
+
+
+_VALID_SIGNAL: dict[str, object] = {
+    "type": "md5",
+    "value": "0" * 32,
+    "labels": ["entity:x"],
+    "note": "n",
+}
+_signal_objects = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["type", "value", "labels", "note", "expires", "extra"]),
+        _signal_values,
+        max_size=6,
+    ),
+    st.builds(  # a valid body with one member replaced, added or dropped: mostly near misses
+        lambda key, value, drop: _without(_VALID_SIGNAL | {key: value}, drop),
+        st.sampled_from(["type", "value", "labels", "note", "expires", "extra"]),
+        _signal_values,
+        st.sampled_from([None, "note", "labels", "type"]),
+    ),
+    st.fixed_dictionaries(  # valid bodies of every shape
+        {
+            "type": st.just("sha256"),
+            "value": st.sampled_from(["0" * 64, "ab" * 32]),
+            "labels": st.sampled_from([[], ["entity:x"], ["behaviour:glorification", "entity:x"]]),
+        },
+        optional={
+            "note": st.text(min_size=1, max_size=3),
+            "expires": st.integers(1, 2**53 - 1),
+        },
+    ),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_signal_objects)
+def test_signal_fast_path_agrees_with_the_constructor(obj: dict[str, object]) -> None:
+    """Whenever the fast path builds a signal body, the constructor builds the same one; when
+    the constructor refuses a body, the fast path does not build it either."""
+    from protocol.bodies import parse_signal_checked, signal_fast
+
+    obj = dict(sorted(obj.items()))  # members in canonical order, as a decoder meets them
+    fast = signal_fast(dict(obj))
+    try:
+        checked = parse_signal_checked(dict(obj))
+    except RemoteProtocolError:
+        event("refused")
+        assert fast is None
+        return
+    event("built by the fast path" if fast is not None else "built by the constructor only")
+    assert fast is None or fast == checked
