@@ -68,6 +68,7 @@ __all__ = [
     "MergeResult",
     "MergeStatus",
     "Outcome",
+    "PreparedMerge",
     "SignalChange",
     "Store",
 ]
@@ -98,6 +99,7 @@ class Store:
         self.writer = writer
         self._state: WriterState | None = None
         self._pool: VerifyPool | None = None
+        self._pool_lock = threading.Lock()  # prepare_merge may run off the writer thread
         self._membership: tuple[int, Membership] | None = None  # reader cache: data_version
         self._keyer = Keyer(bytes.fromhex(self.get_meta("lookup_salt") or ""))
 
@@ -142,9 +144,10 @@ class Store:
         ))  # fmt: skip
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
         if self.writer:
             self.conn.execute("PRAGMA optimize")
         self.conn.close()
@@ -168,20 +171,24 @@ class Store:
         """Start verifying batch (on the pool, if workers) without writing anything yet.
 
         ``finish_merge`` writes it later; meanwhile the writer can finish an earlier batch,
-        so verification of batch k+1 overlaps the writes of batch k (streamed sync).
+        so verification of batch k+1 overlaps the writes of batch k (streamed sync). Safe to
+        call from any thread: it touches only the pool.
         """
         self._writer_state()
         if verify_workers > 0 and batch:
             return PreparedMerge(batch, self._verify_pool(verify_workers).verify(batch))
         return PreparedMerge(batch, None)
 
-    def finish_merge(self, prepared: PreparedMerge, *, received_ms: int) -> MergeResult:
-        verified: Iterator[tuple[int, Verified]]
-        if prepared.job is None:
-            verified = verify_inline(prepared.batch, self.federation.id)
-        else:
-            verified = iter(prepared.job)
-        return self._merge_verified(verified, len(prepared.batch), received_ms)
+    def finish_merge(
+        self, prepared: PreparedMerge | Sequence[PreparedMerge], *, received_ms: int
+    ) -> MergeResult:
+        """Write prepared batches, in order, in one transaction: one result whose outcomes
+        are indexed through the batches as if they were one (a bulk pull groups its pages,
+        so SQLite commits fewer, larger transactions)."""
+        group = [prepared] if isinstance(prepared, PreparedMerge) else list(prepared)
+        size = sum(len(p.batch) for p in group)
+        return self._merge_verified(_verified_in_order(group, self.federation.id), size,
+                                    received_ms)  # fmt: skip
 
     def merge_many(
         self, batches: Iterable[Sequence[bytes]], *, received_ms: int, verify_workers: int = 0
@@ -212,12 +219,13 @@ class Store:
                 job.cancel()
 
     def _verify_pool(self, workers: int) -> VerifyPool:
-        if self._pool is not None and self._pool.workers != workers:
-            self._pool.close()
-            self._pool = None
-        if self._pool is None:
-            self._pool = VerifyPool(workers, self.federation.id)
-        return self._pool
+        with self._pool_lock:
+            if self._pool is not None and self._pool.workers != workers:
+                self._pool.close()
+                self._pool = None
+            if self._pool is None:
+                self._pool = VerifyPool(workers, self.federation.id)
+            return self._pool
 
     def _merge_verified(
         self, verified: Iterator[tuple[int, Verified]], size: int, received_ms: int
@@ -442,6 +450,19 @@ class Store:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
+def _verified_in_order(group: Sequence[PreparedMerge], fed: str) -> Iterator[tuple[int, Verified]]:
+    """Each prepared batch's verified records, indexed through the group."""
+    offset = 0
+    for prepared in group:
+        if prepared.job is None:
+            verified = verify_inline(prepared.batch, fed)
+        else:
+            verified = iter(prepared.job)
+        for index, item in verified:
+            yield offset + index, item
+        offset += len(prepared.batch)
+
+
 def _stored_record(text: str) -> Record:
     data = text.encode()
     return trusted_record(data, record_id_of(data))
@@ -503,11 +524,17 @@ class AsyncStore:
         )
 
     async def prepare_merge(self, batch: Sequence[bytes]) -> PreparedMerge:
-        """Start verifying batch on the pool now; ``finish_merge`` writes it later."""
+        """Start verifying batch on the pool now; ``finish_merge`` writes it later. Runs off
+        the writer thread, so batches are handed to the pool while the writer is busy."""
+        store = self._store
+        if store is None:
+            raise StoreError("the store is not open")
         workers = self._verify_workers if len(batch) >= POOL_MIN_BATCH else 0
-        return await self.write(lambda s: s.prepare_merge(batch, verify_workers=workers))
+        return await asyncio.to_thread(store.prepare_merge, batch, verify_workers=workers)
 
-    async def finish_merge(self, prepared: PreparedMerge, *, received_ms: int) -> MergeResult:
+    async def finish_merge(
+        self, prepared: PreparedMerge | Sequence[PreparedMerge], *, received_ms: int
+    ) -> MergeResult:
         return await self.write(lambda s: s.finish_merge(prepared, received_ms=received_ms))
 
     async def append_local(self, key: SigningKey, body: Body, *, ts: int) -> Record:
