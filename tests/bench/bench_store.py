@@ -1,6 +1,6 @@
 """Benchmark of the node store: merge throughput against its two limits, lookups, size, open.
 
-    python tests/bench/bench_store.py [--n 1000000] [--batch 10000] [--workers CPUS]
+    python tests/bench/bench_store.py [--n 1000000] [--batch 20000] [--workers CPUS]
 
 Prints one markdown table from one run:
 
@@ -16,6 +16,9 @@ Prints one markdown table from one run:
   cores and the writes on one thread, sharing the same cores (``benchlib.shared_core_ceiling``);
   no merge that verifies and writes every record can beat it, so merge / verify above
   ceiling / verify is out of reach here whatever the implementation;
+- the same rows written the cheapest way SQLite allows (no secondary index at all, 50,000
+  rows per transaction), and the ceiling that sets: not even a store that gave up its lookup
+  indexes could verify and write these records faster;
 - exact lookup p50/p99 by (type, value) over the stored signals, database bytes per record, and
   cold open time (a new process opening the file).
 
@@ -42,6 +45,7 @@ import nacl.bindings
 import orjson
 from benchlib import bench_federation, bench_key, shared_core_ceiling, sign_log
 
+from node.gossip import PULL_GROUP_RECORDS
 from node.materialise import Keyer, id8
 from node.runtime import tune_for_bulk_records
 from node.schema import open_database
@@ -179,6 +183,7 @@ def sqlite_rows(
 
 
 _REFS: dict[str, int] = {}
+FLOOR_BATCH = 50_000
 _INSERTS = {
     "records": "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "signals": "INSERT INTO signals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -192,8 +197,14 @@ class BareSqlite:
     """The store's rows for the same records, pre-computed, written with executemany into the
     same schema, in the same batches, one transaction each (synchronous=FULL, WAL)."""
 
-    def __init__(self, fed: Federation, path: Path) -> None:
+    def __init__(self, fed: Federation, path: Path, *, indexes: bool = True) -> None:
         self.conn = open_database(path, fed, create=True, writer=True)
+        if not indexes:  # only the tables' own keys: the cheapest way to write these rows
+            names = self.conn.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL"
+            ).fetchall()
+            for (name,) in names:
+                self.conn.execute(f"DROP INDEX {name}")
         salt = self.conn.execute("SELECT value FROM meta WHERE key = 'lookup_salt'").fetchone()
         self.salt = bytes.fromhex(salt[0])
         self.row = 0
@@ -302,7 +313,7 @@ def cold_open_s(path: Path, fed: Federation, role: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=PULL_GROUP_RECORDS)  # as a pull writes
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--verify-sample", type=int, default=1_000_000)
     parser.add_argument(
@@ -328,6 +339,7 @@ def run(
     """The three throughputs, measured round by round, interleaved: machine load that comes
     and goes then weighs on all three alike. Then lookups, size and open time."""
     verify, sqlite = BareVerify(args.workers), BareSqlite(fed, tmp / "bare.db")
+    floor = BareSqlite(fed, tmp / "floor.db", indexes=False)
     merge = Merge(fed, tmp / "node.db", args.workers)
     rounds = max(1, len(records) // (args.batch * 5))
     step = -(-len(records) // rounds)
@@ -336,11 +348,13 @@ def run(
         part = records[i : i + step]
         verify.measure(part[::sample_every] if sample_every > 1 else part)
         sqlite.measure(part, args.batch)
+        floor.measure(part, FLOOR_BATCH)
         merge.measure(part, args.batch)
         print(f"  round {n + 1}/{rounds}: verify {verify.rate:,.0f}/s, sqlite {sqlite.rate:,.0f}/s,"
               f" merge {merge.rate:,.0f}/s", file=sys.stderr)  # fmt: skip
     verify.pool.shutdown()
     sqlite.conn.close()
+    floor.conn.close()
     merge.store.close()
     db = tmp / "node.db"
     p50, p99 = lookup_latency(fed, db, records)
@@ -349,6 +363,8 @@ def run(
     n = len(records)
     m, v, q = merge.rate, verify.rate, sqlite.rate
     ceiling = shared_core_ceiling(v, q, args.workers)
+    f = floor.rate
+    best = shared_core_ceiling(v, f, args.workers)
     return [
         ("merge, incl. decode + verify of every record (records/s)", f"{m:,.0f}", "1.00"),
         (f"bare PyNaCl verify, {args.workers} process(es) (records/s)", f"{v:,.0f}",
@@ -358,6 +374,10 @@ def run(
         (f"ceiling: that verify and those writes sharing the {args.workers} cores, nothing "
          "else (records/s)", f"{ceiling:,.0f}",
          f"ceiling / verify = {ceiling / v:.2f}; merge / ceiling = {m / ceiling:.2f}"),
+        (f"bare sqlite3 executemany of the same rows without any secondary index, "
+         f"{FLOOR_BATCH:,} per transaction (records/s)", f"{f:,.0f}", ""),
+        ("ceiling with those cheapest writes instead: no store that writes these rows "
+         "beats it (records/s)", f"{best:,.0f}", f"ceiling / verify = {best / v:.2f}"),
         (f"exact lookup by (type, value), p50 / p99 (µs), {n:,} records",
          f"{p50:.1f} / {p99:.1f}", "goal: p50 <= 20"),
         ("database size per record (bytes, incl. indexes)", f"{size / n:,.0f}", ""),

@@ -537,3 +537,43 @@ def test_async_store(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_group_of_prepared_batches_is_one_merge(tmp_path: Path) -> None:
+    """finish_merge of several prepared batches (a pull's group of pages): one result indexed
+    through the group, the same as merging the concatenation, pool and inline batches mixed;
+    a gap left by one batch is filled by a later one of the same group."""
+    records = chain(FOUNDERS[0], [sig(n) for n in range(1, 701)])
+    datas = [r.canonical for r in records]
+    datas[400] = datas[400].replace(b'"v":1', b'"v":2')  # fails verification
+    batches = [datas[300:600], datas[:10], datas[10:300], datas[5:8], datas[600:]]
+    with new_store(tmp_path, name="flat.db") as flat:
+        expected = flat.merge([d for b in batches for d in b], received_ms=NOW)
+    with new_store(tmp_path, name="group.db") as grouped:
+        prepared = [grouped.prepare_merge(b, verify_workers=2 if len(b) > 50 else 0)
+                    for b in batches]  # fmt: skip
+        result = grouped.finish_merge(prepared, received_ms=NOW)
+        assert result.outcomes == expected.outcomes
+        assert [o.index for o in result.outcomes] == list(range(sum(map(len, batches))))
+        assert result.counts() == expected.counts()
+        assert grouped.head(FOUNDERS[0].public).seq == 400
+        assert_matches_fold(grouped, {})
+
+
+def test_a_failing_group_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One transaction for the whole group: if writing it fails, no batch of it is stored."""
+    records = chain(FOUNDERS[0], [sig(n) for n in range(1, 21)])
+    datas = [r.canonical for r in records]
+
+    def disk_full(self: node.merge.Merger) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with new_store(tmp_path) as store:
+        prepared = [store.prepare_merge(datas[:10]), store.prepare_merge(datas[10:])]
+        with monkeypatch.context() as patch:
+            patch.setattr(node.merge.Merger, "_write_heads", disk_full)
+            with pytest.raises(sqlite3.OperationalError):
+                store.finish_merge(prepared, received_ms=NOW)
+        assert store.head(FOUNDERS[0].public) is None
+        assert store.stats(now_ms=NOW)["records"] == 0
+        assert store.merge(datas, received_ms=NOW).counts()["accepted"] == 20
