@@ -101,6 +101,7 @@ class Store:
         self._pool: VerifyPool | None = None
         self._pool_lock = threading.Lock()  # prepare_merge may run off the writer thread
         self._membership: tuple[int, Membership] | None = None  # reader cache: data_version
+        self._stats: tuple[int, int | None, tuple[int, int], dict[str, int]] | None = None
         self._keyer = Keyer(bytes.fromhex(self.get_meta("lookup_salt") or ""))
 
     @classmethod
@@ -416,8 +417,23 @@ class Store:
         return reads.render_state(self.conn, now_ms)
 
     def stats(self, *, now_ms: int) -> dict[str, int]:
-        """Counts: records, authors, signals, active_signals, forks, pending, members."""
-        return reads.stats(self.conn, now_ms=now_ms)
+        """Counts: records, authors, signals, active_signals, forks, pending, members.
+
+        Counting scans every signal (~0.1 s at 1 M), and status and metrics are polled, so
+        the counts are kept while they are exact: the database unchanged (``data_version``
+        for other connections' commits, ``total_changes`` for this one's) and now_ms in
+        [the time they were counted, the next expiry of an active signal).
+        """
+        version = (self.conn.execute("PRAGMA data_version").fetchone()[0],
+                   self.conn.total_changes)  # fmt: skip
+        cached = self._stats
+        if cached is not None:
+            at, until, counted_version, counts = cached
+            if counted_version == version and at <= now_ms and (until is None or now_ms < until):
+                return dict(counts)
+        counts, until = reads.stats(self.conn, now_ms=now_ms)
+        self._stats = (now_ms, until, version, counts)
+        return dict(counts)
 
     def check(self) -> list[str]:
         """SQLite's quick_check over the whole file: [] when sound."""

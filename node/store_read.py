@@ -142,19 +142,29 @@ def own_signal(
     return None if row is None else str(row[0].hex())
 
 
-def stats(conn: sqlite3.Connection, *, now_ms: int) -> dict[str, int]:
+def stats(conn: sqlite3.Connection, *, now_ms: int) -> tuple[dict[str, int], int | None]:
+    """The counts, and the next moment (ms) one of them changes with time alone: the soonest
+    expiry of a signal now active (None: no active signal expires). Until then, and while
+    the database is unchanged, the counts stay exact."""
+
     def one(sql: str) -> int:
         return int(conn.execute(sql, {"now": now_ms}).fetchone()[0])
 
-    return {
+    signals, active, next_expiry = conn.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE {_ACTIVE}), "
+        f"min(s.expires) FILTER (WHERE {_ACTIVE}) FROM signals s",
+        {"now": now_ms},
+    ).fetchone()
+    counts = {
         "records": one("SELECT count(*) FROM records"),
         "authors": one("SELECT count(*) FROM keys WHERE head_seq > 0"),
-        "signals": one("SELECT count(*) FROM signals"),
-        "active_signals": one(f"SELECT count(*) FROM signals s WHERE {_ACTIVE}"),
+        "signals": int(signals),
+        "active_signals": int(active),
         "forks": one("SELECT count(*) FROM forks"),
         "pending": one("SELECT count(*) FROM pending"),
         "members": one("SELECT count(*) FROM members WHERE NOT removed"),
     }
+    return counts, None if next_expiry is None else int(next_expiry)
 
 
 def signal_json(row: tuple[Any, ...], now_ms: int) -> dict[str, object]:

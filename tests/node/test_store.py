@@ -577,3 +577,24 @@ def test_a_failing_group_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
         assert store.head(FOUNDERS[0].public) is None
         assert store.stats(now_ms=NOW)["records"] == 0
         assert store.merge(datas, received_ms=NOW).counts()["accepted"] == 20
+
+
+def test_stats_stay_exact_while_they_are_kept(tmp_path: Path) -> None:
+    """Counts are kept between calls only while exact: a commit by this connection or another
+    one, an active signal's expiry passing, or the clock going back makes them recount."""
+    a, b = FOUNDERS[0], FOUNDERS[1]
+    with new_store(tmp_path) as writer, Store.open(tmp_path / "node.db", FED, readonly=True) as r:
+        writer.merge([x.canonical for x in chain(a, [sig(1, expires=NOW + 10), sig(2)])],
+                     received_ms=NOW)  # fmt: skip
+        assert r.stats(now_ms=NOW)["active_signals"] == 2
+        assert r.stats(now_ms=NOW + 9)["active_signals"] == 2
+        assert r.stats(now_ms=NOW + 10)["active_signals"] == 1  # the expiry passed
+        assert r.stats(now_ms=NOW + 5)["active_signals"] == 2  # the clock went back
+        assert writer.stats(now_ms=NOW)["signals"] == 2
+        writer.merge([x.canonical for x in chain(b, [sig(3)])], received_ms=NOW)
+        assert writer.stats(now_ms=NOW)["signals"] == 3  # its own commit
+        assert r.stats(now_ms=NOW + 5)["signals"] == 3  # another connection's commit
+        assert r.stats(now_ms=NOW + 5) == writer.stats(now_ms=NOW + 5)
+        counted = r.stats(now_ms=NOW + 5)
+        counted["signals"] = -1  # a caller's copy: the kept counts are not changed
+        assert r.stats(now_ms=NOW + 5)["signals"] == 3
