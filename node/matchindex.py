@@ -736,17 +736,24 @@ class MatchIndex:
                 raise ValueError(f"bad radius {radius!r} for signal type {signal_type!r}")
         self._hamming = {t: _HammingIndex(bits, self.radii[t]) for t, bits in HAMMING_BITS.items()}
         self._exact = {t: _ExactIndex() for t in EXACT_TYPES}
+        self._top: int | None = None  # the largest key ever indexed
 
     def add(self, key: int, signal_type: str, value: str) -> None:
         """Index one signal under ``key``, replacing whatever ``key`` held before."""
+        # a key above every key ever indexed holds nothing (store rows grow): skip the lookup
+        fresh = self._top is None or key > self._top
         if signal_type in self._hamming:
             raw = _hamming_bytes(signal_type, value)
-            self.remove(key)
+            if not fresh:
+                self.remove(key)
             self._hamming[signal_type].add(key, raw)
         else:
             canonical = _exact_value(signal_type, value)
-            self.remove(key)
+            if not fresh:
+                self.remove(key)
             self._exact[signal_type].add(key, canonical)
+        if fresh:
+            self._top = key
 
     def add_many(self, items: Iterable[tuple[int, str, str]]) -> None:
         """Same as ``add`` for each item in turn, vectorised (start-up from the store). Every
@@ -771,6 +778,8 @@ class MatchIndex:
         ]
         if len(self):
             self._remove_many(keys)
+        top = int(keys.max())
+        self._top = top if self._top is None else max(self._top, top)
         for signal_type, group_keys, parsed in groups:
             if isinstance(parsed, list):
                 self._exact[signal_type].add_many(group_keys.tolist(), parsed)

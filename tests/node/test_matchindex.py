@@ -256,6 +256,23 @@ def test_add_many_is_add_in_order() -> None:
     assert len(index) == 4
 
 
+def test_re_adding_a_key_below_the_largest_moves_it() -> None:
+    """Keys above every key ever indexed skip the lookup of an old entry; any other key, after
+    add or add_many, still replaces what it held."""
+    rng = np.random.default_rng(19)
+    a, b = random_hex(rng, 256), random_hex(rng, 256)
+    index = MatchIndex()
+    index.add_many([(k, "sha256", f"{k:064x}") for k in range(1, 11)])
+    index.add(5, "pdq", a)  # below the largest key: the sha256 entry must go
+    assert index.query("sha256", f"{5:064x}") == [] and len(index) == 10
+    index.add(11, "pdq", b)
+    index.add(11, "md5", "c" * 32)  # the largest key itself, again
+    assert index.query("pdq", b) == [] and index.query("md5", "c" * 32) == [Hit(11, 0)]
+    index.remove(11)
+    index.add(11, "pdq", a)  # removed and re-added
+    assert index.query("pdq", a) == [Hit(5, 0), Hit(11, 0)] and len(index) == 11
+
+
 # --- batches and exact types -------------------------------------------------------------------
 
 
