@@ -250,7 +250,8 @@ def status(home: Path, as_json: bool) -> None:
     ]
     lines += [
         f"  peer {p['url']}  last contact {p['seconds_since_contact']}s ago  "
-        f"lag {p['lag_records']}" + (f"  error {p['last_error']}" if p["last_error"] else "")
+        f"behind {p['lag_records']['behind']:,}  ahead {p['lag_records']['ahead']:,}"
+        + (f"  error {p['last_error']}" if p["last_error"] else "")
         for p in data["peers"]
     ]
     emit(data, as_json, "\n".join(lines))

@@ -398,8 +398,10 @@ class Gossip:
 
     async def _merged_page(self, peer: PeerState, result: MergeResult, report: SyncReport) -> None:
         await self.node.merged(result, source=peer.url, relay=False)  # SPEC 10.3
+        accepted = result.counts()["accepted"]
         report.pulled += len(result.outcomes)
-        report.accepted += result.counts()["accepted"]
+        report.accepted += accepted
+        peer.behind = max(0, peer.behind - accepted)  # status shows a long catch-up's progress
         bad = [o for o in result.outcomes if is_misbehaviour(o.error)]
         if bad:
             raise PeerError(f"{peer.url} sent {len(bad)} records that do not verify")

@@ -153,6 +153,7 @@ def test_founding_installs_one_federation_everywhere(fed: Fed) -> None:
     assert len({s["id"] for s in shown}) == 1
     assert sorted(f["name"] for f in shown[0]["founders"]) == sorted(NAMES)
     assert "beta" in status
+    assert re.search(r"peer http://127\.0\.0\.1:\d+/ .* behind [\d,]+  ahead [\d,]+", status)
 
 
 def test_add_match_opinion_retract(fed: Fed) -> None:
