@@ -390,7 +390,11 @@ class Gossip:
                 following = next_page(page, len(lines), claimed_last_seq(lines))
                 if following is not None:
                     pages.appendleft(following)
-                await queue.put(prepared)
+                try:
+                    await queue.put(prepared)
+                except asyncio.CancelledError:  # the writer stopped: drop what it never took
+                    _cancel_jobs([prepared])
+                    raise
         except Exception as e:
             await queue.put(e)
             return
