@@ -347,14 +347,14 @@ class Gossip:
         fetcher = asyncio.create_task(self._fetch_pages(peer, collections.deque(requests), queue))
         group: list[PreparedMerge] = []
         try:
-            end = False
+            end, failure = False, None
             while not end:
                 item = await queue.get()
                 while True:
                     if item is None:
                         end = True
-                    elif isinstance(item, BaseException):
-                        raise item
+                    elif isinstance(item, BaseException):  # write what came before it first
+                        end, failure = True, item
                     else:
                         group.append(item)
                     if end or queue.empty() or _records(group) >= PULL_GROUP_RECORDS:
@@ -364,6 +364,8 @@ class Gossip:
                     result = await self.node.store.finish_merge(group, received_ms=now_ms())
                     group = []
                     await self._merged_page(peer, result, report)
+            if failure is not None:
+                raise failure
         finally:
             fetcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -386,7 +388,12 @@ class Gossip:
             while pages:
                 page = pages.popleft()
                 lines = await self._fetch_page(peer, page)
-                prepared = await self.node.store.prepare_merge(lines)
+                preparing = asyncio.ensure_future(self.node.store.prepare_merge(lines))
+                try:  # the thread runs on if this task is cancelled: drop its job when done
+                    prepared = await asyncio.shield(preparing)
+                except asyncio.CancelledError:
+                    preparing.add_done_callback(_cancel_prepared)
+                    raise
                 following = next_page(page, len(lines), claimed_last_seq(lines))
                 if following is not None:
                     pages.appendleft(following)
@@ -511,6 +518,11 @@ def _log_reader(author: str, after: int) -> Callable[[Store], list[bytes]]:
 
 def _records(group: list[PreparedMerge]) -> int:
     return sum(len(p.batch) for p in group)
+
+
+def _cancel_prepared(future: asyncio.Future[PreparedMerge]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        _cancel_jobs([future.result()])
 
 
 def _cancel_jobs(group: list[PreparedMerge]) -> None:

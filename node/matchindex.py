@@ -741,19 +741,17 @@ class MatchIndex:
     def add(self, key: int, signal_type: str, value: str) -> None:
         """Index one signal under ``key``, replacing whatever ``key`` held before."""
         # a key above every key ever indexed holds nothing (store rows grow): skip the lookup
-        fresh = self._top is None or key > self._top
-        if signal_type in self._hamming:
-            raw = _hamming_bytes(signal_type, value)
-            if not fresh:
-                self.remove(key)
-            self._hamming[signal_type].add(key, raw)
+        hamming = self._hamming.get(signal_type)
+        raw = _hamming_bytes(signal_type, value) if hamming is not None else b""
+        exact = "" if hamming is not None else _exact_value(signal_type, value)
+        if self._top is None or key > self._top:
+            self._top = key  # set before adding: the add may compact, and could fail there
         else:
-            canonical = _exact_value(signal_type, value)
-            if not fresh:
-                self.remove(key)
-            self._exact[signal_type].add(key, canonical)
-        if fresh:
-            self._top = key
+            self.remove(key)
+        if hamming is not None:
+            hamming.add(key, raw)
+        else:
+            self._exact[signal_type].add(key, exact)
 
     def add_many(self, items: Iterable[tuple[int, str, str]]) -> None:
         """Same as ``add`` for each item in turn, vectorised (start-up from the store). Every

@@ -99,7 +99,8 @@ class Store:
         self.writer = writer
         self._state: WriterState | None = None
         self._pool: VerifyPool | None = None
-        self._pool_lock = threading.Lock()  # prepare_merge may run off the writer thread
+        self._pool_lock = threading.RLock()  # prepare_merge may run off the writer thread
+        self._closed = False
         self._membership: tuple[int, Membership] | None = None  # reader cache: data_version
         self._stats: tuple[int, int | None, tuple[int, int], dict[str, int]] | None = None
         self._keyer = Keyer(bytes.fromhex(self.get_meta("lookup_salt") or ""))
@@ -146,6 +147,7 @@ class Store:
 
     def close(self) -> None:
         with self._pool_lock:
+            self._closed = True
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
@@ -177,7 +179,8 @@ class Store:
         """
         self._writer_state()
         if verify_workers > 0 and batch:
-            return PreparedMerge(batch, self._verify_pool(verify_workers).verify(batch))
+            with self._pool_lock:  # not while close() shuts the pool down
+                return PreparedMerge(batch, self._verify_pool(verify_workers).verify(batch))
         return PreparedMerge(batch, None)
 
     def finish_merge(
@@ -221,6 +224,8 @@ class Store:
 
     def _verify_pool(self, workers: int) -> VerifyPool:
         with self._pool_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
             if self._pool is not None and self._pool.workers != workers:
                 self._pool.close()
                 self._pool = None

@@ -598,3 +598,15 @@ def test_stats_stay_exact_while_they_are_kept(tmp_path: Path) -> None:
         counted = r.stats(now_ms=NOW + 5)
         counted["signals"] = -1  # a caller's copy: the kept counts are not changed
         assert r.stats(now_ms=NOW + 5)["signals"] == 3
+
+
+def test_a_closed_store_starts_no_verification(tmp_path: Path) -> None:
+    """prepare_merge may run on another thread than close(): after close it refuses instead of
+    starting a pool that nothing would shut down."""
+    records = [r.canonical for r in chain(FOUNDERS[0], [sig(n) for n in range(1, 5)])]
+    store = new_store(tmp_path)
+    store.prepare_merge(records, verify_workers=1).job.cancel()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.prepare_merge(records, verify_workers=1)
+    assert store._pool is None
