@@ -34,14 +34,17 @@ Hamming types (``pdq`` 256 bits, ``phash`` and ``dhash`` 64 bits) use multi-inde
   candidates are verified from contiguous memory rather than by random reads (~49 bytes/signal).
 
 Updates never rebuild on the spot. New signals go to a small *delta* searched by brute force;
-removals of signals in the main segment are tombstones filtered out of answers. When the delta
-reaches ``delta_limit`` (``N / 128`` clamped to 1,024..16,384) it is folded into the main
-segment: *appended* (each new row inserted at the end of its bucket in every table, one O(N)
-memory move per table, no sorting) when its keys all follow the main segment's (store row ids
-grow) and the segment has not doubled since its layout was chosen; otherwise, and when tombstones
-reach a quarter of the main segment, the main segment is rebuilt from its live rows. Both are
-paid by the ``add``/``remove`` call that trips them (see the bench for the amortised cost);
-``compact()`` rebuilds on demand.
+removals are tombstones filtered out of answers. When the delta reaches ``delta_limit``
+(``N / 128`` clamped to 1,024..16,384) it is folded into a *middle segment* (the same structure
+as the main one, at most an eighth of its size), and the middle segment is folded into the main
+segment when it would pass that eighth. A fold *appends* (each new row inserted at the end of
+its bucket in every table, one memory move of the segment, no sorting) when the new keys all
+follow the segment's (store row ids grow) and the segment has not doubled since its layout was
+chosen; otherwise the segment is rebuilt from its live rows, and everything is rebuilt when
+tombstones reach a quarter of the rows. Folding every delta straight into a 10 M main segment
+moved ~1 GB per 16,384 adds (~100 µs per add); through the middle segment an add costs ~3 µs,
+and a query searches one more, smaller segment (``bench_match.py``, update table). All of this
+is paid by the ``add``/``remove`` call that trips it; ``compact()`` rebuilds on demand.
 
 The index is not thread-safe for mutation: callers serialise ``add``/``remove`` with queries.
 """
@@ -537,31 +540,117 @@ class _Delta:
         return _concat3(found)
 
 
-class _HammingIndex:
-    def __init__(self, bits: int, radius: int) -> None:
-        self.nbytes = bits // 8
-        self.radius = radius
-        self.main = _Segment.build(_EMPTY_I64, np.empty((0, self.nbytes), np.uint8), radius)
-        self.laid_out_for = 0  # the main segment's size when its layout was chosen
-        self.dead: set[int] = set()
-        self.delta = _Delta(self.nbytes)
+class _Tier:
+    """A segment with its tombstones (rows removed since it was built) and the size its
+    layout was chosen for (appends keep that layout until the segment doubles)."""
 
-    def __len__(self) -> int:
-        return self.main.n - len(self.dead) + self.delta.n
+    def __init__(self, segment: _Segment) -> None:
+        self.segment = segment
+        self.dead: set[int] = set()
+        self.laid_out_for = segment.n
+
+    @classmethod
+    def build(cls, keys: I64, hashes: U8, radius: int) -> _Tier:
+        if len(keys) and not bool((keys[1:] > keys[:-1]).all()):  # sorted: the start-up case
+            order = np.argsort(keys, kind="stable")
+            keys, hashes = keys[order], hashes[order]
+        small = not len(keys) or (keys[0] >= 0 and keys[-1] < 1 << 32)
+        key_dtype = np.uint32 if small else np.int64
+        return cls(_Segment.build(keys.astype(key_dtype), hashes, radius))
 
     @property
-    def delta_limit(self) -> int:
-        return min(16_384, max(1_024, self.main.n // 128))
+    def n(self) -> int:
+        return self.segment.n
 
-    def _main_row(self, key: int) -> int | None:
-        keys = self.main.keys
+    @property
+    def live(self) -> int:
+        return self.segment.n - len(self.dead)
+
+    def row(self, key: int) -> int | None:
+        keys = self.segment.keys
         if not len(keys) or not int(keys[0]) <= key <= int(keys[-1]):
             return None
         row = int(keys.searchsorted(keys.dtype.type(key)))  # a Python int would copy keys
         return row if int(keys[row]) == key and row not in self.dead else None
 
+    def remove_many(self, keys: I64) -> None:
+        own = self.segment.keys
+        if not len(own) or not len(keys):
+            return
+        inside = keys[(keys >= own[0]) & (keys <= own[-1])].astype(own.dtype)
+        rows = own.searchsorted(inside)
+        self.dead.update(rows[own[rows] == inside].tolist())
+
+    def rows(self) -> tuple[I64, U8]:
+        """The live rows' keys and hashes, in key order."""
+        live = np.ones(self.segment.n, dtype=bool)
+        live[list(self.dead)] = False
+        return self.segment.keys[live].astype(np.int64), self.segment.hashes[live]
+
+    def grown(self, keys: I64, hashes: U8, radius: int) -> _Tier:
+        """This tier with the new rows: appended when their keys all follow ours and the
+        segment has not doubled since its layout was chosen (rows keep their numbers, so the
+        tombstones stay); else rebuilt from the live rows."""
+        segment = self.segment
+        appendable = (
+            segment.n > 0
+            and segment.n + len(keys) <= 2 * self.laid_out_for
+            and int(keys.min()) > int(segment.keys[-1])
+            and int(keys.max()) <= np.iinfo(segment.keys.dtype).max
+        )
+        if appendable:
+            order = np.argsort(keys, kind="stable")
+            tier = _Tier(segment.append(keys[order], hashes[order]))
+            tier.dead, tier.laid_out_for = self.dead, self.laid_out_for
+            return tier
+        own_keys, own_hashes = self.rows()
+        return _Tier.build(
+            np.concatenate([own_keys, keys]), np.concatenate([own_hashes, hashes]), radius
+        )
+
+    def search(self, queries: U8, radius: int) -> tuple[I64, I64, I64]:
+        """(query number, key, distance) of every live row within radius (with duplicates)."""
+        query, rows, dist = self.segment.search(queries, radius)
+        if self.dead:
+            alive = np.fromiter((r not in self.dead for r in rows.tolist()), bool, len(rows))
+            query, rows, dist = query[alive], rows[alive], dist[alive]
+        return query, self.segment.keys[rows].astype(np.int64), dist
+
+    def nbytes(self) -> int:
+        return self.segment.nbytes() + sys.getsizeof(self.dead) + 28 * len(self.dead)
+
+
+class _HammingIndex:
+    """Three tiers: the main segment, a middle segment of at most an eighth of it, and the
+    delta. The delta is folded into the middle segment (a move of the middle segment's
+    memory, not the main one's), and the middle segment into the main one when it passes an
+    eighth of it, so an add costs about 16x less memory traffic than folding every delta into
+    the main segment; a query searches one more segment."""
+
+    def __init__(self, bits: int, radius: int) -> None:
+        self.nbytes = bits // 8
+        self.radius = radius
+        self.main = _Tier.build(_EMPTY_I64, np.empty((0, self.nbytes), np.uint8), radius)
+        self.mid = _Tier.build(_EMPTY_I64, np.empty((0, self.nbytes), np.uint8), radius)
+        self.delta = _Delta(self.nbytes)
+
+    def __len__(self) -> int:
+        return self.main.live + self.mid.live + self.delta.n
+
+    @property
+    def laid_out_for(self) -> int:  # the main segment's size when its layout was chosen
+        return self.main.laid_out_for
+
+    @property
+    def delta_limit(self) -> int:
+        return min(16_384, max(1_024, self.main.n // 128))
+
     def __contains__(self, key: int) -> bool:
-        return key in self.delta.slot or self._main_row(key) is not None
+        return (
+            key in self.delta.slot
+            or self.mid.row(key) is not None
+            or self.main.row(key) is not None
+        )
 
     def add(self, key: int, raw: bytes) -> None:
         self.delta.add(key, raw)
@@ -578,91 +667,72 @@ class _HammingIndex:
     def remove(self, key: int) -> bool:
         if self.delta.remove(key):
             return True
-        row = self._main_row(key)
-        if row is None:
-            return False
-        self.dead.add(row)
-        if len(self.dead) > max(self.delta_limit, self.main.n // 4):
-            self.rebuild()
-        return True
+        for tier in (self.mid, self.main):
+            row = tier.row(key)
+            if row is not None:
+                tier.dead.add(row)
+                if len(self.main.dead) + len(self.mid.dead) > max(
+                    self.delta_limit, (self.main.n + self.mid.n) // 4
+                ):
+                    self.rebuild()
+                return True
+        return False
 
     def remove_many(self, keys: I64) -> None:
         if self.delta.n:
             for key in set(self.delta.slot).intersection(keys.tolist()):
                 self.delta.remove(key)
-        main_keys = self.main.keys
-        if not len(main_keys) or not len(keys):
-            return
-        inside = keys[(keys >= main_keys[0]) & (keys <= main_keys[-1])].astype(main_keys.dtype)
-        rows = main_keys.searchsorted(inside)
-        self.dead.update(rows[main_keys[rows] == inside].tolist())
+        self.mid.remove_many(keys)
+        self.main.remove_many(keys)
 
     def flush(self, keys: I64 = _EMPTY_I64, hashes: U8 | None = None) -> None:
-        """Move the delta, and optional new rows, into the main segment: appended to it when
-        their keys all follow its keys and it has not doubled since its layout was chosen (the
-        common case: store row ids grow), else by a rebuild."""
+        """Move the delta, and optional new rows, into the middle segment; or, with the middle
+        segment, into the main one once they would pass an eighth of it."""
         new_keys = np.concatenate([self.delta.keys[: self.delta.n], keys])
         parts = [self.delta.hashes[: self.delta.n]]
         new_hashes = np.concatenate([*parts, hashes] if hashes is not None else parts)
         self.delta = _Delta(self.nbytes)
         if not len(new_keys):
             return
-        main = self.main
-        appendable = (
-            main.n > 0
-            and main.n + len(new_keys) <= 2 * self.laid_out_for
-            and int(new_keys.min()) > int(main.keys[-1])
-            and int(new_keys.max()) <= np.iinfo(main.keys.dtype).max
+        if self.main.n and self.mid.live + len(new_keys) <= self.main.n // 8:
+            self.mid = self.mid.grown(new_keys, new_hashes, self.radius)
+            return
+        mid_keys, mid_hashes = self.mid.rows()
+        self.mid = _Tier.build(_EMPTY_I64, np.empty((0, self.nbytes), np.uint8), self.radius)
+        self.main = self.main.grown(
+            np.concatenate([mid_keys, new_keys]),
+            np.concatenate([mid_hashes, new_hashes]),
+            self.radius,
         )
-        if appendable:
-            order = np.argsort(new_keys, kind="stable")
-            self.main = main.append(new_keys[order], new_hashes[order])
-        else:
-            self.rebuild(new_keys, new_hashes)
 
     def rebuild(self, keys: I64 = _EMPTY_I64, hashes: U8 | None = None) -> None:
-        """Rebuild the main segment from its live rows, the delta and optional new rows."""
-        live = np.ones(self.main.n, dtype=bool)
-        live[list(self.dead)] = False
-        all_keys = np.concatenate(
-            [self.main.keys[live].astype(np.int64), self.delta.keys[: self.delta.n], keys]
-        )
-        parts = [self.main.hashes[live], self.delta.hashes[: self.delta.n]]
+        """Rebuild the main segment from every live row, the delta and optional new rows."""
+        main_keys, main_hashes = self.main.rows()
+        mid_keys, mid_hashes = self.mid.rows()
+        all_keys = np.concatenate([main_keys, mid_keys, self.delta.keys[: self.delta.n], keys])
+        parts = [main_hashes, mid_hashes, self.delta.hashes[: self.delta.n]]
         all_hashes = np.concatenate([*parts, hashes] if hashes is not None else parts)
-        if not bool((all_keys[1:] > all_keys[:-1]).all()):  # already sorted: the start-up case
-            order = np.argsort(all_keys, kind="stable")
-            all_keys, all_hashes = all_keys[order], all_hashes[order]
-        small = not len(all_keys) or (all_keys[0] >= 0 and all_keys[-1] < 1 << 32)
-        key_dtype = np.uint32 if small else np.int64
-        self.dead = set()
         self.delta = _Delta(self.nbytes)
-        self.main = _Segment.build(all_keys.astype(key_dtype), all_hashes, self.radius)
-        self.laid_out_for = self.main.n
+        self.mid = _Tier.build(_EMPTY_I64, np.empty((0, self.nbytes), np.uint8), self.radius)
+        self.main = _Tier.build(all_keys, all_hashes, self.radius)
 
     def chunk_size(self, radius: int) -> int:
         """How many queries to vectorise together: enough to amortise numpy's per-call cost,
         few enough that the temporaries stay in cache."""
-        plan = self.main.plan(radius) if self.main.n else None
-        work = 1.0 + (len(plan.mask) + plan.candidates if plan else self.main.n)
+        main = self.main.segment
+        plan = main.plan(radius) if main.n else None
+        work = 1.0 + (len(plan.mask) + plan.candidates if plan else main.n)
         return int(min(64, max(1, _CHUNK_WORK // work)))
 
     def query(self, queries: U8, radius: int) -> list[list[Hit]]:
-        query, rows, dist = self.main.search(queries, radius)
-        if self.dead:
-            alive = np.fromiter((r not in self.dead for r in rows.tolist()), bool, len(rows))
-            query, rows, dist = query[alive], rows[alive], dist[alive]
-        keys = self.main.keys[rows].astype(np.int64)
-        dquery, dkeys, ddist = self.delta.search(queries, radius)
-        return _group_hits(
-            len(queries),
-            np.concatenate([query, dquery]),
-            np.concatenate([keys, dkeys]),
-            np.concatenate([dist, ddist]),
-        )
+        found = [tier.search(queries, radius) for tier in (self.main, self.mid) if tier.n]
+        found.append(self.delta.search(queries, radius))
+        query, keys, dist = _concat3(found)
+        return _group_hits(len(queries), query, keys, dist)
 
     def memory_bytes(self) -> int:
         delta = self.delta.hashes.nbytes + self.delta.keys.nbytes + sys.getsizeof(self.delta.slot)
-        return self.main.nbytes() + delta + sys.getsizeof(self.dead) + 28 * len(self.dead)
+        return self.main.nbytes() + self.mid.nbytes() + delta
 
 
 def _group_hits(n_queries: int, query: I64, keys: I64, dist: I64) -> list[list[Hit]]:

@@ -238,6 +238,60 @@ def test_growing_keys_are_appended_without_a_rebuild_and_stay_exact(signal_type:
         assert fresh.query(signal_type, query, radius=radius + 3) == expected
 
 
+@pytest.mark.parametrize("signal_type", ["pdq", "phash"])
+def test_the_middle_segment_takes_deltas_and_folds_into_the_main_one_exactly(
+    signal_type: str,
+) -> None:
+    """Deltas go to a middle segment of at most an eighth of the main one, which is folded
+    into the main one when it would pass that; removals and re-adds in every tier, with
+    growing and with earlier keys, stay exact."""
+    rng = np.random.default_rng(31)
+    radius, bits = DEFAULT_RADII[signal_type], HAMMING_BITS[signal_type]
+    entries, queries = planted(rng, signal_type, 24_000, radius)
+    ordered = sorted(entries.items())
+    indexed = dict(ordered[:16_000])  # what the index holds, step by step
+    index = MatchIndex()
+    index.add_many([(k, t, v) for k, (t, v) in indexed.items()])
+    tiers = index._hamming[signal_type]  # white box: which tier holds what
+    main_sizes, checked_mid = {tiers.main.n}, False
+    removed: list[int] = []
+    for number, (key, (t, v)) in enumerate(ordered[16_000:]):
+        index.add(key, t, v)
+        indexed[key] = (t, v)
+        main_sizes.add(tiers.main.n)
+        if number % 9 == 0:  # from the main segment, the middle one or the delta in turn
+            gone = ordered[(number * 7) % (16_000 + number)][0]
+            if gone in indexed:
+                index.remove(gone)
+                del indexed[gone]
+                removed.append(gone)
+        if number % 50 == 0 and removed:  # an earlier key comes back, near a query
+            back = removed.pop()
+            indexed[back] = (signal_type, near(rng, queries[0], number % (radius + 1), bits))
+            index.add(back, *indexed[back])
+        assert tiers.mid.live <= tiers.main.n // 8
+        if number % 400 == 0 and tiers.mid.n:  # answers come from all three tiers
+            if not checked_mid:  # a batch replaces keys the middle segment holds
+                held = tiers.mid.rows()[0][:20].tolist()
+                moved = [(k, signal_type, near(rng, queries[1], 1, bits)) for k in held]
+                index.add_many(moved)
+                indexed.update({k: (t, v) for k, t, v in moved})
+                assert len(index) == len(indexed)
+            for query in queries[:2]:
+                expected = brute_force(indexed, signal_type, query, radius)
+                assert index.query(signal_type, query) == expected
+            checked_mid = True
+    assert len(main_sizes) > 1 and checked_mid  # both paths ran
+    assert len(index) == len(indexed)
+    for query in queries:
+        expected = brute_force(indexed, signal_type, query, radius + 2)
+        assert index.query(signal_type, query, radius=radius + 2) == expected
+    index.compact()
+    assert tiers.mid.n == 0 and tiers.delta.n == 0 and len(index) == len(indexed)
+    for query in queries:
+        assert index.query(signal_type, query) == brute_force(indexed, signal_type, query, radius)
+
+
 def test_add_many_is_add_in_order() -> None:
     rng = np.random.default_rng(17)
     a, b, c = (random_hex(rng, 64) for _ in range(3))
