@@ -210,7 +210,7 @@ class RequestVerifier:
         if origin not in self.origins:
             mine = ", ".join(sorted(render_origin(o) for o in self.origins)) or "nothing"
             raise MisdirectedRequestError(
-                f"request signed for {render_origin(origin)}, but this node answers to {mine} "
+                f"a request for {render_origin(origin)}, but this node answers only to {mine} "
                 "(its url and aliases in config.toml)"
             )
 

@@ -169,7 +169,7 @@ def test_a_full_replay_cache_refuses_rather_than_forgets() -> None:
 def test_a_request_signed_for_another_authority_is_misdirected(signed_for: str) -> None:
     verifier = RequestVerifier([A, "https://proxy.example/"])
     headers = sign_request(KEY, "GET", signed_for, b"", now_s=T0)
-    with pytest.raises(MisdirectedRequestError, match="answers to") as refused:
+    with pytest.raises(MisdirectedRequestError, match="answers only to") as refused:
         verify(verifier, headers, now_s=T0, url=signed_for)
     assert refused.value.status == 421
     assert len(verifier) == 0
@@ -187,5 +187,5 @@ def test_a_request_signed_for_this_node_or_an_alias_verifies(signed_for: str) ->
 
 def test_a_verifier_for_no_url_refuses_everything() -> None:
     headers = sign_request(KEY, "GET", HEADS, b"", now_s=T0)
-    with pytest.raises(MisdirectedRequestError, match="answers to nothing"):
+    with pytest.raises(MisdirectedRequestError, match="answers only to nothing"):
         verify(RequestVerifier(), headers, now_s=T0)
