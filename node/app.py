@@ -30,6 +30,7 @@ import aiohttp
 from aiohttp import web
 
 from node.config import NodeConfig
+from node.deadlines import counting, read_deadlines
 from node.errors import ApiError, NodeError
 from node.home import NodeHome
 from node.httpsig import RequestVerifier
@@ -254,10 +255,12 @@ def make_app(config: NodeConfig) -> web.Application:
         token=home.token(),
         store=AsyncStore(home.db_path, federation, create=True),
         tls=load_node_tls(config, now=datetime.datetime.now(datetime.UTC)),
+        verifier=RequestVerifier(config.answers_to),
     )
     node.metrics.watch_counters(node.counters)
     node.metrics.tls_enabled.set(int(node.tls.enabled))
-    middlewares: list[Any] = [metrics_middleware, problem_middleware]
+    deadlines = read_deadlines(config.limits.body_timeout_s, counting(node.counters))
+    middlewares: list[Any] = [deadlines, metrics_middleware, problem_middleware]
     if not config.tls.enabled and config.url.startswith("https://"):
         middlewares.insert(0, _proxied_https)
     app = web.Application(middlewares=middlewares, client_max_size=config.limits.max_request_bytes)

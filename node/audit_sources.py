@@ -11,7 +11,10 @@ go to ``node.audit``, whose verdicts are ``protocol``'s.
   federation must be given.
 - ``read_node``: ``GET /v1/heads``, then every author's log up to that frontier over
   ``GET /v1/log/{author}``, every request signed (RFC 9421) with the auditor's key. The first
-  frontier is the snapshot: records a live node stores meanwhile are left out.
+  frontier is the snapshot: records a live node stores meanwhile are left out. An ``https``
+  node is pinned as peers pin it (SPEC 10.5): by its member's announce, as the auditor's home
+  database holds it, else by the URL's ``#spki=<fingerprint>``; without a pin it is not
+  contacted, and a node presenting another key is refused before any request is sent.
 
 Anything that makes a source unreadable raises ``AuditError`` (exit 2 at the CLI).
 """
@@ -19,11 +22,10 @@ Anything that makes a source unreadable raises ``AuditError`` (exit 2 at the CLI
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final
@@ -33,11 +35,13 @@ from yarl import URL
 
 from node.audit import AuditError, Row, Snapshot
 from node.audit_checks import ForkRow, part_digests
-from node.errors import StoreError
+from node.config import split_seed
+from node.errors import ConfigError, StoreError
 from node.httpsig import sign_request
 from node.materialise import id8
 from node.schema import APPLICATION_ID, SQLITE_HEADER
 from node.store import Store
+from node.tls import TlsRefusedError, announced_pins, connect_pinned
 from protocol import Federation, Head, RemoteProtocolError, SigningKey
 from protocol.encoding import JsonValue
 from protocol.federation import parse_genesis
@@ -48,13 +52,20 @@ HTTP_TIMEOUT_S: Final = 60
 
 
 def open_source(
-    spec: str, *, federation: Federation | None = None, key: SigningKey | None = None
+    spec: str,
+    *,
+    federation: Federation | None = None,
+    key: SigningKey | None = None,
+    home_db: Path | None = None,
 ) -> Snapshot:
-    """The snapshot of a database path, a JSONL path or a node URL (http:// or https://)."""
+    """The snapshot of a database path, a JSONL path or a node URL (http:// or https://,
+    optionally pinned: ``https://host:port/#spki=<hex>``). home_db, the auditor home's
+    database, if any, supplies the TLS pins its members announced."""
     if spec.startswith(("http://", "https://")):
         if key is None or federation is None:
             raise AuditError(f"{spec}: auditing a node needs --home with an auditor key")
-        return read_node(spec, key, federation)
+        pins = home_pins(home_db, federation) if spec.startswith("https://") else {}
+        return read_node(spec, key, federation, pins)
     path = Path(spec)
     try:
         with path.open("rb") as f:
@@ -225,9 +236,38 @@ def _chunked(rows: list[Row]) -> Iterator[list[Row]]:
 # -- a live node -----------------------------------------------------------------------------
 
 
-def read_node(url: str, key: SigningKey, federation: Federation) -> Snapshot:
-    """A live node through the signed peer API: its frontier, then every log up to it."""
-    client = PeerClient(url, key)
+def home_pins(db: Path | None, federation: Federation) -> dict[str, str]:
+    """URL -> TLS pin from the members' announces in the auditor home's database (none if
+    the home has no database yet)."""
+    if db is None or not db.exists():
+        return {}
+    try:
+        with Store.open(db, federation, readonly=True) as store:
+            return announced_pins(store.endpoints())
+    except (StoreError, sqlite3.DatabaseError) as e:
+        raise AuditError(f"{db}: cannot read the members' TLS pins: {e}") from e
+
+
+def read_node(
+    spec: str, key: SigningKey, federation: Federation, pins: Mapping[str, str] | None = None
+) -> Snapshot:
+    """A live node through the signed peer API: its frontier, then every log up to it.
+    ``https`` is pinned: by pins (the members' announces), else by spec's ``#spki=``."""
+    try:
+        url, url_pin = split_seed(spec)
+    except ConfigError as e:
+        raise AuditError(str(e)) from e
+    pin = (pins or {}).get(url) or url_pin
+    if url.startswith("https://") and pin is None:
+        raise AuditError(
+            f"no TLS pin for {url}: its member's announce is not in this home's database; "
+            f"pin the node's key: {url}#spki=<fingerprint> ('hashmesh card' shows it)"
+        )
+    with PeerClient(url, key, pin=pin) as client:
+        return _read_node(client, url, federation)
+
+
+def _read_node(client: PeerClient, url: str, federation: Federation) -> Snapshot:
     answer = client.get_json("/v1/heads")
     try:
         frontier = parse_frontier(answer)
@@ -256,25 +296,75 @@ def _int(value: object) -> int | None:
 
 
 class PeerClient:
-    """Signed GET requests to a node's peer API (RFC 9421, with the auditor's key)."""
+    """Signed GET requests to a node's peer API (RFC 9421, with the auditor's key), over one
+    kept-alive connection; ``https`` only with a pin (``node.tls.connect_pinned``)."""
 
-    def __init__(self, url: str, key: SigningKey, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: SigningKey,
+        clock: Callable[[], float] = time.time,
+        *,
+        pin: str | None = None,
+    ) -> None:
         self.base = URL(url if url.endswith("/") else url + "/")
         self.key = key
         self.clock = clock
+        self.pin = pin
+        self._connection: http.client.HTTPConnection | None = None
+
+    def __enter__(self) -> PeerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        host, port = self.base.raw_host or "", self.base.port or 0
+        try:
+            if self.base.scheme == "https":
+                if self.pin is None:
+                    raise AuditError(f"no TLS pin for {self.base}")
+                return connect_pinned(host, port, self.pin, timeout=HTTP_TIMEOUT_S)
+            connection = http.client.HTTPConnection(host, port, timeout=HTTP_TIMEOUT_S)
+            connection.connect()
+            return connection
+        except TlsRefusedError as e:
+            raise AuditError(f"{self.base}: {e}") from e
+        except OSError as e:
+            raise AuditError(f"cannot reach {self.base}: {e}") from e
 
     def get(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
-        url = str(self.base.join(URL(path)).with_query(query or {}))
-        headers = sign_request(self.key, "GET", url, b"", now_s=self.clock())
-        request = urllib.request.Request(url, headers=headers, method="GET")
+        target = self.base.join(URL(path)).with_query(query or {})
+        reused = self._connection is not None
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
-                return bytes(response.read())
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode(errors="replace")
-            raise AuditError(f"{url} answered {e.code}: {detail}") from e
-        except (urllib.error.URLError, OSError) as e:
-            raise AuditError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from e
+            status, data = self._exchange(target)
+        except (http.client.HTTPException, OSError) as e:
+            self.close()
+            if not reused:
+                raise AuditError(f"cannot reach {target}: {e}") from e
+            try:  # the node closed the idle connection: once more, freshly signed
+                status, data = self._exchange(target)
+            except (http.client.HTTPException, OSError) as again:
+                self.close()
+                raise AuditError(f"cannot reach {target}: {again}") from again
+        if status != 200:
+            detail = data[:300].decode(errors="replace")
+            raise AuditError(f"{target} answered {status}: {detail}")
+        return data
+
+    def _exchange(self, target: URL) -> tuple[int, bytes]:
+        headers = sign_request(self.key, "GET", str(target), b"", now_s=self.clock())
+        if self._connection is None:
+            self._connection = self._connect()
+        self._connection.request("GET", target.raw_path_qs, headers=headers)
+        response = self._connection.getresponse()
+        return response.status, response.read()
 
     def get_json(self, path: str) -> JsonValue:
         try:

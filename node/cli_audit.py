@@ -123,14 +123,15 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], None]]
 
 
 def _open_all(
-    specs: Sequence[str], fed: Federation | None, key: SigningKey | None
+    specs: Sequence[str], fed: Federation | None, key: SigningKey | None, home: Path | None
 ) -> list[Snapshot]:
     from node.audit_sources import open_source  # the store's imports would slow every command
 
+    home_db = NodeHome(home).db_path if home is not None else None  # members' TLS pins
     snaps: list[Snapshot] = []
     try:
         for spec in specs:
-            snaps.append(open_source(spec, federation=fed, key=key))
+            snaps.append(open_source(spec, federation=fed, key=key, home_db=home_db))
     except BaseException:
         for snap in snaps:
             snap.close()
@@ -141,7 +142,13 @@ def _open_all(
 @click.command()
 @click.argument("sources", nargs=-1)
 @click.option("--db", default=None, help="A node database copy or a JSONL record export.")
-@click.option("--node", "node_url", default=None, help="A node's URL (needs --home).")
+@click.option(
+    "--node",
+    "node_url",
+    default=None,
+    help="A node's URL (needs --home); https is pinned by the member's announce in the "
+    "home's database, else by the URL's #spki=<fingerprint>.",
+)
 @click.option("--compare", is_flag=True, help="Compare SOURCES (databases, exports, URLs).")
 @click.option(
     "--max-listed",
@@ -168,7 +175,7 @@ def audit(
     2 could not audit)."""
     specs = _audit_specs(sources, db, node_url, compare)
     fed, key = _pinned(home, genesis)
-    snaps = _open_all(specs, fed, key)
+    snaps = _open_all(specs, fed, key, home)
     try:
         with _progress(not as_json) as progress:
             if compare:
@@ -319,7 +326,7 @@ def report(
         raise click.UsageError("report needs --db PATH or --home DIR")
     fed, _ = _pinned(home, genesis)
     source = db if db is not None else str(NodeHome(home or Path(".")).db_path)
-    (snap,) = _open_all([source], fed, None)
+    (snap,) = _open_all([source], fed, None, None)
     try:
         with _progress(not as_json) as progress:
             loaded = engine.load_records(snap, workers=workers, progress=progress)

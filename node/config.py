@@ -6,6 +6,9 @@ Every key, its default and its environment variable::
     listen        "127.0.0.1:7400" (loopback by default)    HASHMESH_LISTEN
     url           public URL announced to peers             HASHMESH_URL
                   (default https://LISTEN/, http:// when [tls] enabled = false)
+    aliases       other URLs peers may reach this node at (a proxy's name, a second name);
+                  a peer request signed for any URL but url and these is refused
+                                                            HASHMESH_ALIASES (comma-separated)
     peers         seed peer URLs; "https://host:7400/#spki=<64 hex>" pins the seed's TLS key
                                                             HASHMESH_PEERS (comma-separated)
     api_listen    loopback HOST:PORT of a plain-HTTP listener for the local API, /metrics and
@@ -17,7 +20,8 @@ Every key, its default and its environment variable::
           enabled = false behind a TLS-terminating proxy: the proxy's certificate, announced)
     [gossip] interval_s = 2.0, fanout = 3, page_records = 5000, timeout_s = 10.0,
              backoff_max_s = 60.0
-    [limits] max_request_bytes = 4194304, max_image_bytes = 33554432, max_batch_records = 2000
+    [limits] max_request_bytes = 4194304, max_image_bytes = 33554432, max_batch_records = 2000,
+             header_timeout_s = 10.0, body_timeout_s = 60.0 (read deadlines, node.deadlines)
 """
 
 from __future__ import annotations
@@ -60,6 +64,12 @@ class LimitsConfig:
     max_request_bytes: int = 4 * 1024 * 1024
     max_image_bytes: int = 32 * 1024 * 1024
     max_batch_records: int = 2000
+    header_timeout_s: float = 10.0  # a request's headers, from connection or first byte
+    body_timeout_s: float = 60.0  # a request's body, from its headers
+
+    def __post_init__(self) -> None:
+        if not self.header_timeout_s > 0 or not self.body_timeout_s > 0:
+            raise ValueError("header_timeout_s and body_timeout_s must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,7 @@ class NodeConfig:
     name: str
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     url: str = f"https://127.0.0.1:{DEFAULT_PORT}/"
+    aliases: tuple[str, ...] = ()  # other URLs this node answers signed requests for
     peers: tuple[str, ...] = ()
     seed_pins: dict[str, str] = field(default_factory=dict)  # seed URL -> SPKI fingerprint
     api_listen: str = ""
@@ -99,6 +110,11 @@ class NodeConfig:
         if self.api_listen:
             return split_listen(self.api_listen)
         return ("127.0.0.1", self.port + 1) if self.tls.enabled and self.port else None
+
+    @property
+    def answers_to(self) -> tuple[str, ...]:
+        """The URLs a peer request may be signed for (SPEC 10.1): ``url`` and ``aliases``."""
+        return (self.url, *self.aliases)
 
     @property
     def tls_cert_path(self) -> Path:
@@ -183,6 +199,7 @@ TOP_KEYS = {
     "name",
     "listen",
     "url",
+    "aliases",
     "peers",
     "api_listen",
     "source_address",
@@ -222,6 +239,7 @@ def load_config(home: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
             f"{path}: url {url!r} is not https:// but [tls] enabled = true; "
             "announce an https:// URL, or set [tls] enabled = false (plain HTTP)"
         )
+    aliases = _url_list(path, "aliases", env.get("HASHMESH_ALIASES"), data.get("aliases", []))
     api_listen = str(env.get("HASHMESH_API_LISTEN", data.get("api_listen", "")))
     if api_listen and not is_loopback_host(split_listen(api_listen)[0]):
         raise ConfigError(f"{path}: api_listen serves plain HTTP and must be a loopback address")
@@ -231,6 +249,7 @@ def load_config(home: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
         name=name,
         listen=listen,
         url=url,
+        aliases=tuple(dict.fromkeys(a for a in aliases if a != url)),
         peers=tuple(dict.fromkeys(u for u, _ in seeds)),
         seed_pins={u: pin for u, pin in seeds if pin},
         api_listen=api_listen,
@@ -239,6 +258,14 @@ def load_config(home: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
         limits=_section(data, "limits", LimitsConfig),
         tls=tls,
     )
+
+
+def _url_list(path: Path, key: str, env_value: str | None, value: object) -> list[str]:
+    if env_value:
+        value = [v for v in env_value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: {key} must be a list of URLs")
+    return [normalise_peer(v) for v in value]
 
 
 def _url_for(listen: str, tls: TlsConfig) -> str:
@@ -299,6 +326,8 @@ backoff_max_s = {g.backoff_max_s}  # longest backoff for a failing peer
 max_request_bytes = {lim.max_request_bytes}
 max_image_bytes = {lim.max_image_bytes}
 max_batch_records = {lim.max_batch_records}
+header_timeout_s = {lim.header_timeout_s}  # a request's headers must arrive within this
+body_timeout_s = {lim.body_timeout_s}     # and its body within this
 """
 
 

@@ -51,6 +51,8 @@ MATCH_PATH = "/v1/match"
 NODE_COUNTERS = (
     ("peer_requests_refused", "hashmesh_peer_requests_refused",
      "Peer API requests refused (unsigned, bad signature, replay, not a member)"),
+    ("requests_timed_out", "hashmesh_requests_timed_out",
+     "Requests whose headers or body did not arrive in time (connection closed)"),
     ("match_queries", "hashmesh_match_queries", "Hashes and images looked up by match requests"),
 )  # fmt: skip
 

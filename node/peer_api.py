@@ -1,15 +1,17 @@
 """The peer API: what member nodes and auditors ask of each other (SPEC section 10).
 
-Every request must carry an RFC 9421 signature by a current member's or auditor's key
-(``node.httpsig``); anything else gets 401/403 and no data.
+Every request must carry an RFC 9421 signature by a current member's or auditor's key, made
+for this node's URL (``node.httpsig``); anything else gets 401/403/421 and no data. A query
+parameter given twice is refused (400, naming it).
 
 - ``GET /v1/heads``: the frontier. With ``If-None-Match: "<digest>"`` equal to this node's
   frontier digest the answer is ``304`` with no body: an idle exchange costs only headers.
 - ``GET /v1/log/{author}?after=SEQ&limit=N``: the author's records with seq > after, in seq
   order, as NDJSON (one canonical record per line).
 - ``POST /v1/records``: a pushed NDJSON batch; the answer lists what was accepted,
-  duplicate, pending and rejected (with reasons). A batch with records that fail
-  verification is answered 422 and those records are not stored.
+  duplicate, pending and rejected (with reasons). Each line is its own outcome: a line that
+  fails verification (oversize, malformed, forged) is rejected and not stored, the valid
+  lines of the batch are stored, and the answer is 422 (the sender misbehaved).
 """
 
 from __future__ import annotations
@@ -78,13 +80,23 @@ async def get_heads(request: web.Request, node: Node) -> web.StreamResponse:
     return web.json_response(current.to_json() | {"digest": digest}, headers={"ETag": etag})
 
 
+def query_value(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once (a repeated one is ambiguous: refused)."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise SyncError(
+            f"query parameter {name!r} is given {len(values)} times", field=name, actual=values
+        )
+    return values[0] if values else None
+
+
 @signed
 async def get_log(request: web.Request, node: Node) -> web.StreamResponse:
     author = request.match_info["author"]
     if not is_record_id(author):
         return problem(400, "bad author", "author must be 64 lowercase hex characters")
     after, limit = parse_log_request(
-        request.query.get("after"), request.query.get("limit"), MAX_PAGE_RECORDS
+        query_value(request, "after"), query_value(request, "limit"), MAX_PAGE_RECORDS
     )
     records = await node.store.read(lambda s: s.log(author, after, limit))
     return web.Response(body=join_ndjson(records), content_type="application/x-ndjson")
@@ -93,7 +105,8 @@ async def get_log(request: web.Request, node: Node) -> web.StreamResponse:
 @signed
 async def post_records(request: web.Request, node: Node) -> web.StreamResponse:
     lines = split_ndjson(await request.read(), node.config.limits.max_batch_records)
-    relay = request.query.get("relay", "1")
+    relay = query_value(request, "relay")
+    relay = "1" if relay is None else relay
     if relay not in ("0", "1"):
         raise SyncError("relay must be 0 or 1", field="relay", actual=relay)
     result = await node.merge(lines, source=request[PEER_KEY], relay=relay == "1")

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from node.app import NODE, make_app
 from node.config import NodeConfig
+from node.deadlines import GuardedRunner, counting
 from node.home import NodeHome
 from node.tls import NodeTls
 
@@ -127,7 +128,13 @@ def listeners(config: NodeConfig, tls: NodeTls) -> list[tuple[str, int, ssl.SSLC
 
 async def _serve(app: web.Application, config: NodeConfig) -> None:
     sites = listeners(config, app[NODE].tls)  # a bad certificate or key fails before startup
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = GuardedRunner(  # read deadlines on every listener (node.deadlines)
+        app,
+        header_timeout_s=config.limits.header_timeout_s,
+        on_timeout=counting(app[NODE].counters),
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -28,7 +28,7 @@ import ipaddress
 import logging
 import os
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +223,19 @@ def loopback_only(listen_host: str, url: str | None) -> bool:
 
 
 # ---- pinning peers -------------------------------------------------------------------------
+
+
+def announced_pins(endpoints: Iterable[Mapping[str, object]]) -> dict[str, str]:
+    """URL -> the SPKI fingerprint its member announces (``Store.endpoints()`` rows), for the
+    URLs announced with exactly one fingerprint (SPEC 10.5: of two members announcing one URL
+    with different keys, at most one tells the truth, so neither pins it)."""
+    seen: dict[str, set[str | None]] = {}
+    for endpoint in endpoints:
+        tls = endpoint.get("tls")
+        urls = endpoint.get("urls")
+        for url in urls if isinstance(urls, list) else []:
+            seen.setdefault(str(url), set()).add(tls if isinstance(tls, str) else None)
+    return {url: pin for url, pins in seen.items() if len(pins) == 1 and (pin := next(iter(pins)))}
 
 
 class SpkiPin(aiohttp.Fingerprint):

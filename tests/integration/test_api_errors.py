@@ -450,7 +450,7 @@ PUSHES: list[tuple[str, Body, int]] = [
     ("empty-line", b"\n", 400),
     ("blank-line-inside", lambda f: f.stored + b"\n" + f.stored, 400),
     ("too-many-records", b"{}\n" * 2001, 400),
-    ("line-oversize", b"{" + b" " * 9000 + b"}\n", 400),
+    ("line-oversize", b"{" + b" " * 9000 + b"}\n", 422),  # that line's OversizeError
     ("oversize", b"{}\n" * (MAX_REQUEST_BYTES // 3 + 1), 413),
     ("not-json", b"this is not json\n", 422),
     ("json-list", b"[]\n", 422),

@@ -265,6 +265,18 @@ def test_seed_pins_and_tls_config(tmp_path: Path) -> None:
             load_config(home, env={})
 
 
+def test_announced_pins_need_exactly_one_fingerprint_per_url() -> None:
+    from node.tls import announced_pins
+
+    one, two = "ab" * 32, "cd" * 32
+    endpoints = [
+        {"member": "m1", "urls": ["https://a.example/", "https://shared.example/"], "tls": one},
+        {"member": "m2", "urls": ["https://b.example/", "https://shared.example/"], "tls": two},
+        {"member": "m3", "urls": ["https://c.example/"], "tls": None},
+    ]
+    assert announced_pins(endpoints) == {"https://a.example/": one, "https://b.example/": two}
+
+
 def test_init_chooses_tls_unless_loopback_only(tmp_path: Path) -> None:
     from node.home import init_home
     from node.tls import card_spki, load_certificate
@@ -304,20 +316,25 @@ def test_behind_a_tls_terminating_proxy_signed_https_requests_verify(tmp_path: P
     config = load_config(a.home, env={})
     member = NodeHome(b.home).key()
 
-    async def exchange() -> tuple[int, int, str | None]:
+    async def exchange() -> tuple[int, int, int, str | None]:
         app = make_app(config)
         async with TestClient(TestServer(app)) as client:
-            authority = f"{client.host}:{client.port}"
+            proxied = {"Host": "hashmesh.example"}  # the proxy forwards Host unchanged
+            signed = sign_request(
+                member, "GET", "https://hashmesh.example/v1/heads", b"", now_s=time.time()
+            )
+            good = await client.get("/v1/heads", headers=signed | proxied)
+            signed = sign_request(
+                member, "GET", "http://hashmesh.example/v1/heads", b"", now_s=time.time()
+            )
+            plain = await client.get("/v1/heads", headers=signed | proxied)
+            authority = f"{client.host}:{client.port}"  # the node's own socket, not its URL
             signed = sign_request(
                 member, "GET", f"https://{authority}/v1/heads", b"", now_s=time.time()
             )
-            good = await client.get("/v1/heads", headers=signed)
-            signed = sign_request(
-                member, "GET", f"http://{authority}/v1/heads", b"", now_s=time.time()
-            )
-            plain = await client.get("/v1/heads", headers=signed)
-            return good.status, plain.status, app[NODE].tls.spki
+            direct = await client.get("/v1/heads", headers=signed)
+            return good.status, plain.status, direct.status, app[NODE].tls.spki
 
-    good, plain, announced = asyncio.run(exchange())
-    assert (good, plain) == (200, 401)
+    good, plain, direct, announced = asyncio.run(exchange())
+    assert (good, plain, direct) == (200, 401, 421)
     assert announced == spki_fingerprint(load_certificate(proxy_cert))

@@ -1,4 +1,4 @@
-"""Node configuration: out-of-range gossip settings are refused with a clear message."""
+"""Node configuration: out-of-range settings are refused with a clear message."""
 
 from __future__ import annotations
 
@@ -31,6 +31,33 @@ def test_out_of_range_gossip_settings_are_refused(
 def test_fanout_zero_is_allowed(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text('name = "n"\n[gossip]\nfanout = 0\n')
     assert load_config(tmp_path, env={}).gossip.fanout == 0
+
+
+@pytest.mark.parametrize("setting", ["header_timeout_s = 0", "body_timeout_s = -1"])
+def test_read_deadlines_must_be_positive(tmp_path: Path, setting: str) -> None:
+    (tmp_path / "config.toml").write_text(f'name = "n"\n[limits]\n{setting}\n')
+    with pytest.raises(ConfigError, match="must be positive"):
+        load_config(tmp_path, env={})
+
+
+def test_aliases_are_the_other_urls_signed_requests_may_name(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'name = "n"\nurl = "https://node.example/"\n'
+        'aliases = ["HTTPS://Proxy.Example:443/hashmesh", "https://node.example/"]\n'
+    )
+    loaded = load_config(tmp_path, env={})
+    assert loaded.aliases == ("https://proxy.example/hashmesh",)  # normalised, url dropped
+    assert loaded.answers_to == ("https://node.example/", "https://proxy.example/hashmesh")
+    env = {"HASHMESH_ALIASES": "https://a.example:7400/, https://b.example/"}
+    assert load_config(tmp_path, env=env).aliases == (
+        "https://a.example:7400/",
+        "https://b.example/",
+    )
+    for bad in ('aliases = "https://x.example/"', 'aliases = ["ftp://x.example/"]'):
+        config.write_text(f'name = "n"\n{bad}\n')
+        with pytest.raises(ConfigError, match=r"aliases|peer URL"):
+            load_config(tmp_path, env={})
 
 
 def test_bulk_tuning_raises_the_collector_thresholds() -> None:
