@@ -85,6 +85,10 @@ def peer_urls(state: dict[str, Any]) -> set[str]:
     return {str(p["url"]) for p in state["peers"]}
 
 
+def barred_urls(node: NodeProc) -> set[str]:
+    return {str(p["url"]) for p in status(node)["barred_peers"]}
+
+
 def peer_keys(state: dict[str, Any]) -> set[str]:
     """The member keys of the peers that this node traced to an announce."""
     return {str(p["key"]) for p in state["peers"] if p["key"]}
@@ -147,7 +151,15 @@ def test_removed_member_receives_no_record_authored_after_removal(
     d_key = NodeHome(d.home).key()
     for node in (a, b, c):  # its requests are refused, and nobody lists its URL again
         assert peer_get(node, d_key, "/v1/heads") == 403
-        assert d.url not in peer_urls(status(node))
+        state = status(node)
+        assert d.url not in peer_urls(state)
+        assert state["barred_peers"] == [{"url": d.url, "reason": "member d was removed"}]
+    for path, body in (("/v1/peers", {"url": d.url}), ("/v1/sync", {"peer": d.url})):
+        with pytest.raises(urllib.error.HTTPError) as refused:  # an operator cannot add it back
+            a.api("POST", path, body)
+        refused.value.close()
+        assert refused.value.code == 409, path
+    assert d.url not in peer_urls(status(a))
 
 
 # ---- item 2: a newly admitted member announces itself -----------------------------------
@@ -225,6 +237,8 @@ def test_fork_between_real_nodes_is_surfaced_and_frozen_everywhere(
         ]
         assert member_entry(state, key.public)["frozen"] == {"after": 0, "reason": "fork"}
         assert {a.url, twin.url}.isdisjoint(peer_urls(state)), state["peers"]
+        # the twin's URL too: its announce never counted, but its key signed it
+        wait_until(lambda node=node: {a.url, twin.url} <= barred_urls(node), timeout=10)
         assert signal not in active_ids(node)
         assert peer_get(node, key, "/v1/heads") == 403
         assert scrape(node, "hashmesh_forks_detected_total") == 1
