@@ -8,6 +8,11 @@ stopped through ``cleanup_ctx``; nothing is fire-and-forget.
 Errors become RFC 9457 problem bodies in one middleware: ``NodeError`` and
 ``RemoteProtocolError`` carry their status; anything else is a 500 and is logged.
 
+Membership (SPEC 10.6): a merge that changes it hands the new membership over, and
+``Node.merged`` adopts it before anything else runs, so a removed or forked member's key is
+refused and its node dropped by gossip in that same step; a member admitted while its node
+runs announces itself then. Forks a merge finds are logged, counted and pushed to every peer.
+
 Transport (``node.tls``): the member's announce carries the SPKI fingerprint of the node's
 TLS certificate and is republished when it changes. ``GET /metrics`` (``node.metrics``)
 exposes the node's own Prometheus registry. Logs name peers, authors and records in the

@@ -5,7 +5,8 @@ order and decides each one against the stored frontier, kept in memory in ``Writ
 
 - its id is already stored at its (author, seq): DUPLICATE;
 - another record is stored at its (author, seq): a fork; it is stored beside the first as
-  evidence and the author is frozen at seq - 1 (``derive_membership`` with fork freezes);
+  evidence (ACCEPTED, and listed in ``MergeResult.forks``) and the author is frozen at
+  seq - 1 (``derive_membership`` with fork freezes);
 - its author may not author at that seq under the current membership: deferred, retried once
   the batch's own votes, rotations and forks have changed the membership, else REJECTED;
 - it extends its author's log (``check_successor``): ACCEPTED; a broken ``prev``: REJECTED;
