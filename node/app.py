@@ -8,6 +8,11 @@ stopped through ``cleanup_ctx``; nothing is fire-and-forget.
 Errors become RFC 9457 problem bodies in one middleware: ``NodeError`` and
 ``RemoteProtocolError`` carry their status; anything else is a 500 and is logged.
 
+Membership (SPEC 10.6): a merge that changes it hands the new membership over, and
+``Node.merged`` adopts it before anything else runs, so a removed or forked member's key is
+refused and its node dropped by gossip in that same step; a member admitted while its node
+runs announces itself then. Forks a merge finds are logged, counted and pushed to every peer.
+
 Transport (``node.tls``): the member's announce carries the SPKI fingerprint of the node's
 TLS certificate and is republished when it changes. ``GET /metrics`` (``node.metrics``)
 exposes the node's own Prometheus registry. Logs name peers, authors and records in the
@@ -39,6 +44,7 @@ from node.metrics import Metrics, handle_metrics, metrics_middleware
 from node.store import AsyncStore, MergeResult, SignalChange
 from node.tls import NodeTls, load_node_tls
 from protocol.bodies import AnnounceBody, Body
+from protocol.chain import ForkEvidence
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.federation import Federation
 from protocol.keys import SigningKey
@@ -50,6 +56,8 @@ log = logging.getLogger("hashmesh.node")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # rejections that mean "our views of the federation differ", not "the sender misbehaved"
 VIEW_REJECTIONS = frozenset({"MembershipError", "SeqGapError", "PrevMismatchError"})
+_FREEZE_REASONS = {"fork": "it signed two records at one seq", "removed": "members removed it",
+                   "rotated": "it was rotated to a new key"}  # fmt: skip
 
 
 def now_ms() -> int:
@@ -74,17 +82,21 @@ class Node:
     rng: random.Random = field(default_factory=random.Random)
     started_ms: int = field(default_factory=now_ms)
     on_new_records: list[Callable[[list[Record], str | None], None]] = field(default_factory=list)
+    # called at once, before anything else runs, when a merge changed the membership
+    on_membership: list[Callable[[], None]] = field(default_factory=list)
+    # awaited after a merge that changed the membership or stored announces
+    on_announces: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # called with the forks a merge found, however its records came (gossip pushes them)
+    on_forks: list[Callable[[list[ForkEvidence]], None]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     ready: bool = False
     index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def is_peer_key(self, key: str) -> bool:
-        """May key talk to this node: a current key of a member or auditor not removed?"""
-        membership = self.membership
-        if membership is None:
-            return False
-        member = membership.identity_of(key)
-        return member is not None and not member.removed and member.current_key == key
+        """May key talk to this node: the current key of a member or auditor, neither
+        removed nor frozen by a fork (SPEC 10.6)?"""
+        return self.membership is not None and self.membership.is_peer_key(key)
 
     @property
     def identity(self) -> str:
@@ -94,21 +106,43 @@ class Node:
     async def refresh_membership(self) -> None:
         self.membership = await self.store.read(lambda s: s.membership())
 
+    def set_membership(self, membership: Membership) -> None:
+        """Adopt a merge's new membership and apply it to transport at once (SPEC 10.6): a
+        removed or forked member's key is refused and its node leaves the peer set before
+        this node answers, pushes or authors anything else."""
+        was_peer = self.is_peer_key(self.key.public)
+        self.membership = membership
+        for hook in self.on_membership:
+            hook()
+        if was_peer and not self.is_peer_key(self.key.public):
+            seq, why = membership.freezes.get(self.key.public, (0, "not a member"))
+            log.warning("this node's member key lost the peer protocol (%s; its log counts "
+                        "through seq %d): peers refuse its requests from now on",
+                        _FREEZE_REASONS.get(why, why), seq)  # fmt: skip
+
     async def merged(self, result: MergeResult, source: str | None, *, relay: bool = True) -> None:
-        """Apply a merge's consequences: index, membership, peers, and (if relay) onward
-        gossip of the new records (SPEC 10.3: pulled records and anti-entropy pushes are not
-        pushed on)."""
+        """Apply a merge's consequences: membership and peers first, then index, forks,
+        this member's announce, and (if relay) onward gossip of the new records (SPEC 10.3:
+        pulled records and anti-entropy pushes are not pushed on).
+
+        Merges finish in the order the writer committed them and this runs up to its first
+        await when the merge's result is delivered, so no later merge is applied first."""
+        if result.membership is not None:
+            self.set_membership(result.membership)
+        for fork_hook in self.on_forks if result.forks else ():
+            fork_hook(result.forks)
         if result.signal_changes:
             async with self.index_lock:  # off the loop: an add may compact a 10 M index
                 await asyncio.to_thread(apply_signal_changes, self.index, result.signal_changes)
         for status, count in result.counts().items():
             self.counters[f"merge_{status}"] = self.counters.get(f"merge_{status}", 0) + count
         self.metrics.merge_done(result)
-        _log_merge(result, source)
-        if any(r.kind in ("vote", "rotate", "announce") for r in result.accepted) or any(
-            o.error and o.error.get("error") == "ForkEvidenceError" for o in result.outcomes
-        ):
-            await self.refresh_membership()
+        _log_merge(result, source, self.membership)
+        if result.membership is not None or any(r.kind == "announce" for r in result.accepted):
+            for hook in self.on_announces:
+                await hook()
+        if result.membership is not None:
+            await _announce_self(self)  # admitted while running: announce now, not at restart
         if result.accepted and relay:
             for callback in self.on_new_records:
                 callback(result.accepted, source)
@@ -138,17 +172,23 @@ class Node:
         return record
 
 
-def _log_merge(result: MergeResult, source: str | None) -> None:
+def _log_merge(result: MergeResult, source: str | None, membership: Membership | None) -> None:
     """Forks one by one (rare, and what an operator investigates); rejections one line a batch."""
     # a pulled batch names the peer's URL, a pushed one the key that signed the request
     peer = {} if not source else {"peer" if "://" in source else "peer_key": source}
+    for fork in result.forks:
+        member = membership.identity_of(fork.author) if membership else None
+        log.warning(
+            "fork detected: %s signed two records at seq %d; its log counts through seq %d",
+            member.name if member else "a non-member key", fork.seq, fork.seq - 1,
+            extra={"author": fork.author, "seq": fork.seq, "record": fork.first.id,
+                   "other_record": fork.second.id} | peer,
+        )  # fmt: skip
     rejected = []
     for o in result.outcomes:
         reason = str((o.error or {}).get("error", "unknown"))
         fields = {"author": o.author, "seq": o.seq, "record": o.id, "reason": reason} | peer
-        if reason == "ForkEvidenceError":
-            log.warning("fork detected: the author signed two records at one seq", extra=fields)
-        elif str(o.status) == "rejected":
+        if str(o.status) == "rejected":
             rejected.append(fields)
     if rejected:
         reasons = sorted({str(f["reason"]) for f in rejected})
@@ -216,16 +256,20 @@ async def _announce_self(node: Node) -> None:
     """Publish (or refresh) this member's signed announce: name, URL, TLS key fingerprint.
 
     A new certificate key (rotation) or a new URL is a new announce; peers re-pin from it.
+    Called at start and whenever a merge changes the membership, so a member admitted while
+    its node runs announces as soon as it learns the admission.
     """
-    if node.membership is None or not node.membership.accepts(node.key.public, 1):
-        return
-    endpoints = await node.store.read(lambda s: s.endpoints())
-    mine = [e for e in endpoints if e["member"] == node.identity]
-    wanted = {"name": node.config.name, "urls": [node.config.url], "tls": node.tls.spki}
-    if mine and {k: mine[0].get(k) for k in wanted} == wanted:
-        return
-    body = AnnounceBody(name=node.config.name, urls=(node.config.url,), tls=node.tls.spki)
-    await node.author(body)
+    async with node.announce_lock:  # two merges at once must not both announce
+        membership, key = node.membership, node.key.public
+        if membership is None or not (membership.is_peer_key(key) and membership.accepts(key, 1)):
+            return  # not (or no longer) a member that authors
+        endpoints = await node.store.read(lambda s: s.endpoints())
+        mine = [e for e in endpoints if e["member"] == node.identity]
+        wanted = {"name": node.config.name, "urls": [node.config.url], "tls": node.tls.spki}
+        if mine and {k: mine[0].get(k) for k in wanted} == wanted:
+            return
+        body = AnnounceBody(name=node.config.name, urls=(node.config.url,), tls=node.tls.spki)
+        await node.author(body)
     log.info("announced %s (TLS key fingerprint %s)", node.config.url, node.tls.spki or "none")
 
 

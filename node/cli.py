@@ -254,7 +254,22 @@ def status(home: Path, as_json: bool) -> None:
         + (f"  error {p['last_error']}" if p["last_error"] else "")
         for p in data["peers"]
     ]
-    emit(data, as_json, "\n".join(lines))
+    emit(data, as_json, "\n".join(lines + _membership_lines(data)))
+
+
+def _membership_lines(status: dict[str, Any]) -> list[str]:
+    """Forked and removed members, and the peer URLs not contacted because of them."""
+    lines = [
+        f"  fork: {f['member']} ({f['author'][:16]}…) signed two records at seq {f['seq']}; "
+        f"its log counts through seq {f['counts_through']}, peers refuse its key"
+        for f in status.get("forks", [])
+    ]
+    for m in status["members"]:
+        if m["removed"]:
+            after = (m.get("frozen") or {}).get("after")
+            lines.append(f"  removed: {m['name']} ({m['key'][:16]}…), counts through seq {after}")
+    barred = status.get("barred_peers", [])
+    return lines + [f"  not contacted: {b['url']} ({b['reason']})" for b in barred]
 
 
 @cli.command()

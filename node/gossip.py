@@ -11,7 +11,12 @@
   or pushed by a peer's anti-entropy (``?relay=0``), are not pushed on. A push answered with
   pending records (the peer missed earlier ones) starts a reconciliation with it at once.
 - Peers: config seeds, ``hashmesh peers add``, and members' signed ``announce`` records.
-  Each peer has exponential backoff with jitter after failures or misbehaviour.
+  Each peer has exponential backoff with jitter after failures or misbehaviour; a peer that
+  refuses this node's key (403: not admitted yet) is retried every interval instead, so an
+  admission takes effect within a round or two.
+- Membership (SPEC 10.6, ``node.peerset``): the merge that removes a member or finds its fork
+  drops that member's node from the peer set before anything else runs, and no request is
+  sent to it from then on (also none already planned); its URL cannot be added back.
 - Transport (``node.tls``, SPEC 10.5): an ``https://`` peer is contacted only with a pin for
   its TLS key -- from its member's announce, else from the seed URL (``#spki=``), else, if
   ``[tls] tofu`` allows it, the first key it shows. A mismatch, a missing pin, or a plain
@@ -41,9 +46,18 @@ from yarl import URL
 from node.app import NODE, SESSION, Node, now_ms
 from node.errors import PeerError
 from node.httpsig import sign_request
+from node.peerset import (
+    Claims,
+    NotCountedError,
+    PeerBarredError,
+    barred_reason,
+    claims_of,
+    lost_protocol,
+)
 from node.store import MergeResult, PreparedMerge, Store
 from node.tls import SpkiPin, TlsRefusedError, describe_mismatch
-from protocol.chain import Head
+from protocol.bodies import AnnounceBody
+from protocol.chain import ForkEvidence, Head
 from protocol.errors import RemoteProtocolError
 from protocol.records import Record
 from protocol.sync import (
@@ -70,6 +84,7 @@ PUSH_LINGER_S = 0.02
 # so bare inserts of 20,000 records per commit run ~1.5x faster than 5,000 (one page) at 1 M.
 PULL_GROUP_RECORDS = 20_000
 PULL_AHEAD_PAGES = 10  # pages fetched and verifying ahead of the writer (~50k records)
+EVERY_PEER = "*"  # the queued source of fork evidence: pushed to every peer (SPEC 10.3)
 
 
 @dataclass(slots=True)
@@ -133,6 +148,11 @@ class Gossip:
     bytes_received: int = 0
     spki_pins: dict[str, SpkiPin] = field(default_factory=dict)  # one per pin: pooling
     repairs: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # url -> running sync
+    claims: Claims = field(default_factory=Claims)  # who announced which URL and TLS key
+    lost: dict[str, str] = field(default_factory=dict)  # identities out of the peer protocol
+    barred: dict[str, str] = field(default_factory=dict)  # url -> why it is not contacted
+    _lost_keys: frozenset[str] = frozenset()  # whose announces _lost_announces holds
+    _lost_announces: list[tuple[str, AnnounceBody]] = field(default_factory=list)
 
     # ---- peers -------------------------------------------------------------------------
 
@@ -140,6 +160,9 @@ class Gossip:
         """A peer by URL; ``pin`` (or the config seed's ``#spki=``) pins it until an announce."""
         if url == self.node.config.url:
             raise PeerError("that URL is this node's own URL", status=400)
+        reason = barred_reason(url, pin, self.claims, self.lost)
+        if reason is not None:
+            raise PeerBarredError(f"{url} is not contacted: {reason}")
         peer = self.peers.setdefault(url, PeerState(url, source))
         peer.seed_pin = pin or self.node.config.seed_pins.get(url) or peer.seed_pin
         if peer.seed_pin and peer.pin_source in (None, "tofu"):
@@ -147,26 +170,58 @@ class Gossip:
         return peer
 
     async def learn_peers(self) -> None:
-        """Add the URLs members announced in signed records (except this member's own).
+        """Add the URLs members announced in signed records (except this member's own), and
+        drop the nodes of members that lost the peer protocol (``apply_membership``).
 
         The announce's ``tls`` fingerprint pins the URL. A URL that two members announce with
         different fingerprints is not pinned from announces (one of them lies about it).
         """
-        endpoints = await self.node.store.read(lambda s: s.endpoints())
-        membership = self.node.membership
+        node = self.node
+        if node.membership is not None:
+            lost = lost_protocol(node.membership)
+            keys = frozenset(k for i in lost for k in node.membership.members[i].keys)
+            if keys != self._lost_keys:  # rare: a removal or a fork; reads those logs whole
+                self._lost_announces = await node.store.read(lambda s: s.announces_by(keys))
+                self._lost_keys = keys
+        endpoints = await node.store.read(lambda s: s.endpoints())
+        membership = node.membership
+        if membership is not None:
+            self.claims = claims_of(endpoints, self._lost_announces, membership)
+        self.apply_membership()
         announced: dict[str, set[str | None]] = {}
         for endpoint in endpoints:
-            if endpoint["member"] == self.node.identity:
+            if endpoint["member"] == self.node.identity or endpoint["member"] in self.lost:
                 continue
             member = membership.members.get(str(endpoint["member"])) if membership else None
             tls = endpoint.get("tls")
             for url in map(str, _as_list(endpoint["urls"])):
-                if url != self.node.config.url:
+                if url != self.node.config.url and url not in self.barred:
                     peer = self.add_peer(url, "announce")
                     peer.key = member.current_key if member else peer.key
                     announced.setdefault(url, set()).add(tls if isinstance(tls, str) else None)
         for url, pins in announced.items():
             self._pin_from_announce(self.peers[url], pins)
+
+    def apply_membership(self) -> None:
+        """Drop the peers of members that lost the peer protocol and move rotated members'
+        peers to their new keys. Synchronous: the node calls it in the merge that changed the
+        membership, before anything else runs (SPEC 10.6)."""
+        membership = self.node.membership
+        if membership is None:
+            return
+        self.lost = lost_protocol(membership)
+        urls = self.peers.keys() | self.claims.urls.keys()
+        pins = {url: peer.pin for url, peer in self.peers.items()}
+        barred = {url: barred_reason(url, pins.get(url), self.claims, self.lost) for url in urls}
+        self.barred = {url: reason for url, reason in barred.items() if reason is not None}
+        for url, reason in self.barred.items():
+            if self.peers.pop(url, None) is not None:
+                log.warning("dropped peer %s: %s; it is not contacted from now on", url, reason,
+                            extra={"peer": url})  # fmt: skip
+        for peer in self.peers.values():
+            member = membership.identity_of(peer.key) if peer.key else None
+            if member is not None:
+                peer.key = member.current_key
 
     def _pin_from_announce(self, peer: PeerState, pins: set[str | None]) -> None:
         pin = next(iter(pins)) if len(pins) == 1 else None
@@ -184,11 +239,12 @@ class Gossip:
         now = time.monotonic()
         return [p for p in self.peers.values() if p.backoff_until <= now]
 
-    def _failed(self, peer: PeerState, error: str) -> None:
+    def _failed(self, peer: PeerState, error: str, *, exponential: bool = True) -> None:
         peer.failures += 1
         peer.last_error = error
         g = self.node.config.gossip
-        delay = min(g.backoff_max_s, g.interval_s * 2 ** min(peer.failures, 10))
+        exponent = min(peer.failures, 10) if exponential else 0
+        delay = min(g.backoff_max_s, g.interval_s * 2**exponent)
         peer.backoff_until = time.monotonic() + delay * self.node.rng.uniform(0.5, 1.0)
         log.info("peer %s failed (%s); backing off %.1fs", peer.url, error, delay,
                  extra={"peer": peer.url})  # fmt: skip
@@ -248,6 +304,9 @@ class Gossip:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
     ) -> tuple[int, bytes, dict[str, str]]:
+        reason = self.barred.get(peer.url)
+        if reason is not None:  # dropped while this exchange was planned or under way
+            raise PeerBarredError(f"{peer.url} is not contacted: {reason}")
         url = str(URL(peer.url).join(URL(path)))
         if params:
             url = str(URL(url).with_query(params))
@@ -279,6 +338,13 @@ class Gossip:
         metrics = self.node.metrics
         try:
             await self._reconcile(peer, report, relay)
+        except PeerBarredError:
+            metrics.syncs.labels("barred").inc()
+            raise
+        except NotCountedError as e:
+            metrics.syncs.labels("not_counted").inc()
+            self._failed(peer, str(e), exponential=False)
+            raise
         except TlsRefusedError as e:
             metrics.syncs.labels("refused").inc()
             self._refused(peer, e)
@@ -307,6 +373,11 @@ class Gossip:
             peer.behind = peer.ahead = 0
             report.unchanged = True
             return
+        if status == 403:
+            raise NotCountedError(
+                f"{peer.url} does not count this node's key as a member (not admitted yet, "
+                f"removed, or frozen by a fork): {data[:200]!r}"
+            )
         if status != 200:
             raise PeerError(f"{peer.url} answered {status} to /v1/heads: {data[:200]!r}")
         theirs = parse_frontier(_json(data))
@@ -466,6 +537,11 @@ class Gossip:
         for record in records:
             self.queue.put_nowait((record, source))
 
+    def push_evidence(self, forks: list[ForkEvidence]) -> None:
+        """A fork this node found goes to every peer at once, both records, however they came
+        (pulled ones too): a peer may hold only one of them and must freeze the author."""
+        self.enqueue([r for fork in forks for r in (fork.first, fork.second)], EVERY_PEER)
+
     async def push_loop(self) -> None:
         while True:
             batch = [await self.queue.get()]
@@ -483,7 +559,11 @@ class Gossip:
         by_route: dict[tuple[str | None, int | None], list[int]] = {}
         own_key = self.node.key.public
         for index, (record, source) in enumerate(batch):
-            want = push_width(record.author, source=source, own_key=own_key, fanout=fanout)
+            want = (
+                None
+                if source == EVERY_PEER
+                else push_width(record.author, source=source, own_key=own_key, fanout=fanout)
+            )
             by_route.setdefault((source, want), []).append(index)
         per_peer: dict[str, tuple[PeerState, list[int]]] = {}
         for (source, want), indexes in by_route.items():
@@ -501,6 +581,8 @@ class Gossip:
             return_exceptions=True,
         )
         for peer, outcome in zip(chosen, results, strict=True):
+            if isinstance(outcome, PeerBarredError):
+                continue  # dropped while the push was under way
             if isinstance(outcome, TlsRefusedError):
                 self._refused(peer, outcome)
             elif isinstance(outcome, BaseException):
@@ -570,7 +652,11 @@ async def gossip_ctx(app: web.Application) -> AsyncIterator[None]:
             gossip.add_peer(
                 url, str(row.get("source") or "added"), pin if isinstance(pin, str) else None
             )
+    await gossip.learn_peers()  # before any exchange: seeds of removed members go at once
     node.on_new_records.append(gossip.enqueue)
+    node.on_membership.append(gossip.apply_membership)
+    node.on_announces.append(gossip.learn_peers)
+    node.on_forks.append(gossip.push_evidence)
     app[GOSSIP] = gossip
     tasks = [
         asyncio.create_task(gossip.anti_entropy_loop(), name="anti-entropy"),
@@ -578,6 +664,9 @@ async def gossip_ctx(app: web.Application) -> AsyncIterator[None]:
     ]
     yield
     node.on_new_records.remove(gossip.enqueue)
+    node.on_membership.remove(gossip.apply_membership)
+    node.on_announces.remove(gossip.learn_peers)
+    node.on_forks.remove(gossip.push_evidence)
     tasks.extend(gossip.repairs.values())
     for task in tasks:
         task.cancel()

@@ -39,6 +39,7 @@ from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
 from protocol.encoding import MAX_SAFE_INTEGER, encode_canonical
 from protocol.errors import RemoteProtocolError
 from protocol.labels import check_in_taxonomy, normalise_labels
+from protocol.membership import Membership
 from protocol.records import is_record_id
 from protocol.signal_types import canonical_value
 
@@ -143,14 +144,34 @@ async def get_status(request: web.Request, node: Node) -> web.StreamResponse:
                     "key": m.current_key,
                     "role": m.role,
                     "removed": m.removed,
+                    "frozen": _frozen(membership, m.current_key),
                 }
                 for m in members
             ],
+            "forks": _forks(membership),
             "peers": [p.to_json(time.time()) for p in gossip.peers.values()],
+            "barred_peers": [{"url": u, "reason": r} for u, r in sorted(gossip.barred.items())],
             "traffic": {"bytes_sent": gossip.bytes_sent, "bytes_received": gossip.bytes_received},
             "counters": node.counters,
         }
     )
+
+
+def _frozen(membership: Membership | None, key: str) -> dict[str, object] | None:
+    """Where a key's log stops counting, and why (fork, removed, rotated), if it does."""
+    freeze = membership.freezes.get(key) if membership else None
+    return None if freeze is None else {"after": freeze[0], "reason": freeze[1]}
+
+
+def _forks(membership: Membership | None) -> list[dict[str, object]]:
+    """The keys frozen by a fork: the member, the seq it signed twice, what still counts."""
+    if membership is None:
+        return []
+    return [
+        {"author": key, "member": getattr(membership.identity_of(key), "name", None),
+         "seq": after + 1, "counts_through": after}
+        for key, (after, reason) in sorted(membership.freezes.items()) if reason == "fork"
+    ]  # fmt: skip
 
 
 @local

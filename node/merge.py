@@ -5,7 +5,8 @@ order and decides each one against the stored frontier, kept in memory in ``Writ
 
 - its id is already stored at its (author, seq): DUPLICATE;
 - another record is stored at its (author, seq): a fork; it is stored beside the first as
-  evidence and the author is frozen at seq - 1 (``derive_membership`` with fork freezes);
+  evidence (ACCEPTED, and listed in ``MergeResult.forks``) and the author is frozen at
+  seq - 1 (``derive_membership`` with fork freezes);
 - its author may not author at that seq under the current membership: deferred, retried once
   the batch's own votes, rotations and forks have changed the membership, else REJECTED;
 - it extends its author's log (``check_successor``): ACCEPTED; a broken ``prev``: REJECTED;
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final, NamedTuple
 
@@ -38,7 +39,7 @@ from node.materialise import (
 )
 from protocol import Federation, Head, Membership, Record, check_successor, derive_membership
 from protocol.batch import trusted_record
-from protocol.chain import fork_evidence
+from protocol.chain import ForkEvidence, fork_evidence
 from protocol.encoding import MAX_SAFE_INTEGER
 from protocol.errors import ChainError, MembershipError, RemoteProtocolError, SeqGapError
 
@@ -71,6 +72,11 @@ class MergeResult:
     outcomes: list[Outcome]
     accepted: list[Record]  # newly stored records, in the order stored (for relay)
     signal_changes: list[SignalChange]  # signals that became active or inactive
+    # equivocations this merge found: each stored a second record at a held (author, seq)
+    # (that record's outcome is ACCEPTED: it is kept as evidence) and froze the author
+    forks: list[ForkEvidence] = field(default_factory=list)
+    # the membership after this merge, if votes, rotations or forks made it re-derive it
+    membership: Membership | None = None
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(MergeStatus, 0)
@@ -178,6 +184,7 @@ class Merger:
         self.received_ms = received_ms
         self.outcomes: dict[int, Outcome] = {}
         self.accepted: list[Record] = []
+        self.forks: list[ForkEvidence] = []
         self.appended: dict[str, list[tuple[int, Record]]] = {}
         self._rows: list[tuple[object, ...]] = []
         self._deferred: list[_Deferred] = []
@@ -188,6 +195,11 @@ class Merger:
         self._derived = False
         self._epoch = 0
         self._caps: dict[str, int] = {}  # author -> highest seq it may author (see _may_extend)
+
+    @property
+    def derived(self) -> bool:
+        """Was the membership derived again (votes, rotations or forks were stored)?"""
+        return self._derived
 
     # -- offering records ----------------------------------------------------------------
 
@@ -317,6 +329,7 @@ class Merger:
         )
         self.conn.execute("UPDATE keys SET fork_seq = ? WHERE ref = ?", (record.seq, ref))
         self.state.fork_seqs[record.author] = record.seq
+        self.forks.append(proof)
         self._dirty = True
 
     def _hold(self, index: int | None, record: Record) -> None:
@@ -398,7 +411,10 @@ class Merger:
     # -- finishing -----------------------------------------------------------------------
 
     def finish(self, *, rederive: bool = False) -> tuple[list[Record], list[SignalChange]]:
-        """Settle deferred records, write everything, and update the materialised state."""
+        """Settle deferred records, write everything, and update the materialised state.
+
+        Afterwards ``derived`` says whether the membership was derived again (votes,
+        rotations or forks were stored): ``state.membership`` is then the new one."""
         self._retry_deferred()
         self._reject_deferred()
         self.flush()

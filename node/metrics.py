@@ -147,11 +147,11 @@ class Metrics:
             if count:
                 self.merged.labels(status).inc(count)
         for outcome in result.outcomes:
-            reason = str(outcome.error.get("error", "unknown")) if outcome.error else None
             if str(outcome.status) == "rejected":
-                self.rejected.labels(reason or "unknown").inc()
-            if reason == "ForkEvidenceError":
-                self.forks_detected.inc()
+                reason = outcome.error.get("error") if outcome.error else None
+                self.rejected.labels(str(reason or "unknown")).inc()
+        if result.forks:
+            self.forks_detected.inc(len(result.forks))
         for change in result.signal_changes:
             gauge = self.active_signals.labels(change.type)
             gauge.inc() if change.active else gauge.dec()

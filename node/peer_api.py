@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from node.app import NODE, Node, problem
-from node.httpsig import SignatureRefusedError
+from node.httpsig import NotAMemberError, SignatureRefusedError
 from protocol.errors import SyncError
 from protocol.records import is_record_id
 from protocol.sync import (
@@ -58,8 +58,13 @@ def signed(
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def wrapper(request: web.Request) -> web.StreamResponse:
         node = request.app[NODE]
-        request[PEER_KEY] = await authenticate(request, node)
-        return await handler(request, node)
+        key = request[PEER_KEY] = await authenticate(request, node)
+        response = await handler(request, node)
+        if request.method == "GET" and not node.is_peer_key(key):  # removed meanwhile: 10.6
+            refused = node.counters.get("peer_requests_refused", 0)
+            node.counters["peer_requests_refused"] = refused + 1
+            raise NotAMemberError(f"key {key[:16]}… stopped being a member during the request")
+        return response
 
     return wrapper
 

@@ -50,6 +50,7 @@ from node.schema import open_database, quick_check
 from node.store_read import SignalQuery
 from node.verify_pool import Verified, VerifyJob, VerifyPool, verify_inline
 from protocol import (
+    AnnounceBody,
     Body,
     Federation,
     ForkEvidence,
@@ -244,7 +245,9 @@ class Store:
                 else:
                     merger.reject(index, item)
             accepted, changes = merger.finish()
-            return MergeResult([merger.outcomes[i] for i in range(size)], accepted, changes)
+            membership = state.membership if merger.derived else None
+            outcomes = [merger.outcomes[i] for i in range(size)]
+            return MergeResult(outcomes, accepted, changes, merger.forks, membership)
 
         return self._transaction(run)
 
@@ -414,6 +417,23 @@ class Store:
         """Each member's latest announce: member, name, urls, tls (fingerprint), record --
         for node.app and node.gossip, like ``Endpoint.to_json()``, ordered by member."""
         return reads.endpoints(self.conn)
+
+    def announces_by(self, keys: Iterable[str]) -> list[tuple[str, AnnounceBody]]:
+        """Every stored announce signed by these keys, counted or not: (author, body). Reads
+        each key's whole log (no index on kind): for the few keys of members that lost the
+        peer protocol (``node.peerset``), read again only when that set changes."""
+        found: list[tuple[str, AnnounceBody]] = []
+        for key in keys:
+            rows = self.conn.execute(
+                "SELECT r.id, r.raw FROM records r JOIN keys k ON k.ref = r.author "
+                "WHERE k.key = ? AND r.kind = 'announce' ORDER BY r.seq, r.row",
+                (key,),
+            )
+            for rid, raw in rows:
+                body = trusted_record(raw, rid.hex()).body
+                if isinstance(body, AnnounceBody):
+                    found.append((key, body))
+        return found
 
     # -- the whole state -----------------------------------------------------------------
 

@@ -81,6 +81,14 @@ class Membership:
         cap = self.caps.get(author)
         return cap is None or seq <= cap
 
+    def is_peer_key(self, key: str) -> bool:
+        """May key take part in the peer protocol (SPEC 10.1, 10.6): the current key of a
+        member or auditor identity that is not removed and that no fork froze?"""
+        member = self.identity_of(key)
+        if member is None or member.removed or member.current_key != key:
+            return False
+        return self.freezes.get(key, (0, ""))[1] != "fork"
+
 
 @dataclass(slots=True)
 class _Round:

@@ -31,6 +31,7 @@ from protocol import (
     RetractBody,
     SignalBody,
     VoteBody,
+    fork_evidence,
     sign_record,
 )
 from protocol.bodies import rotation
@@ -218,11 +219,16 @@ def test_broken_prev_link_is_rejected(tmp_path: Path) -> None:
 def test_fork_is_kept_as_evidence_and_freezes_the_author(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     mine = chain(FOUNDERS[0], [sig(1), sig(2), sig(3), sig(4), sig(5)])
-    store.merge([r.canonical for r in mine[:3] + mine[4:]], received_ms=NOW)
+    first = store.merge([r.canonical for r in mine[:3] + mine[4:]], received_ms=NOW)
     assert store.stats(now_ms=NOW)["pending"] == 1
+    assert first.forks == [] and first.membership is None  # nothing changed who counts
     twin = chain(FOUNDERS[0], [sig(99)], start=2, prev=mine[0].id)[0]
     result = store.merge([twin.canonical], received_ms=NOW)
     assert statuses(result) == [ACCEPTED] and result.accepted == [twin]
+    assert result.forks == [fork_evidence(mine[1], twin)]  # the merge says it was a fork
+    assert result.membership is not None
+    assert result.membership.freezes[FOUNDERS[0].public] == (1, "fork")
+    assert not result.membership.is_peer_key(FOUNDERS[0].public)
     assert {(c.id, c.active) for c in result.signal_changes} == {
         (mine[1].id, False),
         (mine[2].id, False),
@@ -232,9 +238,24 @@ def test_fork_is_kept_as_evidence_and_freezes_the_author(tmp_path: Path) -> None
     assert (proof.author, proof.seq) == (FOUNDERS[0].public, 2)
     assert {proof.first.id, proof.second.id} == {mine[1].id, twin.id}
     late = store.merge([mine[3].canonical, twin.canonical], received_ms=NOW)
-    assert statuses(late) == [REJECTED, DUPLICATE]
+    assert statuses(late) == [REJECTED, DUPLICATE] and late.forks == []
     assert late.outcomes[0].error["error"] == "MembershipError"
     assert [s["id"] for s in store.signals(now_ms=NOW, active=True)] == [mine[0].id]
+    assert_matches_fold(store, {})
+
+
+def test_a_fork_found_among_held_records_is_reported(tmp_path: Path) -> None:
+    """Two records at one seq beyond a gap wait in pending; the record that fills the gap
+    promotes both, and the merge that stores the second reports the fork."""
+    store = new_store(tmp_path)
+    mine = chain(FOUNDERS[0], [sig(1), sig(2), sig(3)])
+    twin = chain(FOUNDERS[0], [sig(33)], start=3, prev=mine[1].id)[0]
+    held = store.merge([mine[2].canonical, twin.canonical], received_ms=NOW)
+    assert statuses(held) == [PENDING, PENDING] and held.forks == []
+    result = store.merge([r.canonical for r in mine[:2]], received_ms=NOW)
+    assert [(f.author, f.seq) for f in result.forks] == [(FOUNDERS[0].public, 3)]
+    assert result.membership is not None
+    assert result.membership.freezes[FOUNDERS[0].public] == (2, "fork")
     assert_matches_fold(store, {})
 
 
@@ -293,6 +314,8 @@ def test_removal_freezes_the_member_at_the_named_seq(tmp_path: Path) -> None:
         (target[2].id, False),
     }
     assert store.membership().freezes[FOUNDERS[2].public] == (1, "removed")
+    assert result.membership == store.membership()  # the merge carries the new membership
+    assert not result.membership.is_peer_key(FOUNDERS[2].public)
     later = chain(FOUNDERS[2], [sig(4)], start=4, prev=target[2].id)[0]
     assert statuses(store.merge([later.canonical], received_ms=NOW)) == [REJECTED]
     assert_matches_fold(store, {})

@@ -709,3 +709,22 @@ def test_fold_state_is_internally_consistent(records: list[Record]) -> None:
         assert verify_fork_evidence(proof.to_json(), FED.id) == proof
         if author in state.membership.limits:
             assert state.membership.limits[author] < proof.seq
+
+
+# --- who may take part in the peer protocol (SPEC 10.6) -----------------------------------------
+
+
+def test_peer_keys_are_current_keys_of_identities_neither_removed_nor_forked() -> None:
+    w = World()
+    rotate = w.add("b", rot("b", "a2"))
+    c1 = w.add("c", sig("1"))
+    forked = w.add("e", sig("e1"))
+    records = [rotate, c1, w.add("a", remove(C, 1)), w.add("a2", admit(E)), forked,
+               w.add("a", admit(E)), w.add("a2", remove(C, 1)), w.fork("e", sig("e2"))]  # fmt: skip
+    membership = fold(records).membership
+    allowed = {name for name, k in KEYS.items() if membership.is_peer_key(k.public)}
+    # a: founder; a2: b's key after rotation; d: an auditor talks too. Refused: b (rotated
+    # away), c (removed), e (admitted, then forked), f and x (never members), a3 (unknown)
+    assert allowed == {"a", "a2", "d"}
+    assert membership.freezes[E] == (0, "fork") and E in membership.members
+    assert membership.members[C].removed and membership.members[B].keys == (B, A2)
