@@ -150,6 +150,10 @@ def test_add_refuses_featureless_images_and_values(fed: Fed) -> None:
             assert result.returncode == 2, (args, result.stdout, result.stderr)
             assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert "--allow-low-quality" in hm("add", "--home", home_a, black).stderr
+    hash_list = fed.files / "hashes.txt"
+    hash_list.write_text(f"md5:{'cd' * 16}\npdq:{ZERO_PDQ}\n")
+    result = hm("import", "--home", home_a, "--label", LABEL, str(hash_list))
+    assert result.returncode == 2 and "hashes.txt:2" in result.stderr, result.stderr
     body, content_type = form(("black.png", blank_png(64, 64)))
     status, answer = request(fed.a, "POST", "/v1/signals", body, content_type)
     assert status == 422 and json.loads(answer)["title"] == "image too featureless"

@@ -167,6 +167,17 @@ def test_pictures_up_to_the_hash_size_are_hashed_at_full_resolution() -> None:
     assert hash_image(encode(image, "PNG")).pdq == full_resolution_pdq(image)
 
 
+def test_every_mode_of_a_large_picture_is_reduced_alike() -> None:
+    """Over HASH_MAX_PIXELS, palette and 1-bit pictures are converted before the box filter
+    (averaging palette indices would be noise) and the others reduced as they are."""
+    image = picture(2208, 2208, seed=11)  # 4.9 MP
+    reference = hash_image(encode(image, "TIFF"))
+    for mode in ("L", "LA", "RGBA", "P", "1", "CMYK", "I", "F"):
+        result = hash_image(encode(image.convert(mode), "TIFF"))
+        assert (result.width, result.height) == (2208, 2208), mode
+        assert distance(result.pdq, reference.pdq) <= (8 if mode == "1" else 4), mode
+
+
 def test_thin_picture_is_reduced_along_its_long_side() -> None:
     image = picture(48_000, 128, seed=5)  # 6.1 MP, 128 px high
     result = hash_image(encode(image, "PNG"))
