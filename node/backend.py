@@ -77,12 +77,24 @@ class LocalApi:
     def call_raw(
         self, method: str, path: str, data: bytes | None = None, content_type: str = ""
     ) -> bytes:
+        with self._open(method, path, data, content_type) as response:
+            return bytes(response.read())
+
+    def lines(self, path: str) -> Iterator[bytes]:
+        """GET path's NDJSON answer line by line, as it streams (never all in memory)."""
+        with self._open("GET", path) as response:
+            yield from (line.rstrip(b"\n") for line in response if line.strip())
+
+    @contextlib.contextmanager
+    def _open(
+        self, method: str, path: str, data: bytes | None = None, content_type: str = ""
+    ) -> Iterator[Any]:
         headers = {"Authorization": f"Bearer {self.token}"}
         headers["Content-Type"] = content_type or "application/json"
         request = urllib.request.Request(self.base + path, data, headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return bytes(response.read())
+                yield response
         except urllib.error.HTTPError as e:
             detail = problem_detail(e.read())
             raise ApiError(f"node answered {e.code}: {detail}", status=e.code) from None
@@ -223,7 +235,7 @@ class ApiBackend:
             return 0 if head is None else head.seq
 
     def records(self) -> Iterator[bytes]:
-        yield from (line for line in self.api.call_raw("GET", "/v1/records").split(b"\n") if line)
+        yield from self.api.lines("/v1/records")
 
     def members(self) -> list[dict[str, Any]]:
         return list(self.api.call("GET", "/v1/status")["members"])

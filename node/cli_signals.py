@@ -15,20 +15,22 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from node.backend import Backend, LocalApi, SignalQuery, now_ms, open_backend
-from node.cli import EXIT_NO, EXIT_OK, emit, home_option, json_option
-from node.errors import InputError
+from node.cli import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, home_option, json_option
+from node.config import LimitsConfig, NodeConfig, load_config
+from node.errors import InputError, MediaError
 from node.formats import HashEntry, parse_expiry, parse_hash
 from node.home import NodeHome
 from protocol.bodies import OpinionBody, RetractBody, SignalBody
 from protocol.errors import RemoteProtocolError
 from protocol.labels import check_in_taxonomy, normalise_labels
-from protocol.signal_types import SIGNAL_TYPES
+from protocol.signal_types import SIGNAL_TYPES, check_authorable
 
 if TYPE_CHECKING:
     from node.hashing import MediaHashes
 
 FILE_TYPES = ("pdq", "md5")  # what `add FILE` contributes by default (as POST /v1/signals does)
 IMAGE_TYPES = ("pdq", "phash", "dhash", "md5", "sha1", "sha256")
+PERCEPTUAL_TYPES = ("pdq", "phash", "dhash")  # gated by the image's PDQ quality
 
 files_argument = click.argument(
     "files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -42,15 +44,18 @@ label_option = click.option(
 )
 
 
-def hash_file(path: Path) -> MediaHashes:
+def hash_file(path: Path, limits: LimitsConfig | None = None) -> MediaHashes:
     """Every hash of an image file (node.hashing), or MediaError naming the file."""
-    from node.errors import MediaError
     from node.hashing import hash_image
 
+    limits = limits or LimitsConfig()
     try:
-        return hash_image(path.read_bytes())
+        data = path.read_bytes()
+        return hash_image(
+            data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels
+        )
     except MediaError as e:
-        raise MediaError(f"{path}: {e}") from e
+        raise MediaError(f"{path}: {e}", status=e.status, title=e.title) from e
 
 
 def _labels(home: NodeHome, labels: Sequence[str]) -> tuple[str, ...]:
@@ -78,6 +83,12 @@ def _labels(home: NodeHome, labels: Sequence[str]) -> tuple[str, ...]:
 @label_option
 @click.option("--note", default=None, help="A note for the other members (1-1000 chars).")
 @click.option("--expires", default=None, metavar="DATE|DURATION", help="2026-12-31 or 30d.")
+@click.option(
+    "--allow-low-quality", is_flag=True,
+    help="List a FILE whose PDQ quality is below [media] min_pdq_quality (a near-blank "
+    "image). Featureless values (within the match radius of all bits 0 or 1) are refused "
+    "regardless.",
+)  # fmt: skip
 @json_option
 def add(
     home: Path,
@@ -87,16 +98,23 @@ def add(
     labels: tuple[str, ...],
     note: str | None,
     expires: str | None,
+    allow_low_quality: bool,
     as_json: bool,
 ) -> None:
     """Contribute signals: the hashes of each image FILE, or each --hash TYPE:VALUE.
 
-    A hash this member already lists as an active signal is not signed again.
+    A hash this member already lists as an active signal is not signed again. An image too
+    featureless to match (PDQ quality below min_pdq_quality) is refused unless
+    --allow-low-quality; nothing is written unless every hash can be.
     """
     if not files and not hashes:
         raise click.UsageError("give an image FILE or --hash TYPE:VALUE")
     node_home = NodeHome(home).require()
-    entries = [parse_hash(h) for h in hashes] + _file_entries(files, types or FILE_TYPES)
+    config = load_config(node_home.path)
+    entries = [parse_hash(h) for h in hashes]
+    entries += _file_entries(files, types or FILE_TYPES, config, allow_low_quality)
+    for entry in entries:
+        _check_authorable(entry)
     checked, expiry = _labels(node_home, labels), parse_expiry(expires, now_ms())
     bodies = [SignalBody(e.type, e.value, checked, note or None, expiry) for e in entries]
     with open_backend(node_home) as backend:
@@ -104,19 +122,32 @@ def add(
     emit({"signals": results}, as_json, "\n".join(_added_line(r) for r in results))
 
 
-def _file_entries(files: Sequence[Path], types: Sequence[str]) -> list[HashEntry]:
+def _file_entries(
+    files: Sequence[Path], types: Sequence[str], config: NodeConfig, allow_low_quality: bool
+) -> list[HashEntry]:
     entries = []
+    floor = config.media.min_pdq_quality
     for path in files:
-        hashes = hash_file(path)
-        if "pdq" in types and hashes.low_quality:
-            click.echo(
-                f"warning: {path}: PDQ quality {hashes.pdq_quality} is low; "
-                "its PDQ hash may match poorly",
-                err=True,
-            )
+        hashes = hash_file(path, config.limits)
+        if set(types) & set(PERCEPTUAL_TYPES) and hashes.is_low_quality(floor):
+            if not allow_low_quality:
+                raise InputError(
+                    f"{path}: PDQ quality {hashes.pdq_quality} is below min_pdq_quality "
+                    f"{floor}: the image is too featureless to list (it would match other "
+                    "near-blank images); add --allow-low-quality to list it anyway"
+                )
+            click.echo(f"warning: {path}: PDQ quality {hashes.pdq_quality} is low", err=True)
         signals = hashes.as_signals()
         entries += [HashEntry(t, signals[t], (), str(path)) for t in types]
     return entries
+
+
+def _check_authorable(entry: HashEntry) -> None:
+    """A featureless value is never signed (SPEC 5.3), checked before anything is written."""
+    try:
+        check_authorable(entry.type, entry.value)
+    except RemoteProtocolError as e:
+        raise InputError(f"{entry.source or entry.type}: {e}") from e
 
 
 def contribute(backend: Backend, body: SignalBody) -> dict[str, Any]:
@@ -212,36 +243,63 @@ def match(
 ) -> int:
     """Look images or hashes up in the federation's list, with provenance.
 
-    Needs the running node. Exit status like grep: 0 when something matched, 1 when nothing
-    did, 2 on error.
+    Needs the running node. Each FILE and --hash is answered on its own: a file that is not
+    an image is an error for that file, and a near-blank image is reported as too
+    featureless to match. Exit status like grep: 0 when something matched, 1 when nothing
+    did, 2 when any FILE could not be hashed (or on any other error), whatever matched.
     """
     if not files and not hashes:
         raise click.UsageError("give an image FILE or --hash TYPE:VALUE")
-    groups = [(f"--hash {h}", [parse_hash(h)]) for h in hashes]
-    groups += [(str(path), _image_queries(path)) for path in files]
-    api = LocalApi.for_home(NodeHome(home).require())
-    queries = [{"type": e.type, "value": e.value} for _, entries in groups for e in entries]
+    node_home = NodeHome(home).require()
+    api = LocalApi.for_home(node_home)
+    limits = load_config(node_home.path).limits
+    groups = [(f"--hash {h}", [_query(parse_hash(h), None)]) for h in hashes]
+    errors: dict[str, str] = {}
+    for path in files:
+        try:
+            h = hash_file(path, limits)
+        except MediaError as e:
+            errors[str(path)] = str(e)
+            groups.append((str(path), []))
+            continue
+        groups.append((str(path), [_query(HashEntry(k, v), h.pdq_quality)
+                                   for k, v in h.as_signals().items()]))  # fmt: skip
+    queries = [q for _, group in groups for q in group]
     body: dict[str, Any] = {"hashes": queries} | ({} if radius is None else {"radius": radius})
-    answer = api.call("POST", "/v1/match", body)
-    results = _grouped(groups, answer["results"])
-    emit({"matched": answer["matched"], "results": results}, as_json, _match_text(results))
-    return EXIT_OK if answer["matched"] else EXIT_NO
+    answer = api.call("POST", "/v1/match", body) if queries else {"results": []}
+    results = _grouped(groups, answer["results"], errors)
+    matched = any(r["matched"] for r in results)
+    data = {"matched": matched, "errors": len(errors), "results": results}
+    emit(data, as_json, _match_text(results))
+    return EXIT_ERROR if errors else EXIT_OK if matched else EXIT_NO
 
 
-def _image_queries(path: Path) -> list[HashEntry]:
-    signals = hash_file(path).as_signals()
-    return [HashEntry(kind, value, (), str(path)) for kind, value in signals.items()]
+def _query(entry: HashEntry, quality: int | None) -> dict[str, Any]:
+    """A match query; a perceptual hash of a file carries the file's PDQ quality."""
+    query: dict[str, Any] = {"type": entry.type, "value": entry.value}
+    if quality is not None and entry.type in PERCEPTUAL_TYPES:
+        query["quality"] = quality
+    return query
 
 
 def _grouped(
-    groups: Sequence[tuple[str, Sequence[HashEntry]]], results: Sequence[dict[str, Any]]
+    groups: Sequence[tuple[str, Sequence[dict[str, Any]]]],
+    results: Sequence[dict[str, Any]],
+    errors: dict[str, str],
 ) -> list[dict[str, Any]]:
     grouped, at = [], 0
-    for name, entries in groups:
-        mine = results[at : at + len(entries)]
-        at += len(entries)
+    for name, queries in groups:
+        mine = results[at : at + len(queries)]
+        at += len(queries)
         hits = [hit for result in mine for hit in result["hits"]]
-        grouped.append({"query": name, "matched": bool(hits), "hits": hits})
+        reasons = [r["reason"] for r in mine if r.get("featureless")]
+        entry: dict[str, Any] = {"query": name, "matched": bool(hits), "hits": hits,
+                                 "featureless": bool(reasons)}  # fmt: skip
+        if reasons:
+            entry["reason"] = reasons[0]
+        if name in errors:
+            entry["error"] = errors[name]
+        grouped.append(entry)
     return grouped
 
 
@@ -249,7 +307,13 @@ def _match_text(results: Sequence[dict[str, Any]]) -> str:
     lines = []
     for result in results:
         count = len(result["hits"])
-        lines.append(f"{result['query']}: " + (f"{count} match(es)" if count else "no match"))
+        if "error" in result:
+            lines.append(f"{result['query']}: error: {result['error']}")
+            continue
+        line = f"{result['query']}: " + (f"{count} match(es)" if count else "no match")
+        if result["featureless"]:
+            line += f"; too featureless to match by perceptual hash ({result['reason']})"
+        lines.append(line)
         lines += [f"  {_hit_line(hit)}" for hit in result["hits"]]
     return "\n".join(lines)
 

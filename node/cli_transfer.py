@@ -33,6 +33,7 @@ from node.home import NodeHome
 from protocol.bodies import SignalBody
 from protocol.errors import RemoteProtocolError
 from protocol.labels import check_in_taxonomy, normalise_labels
+from protocol.signal_types import check_authorable
 
 EXPORT_PAGE = 10_000  # signals per page of the csv export (the local API's largest page)
 
@@ -198,6 +199,7 @@ def _hash_list_bodies(
             merged = normalise_labels([*labels, *entry.labels])
             check_in_taxonomy(merged, taxonomy)
             bodies.append(SignalBody(entry.type, entry.value, merged, note or None, expiry))
+            check_authorable(entry.type, entry.value)  # a featureless value (SPEC 5.3)
         except RemoteProtocolError as e:
             raise InputError(f"{entry.source}: {e.diagnostics()}") from e
     return bodies

@@ -20,8 +20,11 @@ Every key, its default and its environment variable::
           enabled = false behind a TLS-terminating proxy: the proxy's certificate, announced)
     [gossip] interval_s = 2.0, fanout = 3, page_records = 5000, timeout_s = 10.0,
              backoff_max_s = 60.0
-    [limits] max_request_bytes = 4194304, max_image_bytes = 33554432, max_batch_records = 2000,
-             header_timeout_s = 10.0, body_timeout_s = 60.0 (read deadlines, node.deadlines)
+    [limits] max_request_bytes = 4194304 (JSON and NDJSON bodies), max_image_bytes = 33554432
+             (an image upload to /v1/hash, /v1/match, /v1/signals), max_image_pixels = 40000000
+             (pixels decoded per image), max_batch_records = 2000, header_timeout_s = 10.0,
+             body_timeout_s = 60.0 (read deadlines, node.deadlines)
+    [media] min_pdq_quality = 50 (below it an image is too featureless to list or match)
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class GossipConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_request_bytes: int = 4 * 1024 * 1024
-    max_image_bytes: int = 32 * 1024 * 1024
+    max_image_bytes: int = 32 * 1024 * 1024  # node.hashing's defaults (not imported: the
+    max_image_pixels: int = 40_000_000  # CLI reads config without loading the image stack)
     max_batch_records: int = 2000
     header_timeout_s: float = 10.0  # a request's headers, from connection or first byte
     body_timeout_s: float = 60.0  # a request's body, from its headers
@@ -70,6 +74,17 @@ class LimitsConfig:
     def __post_init__(self) -> None:
         if not self.header_timeout_s > 0 or not self.body_timeout_s > 0:
             raise ValueError("header_timeout_s and body_timeout_s must be positive")
+        if min(self.max_request_bytes, self.max_image_bytes, self.max_image_pixels) < 1:
+            raise ValueError("max_request_bytes, max_image_bytes and max_image_pixels must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    min_pdq_quality: int = 50  # ThreatExchange's, node.hashing.LOW_QUALITY_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_pdq_quality <= 100:
+            raise ValueError("min_pdq_quality must be 0..100 (PDQ quality is 0..100)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,7 @@ class NodeConfig:
     source_address: str = ""  # local IP for outgoing peer connections ("" = any)
     gossip: GossipConfig = field(default_factory=GossipConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     @property
@@ -205,6 +221,7 @@ TOP_KEYS = {
     "source_address",
     "gossip",
     "limits",
+    "media",
     "tls",
 }
 
@@ -256,6 +273,7 @@ def load_config(home: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
         source_address=str(data.get("source_address", "")),
         gossip=_section(data, "gossip", GossipConfig),
         limits=_section(data, "limits", LimitsConfig),
+        media=_section(data, "media", MediaConfig),
         tls=tls,
     )
 
@@ -290,7 +308,7 @@ def render_config(
     """A commented config.toml for a new node home."""
     url = url or _url_for(listen, TlsConfig(enabled=tls))
     peer_list = ", ".join(f'"{render_seed(p)}"' for p in peers)
-    g, lim, t = GossipConfig(), LimitsConfig(), TlsConfig()
+    g, lim, media, t = GossipConfig(), LimitsConfig(), MediaConfig(), TlsConfig()
     tls_comment = (
         "HTTPS with this home's certificate; peers pin its key's fingerprint"
         if tls
@@ -323,11 +341,15 @@ timeout_s = {g.timeout_s}       # timeout of one peer exchange
 backoff_max_s = {g.backoff_max_s}  # longest backoff for a failing peer
 
 [limits]
-max_request_bytes = {lim.max_request_bytes}
-max_image_bytes = {lim.max_image_bytes}
+max_request_bytes = {lim.max_request_bytes}   # JSON and NDJSON request bodies
+max_image_bytes = {lim.max_image_bytes}    # an image upload (hash, match, add)
+max_image_pixels = {lim.max_image_pixels}   # pixels decoded per image (bounds memory)
 max_batch_records = {lim.max_batch_records}
 header_timeout_s = {lim.header_timeout_s}  # a request's headers must arrive within this
 body_timeout_s = {lim.body_timeout_s}     # and its body within this
+
+[media]
+min_pdq_quality = {media.min_pdq_quality}  # below it an image is too featureless to list or match
 """
 
 

@@ -25,10 +25,14 @@ class NodeError(Exception):
     status: int = 500
     title: str = "node error"
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, title: str | None = None
+    ) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
+        if title is not None:  # what failed, for a problem body's title
+            self.title = title
 
     def diagnostics(self) -> str:
         return f"{self.title}: {self}"

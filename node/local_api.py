@@ -1,7 +1,13 @@
 """The local operator API: what the member's own moderation systems call.
 
 Protected by the bearer token in ``HOME/api.token`` (``Authorization: Bearer …``); the node
-binds loopback by default. JSON in, JSON out; errors are problem bodies (node.app).
+binds loopback by default. JSON in, JSON out; errors are problem bodies (node.app) whose
+``title`` names what failed. Every input is checked strictly, so a mistake is an error rather
+than a silent default: a body's Content-Type must be one the route takes (415), a JSON
+member, form field or query parameter the route does not know is refused (a misspelt
+``lables`` would otherwise sign a signal without labels), and a repeated query parameter is
+refused. JSON and NDJSON bodies are at most ``max_request_bytes``; image uploads to
+``/v1/hash``, ``/v1/match`` and ``/v1/signals`` at most ``max_image_bytes`` (node.matching).
 
     GET  /v1/status                         node, store, members, peers, forks
     GET  /v1/signals?type=&label=&member=&active=&limit=&offset=
@@ -15,7 +21,9 @@ binds loopback by default. JSON in, JSON out; errors are problem bodies (node.ap
     POST /v1/hash                           image (raw body or multipart) -> hashes
     POST /v1/match                          {"hashes":[{"type","value"}...]} or multipart images
     GET  /v1/peers    POST /v1/peers {"url"}    POST /v1/sync {"peer"?}
-    GET  /v1/records?after_author=&limit=   (export) NDJSON of stored records
+    GET  /v1/records?after_author=&after_seq=&limit=
+                                            (export) NDJSON of stored records in (author,
+                                            seq) order, streamed in pages of bounded memory
     POST /v1/import                         (import) NDJSON of signed records, merged exactly
                                             like a peer's batch -> {"counts","outcomes"}
 """
@@ -25,27 +33,44 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from node.app import NODE, Node, now_ms
+from node.api_input import (
+    HEX64,
+    MULTIPART,
+    form_flag,
+    int_param,
+    json_body,
+    optional_json_body,
+    query_params,
+    require_content_type,
+)
+from node.app import NODE, Node, now_ms, problem
 from node.errors import ApiError, PeerError
-from node.matching import Upload, hash_upload, match_hashes, match_images
+from node.matching import MATCH_FIELDS, Upload, hash_upload, match_hashes, match_images
 from node.peer_api import frontier
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
 from protocol.encoding import MAX_SAFE_INTEGER, encode_canonical
 from protocol.errors import RemoteProtocolError
-from protocol.labels import check_in_taxonomy, normalise_labels
+from protocol.labels import check_in_taxonomy, check_labels, normalise_labels
 from protocol.membership import Membership
 from protocol.records import is_record_id
-from protocol.signal_types import canonical_value
+from protocol.signal_types import SIGNAL_TYPES, canonical_value, check_authorable
 
+if TYPE_CHECKING:
+    from node.store import Store
+
+StoredRow = tuple[str, int, int, bytes]  # (author, seq, row, raw), Store.records_page
 # what aiohttp's multipart reader (and decoding a form field) raise on a malformed body
 MALFORMED_MULTIPART = (ValueError, HttpProcessingError)
 LocalHandler = Callable[[web.Request, Node], Awaitable[web.StreamResponse]]
+MAX_LIST_LIMIT = 10_000
+MAX_ROW = 2**63 - 1  # after every row of a seq
+EXPORT_CHUNK_RECORDS = 1000  # records read from the store per step of an export (<= 8 MiB)
 
 
 def local(handler: LocalHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -55,27 +80,18 @@ def local(handler: LocalHandler) -> Callable[[web.Request], Awaitable[web.Stream
         node = request.app[NODE]
         supplied = request.headers.get("Authorization", "")
         if not hmac.compare_digest(supplied.encode(), f"Bearer {node.token}".encode()):
-            raise ApiError("missing or wrong bearer token (see HOME/api.token)", status=401)
+            raise ApiError("missing or wrong bearer token (see HOME/api.token)", status=401,
+                           title="not authorised")  # fmt: skip
         return await handler(request, node)
 
     return wrapper
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, LookupError, RecursionError) as e:  # LookupError: an unknown charset
-        raise ApiError(f"request body is not JSON: {e}", status=400) from e
-    if not isinstance(body, dict):
-        raise ApiError("request body must be a JSON object", status=400)
-    return body
 
 
 def _labels(node: Node, raw: object) -> tuple[str, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-        raise ApiError("labels must be a list of strings", status=400)
+        raise ApiError("labels must be a list of strings", title="invalid labels")
     labels = normalise_labels(raw)
     check_in_taxonomy(labels, node.federation.taxonomy)
     return labels
@@ -84,22 +100,24 @@ def _labels(node: Node, raw: object) -> tuple[str, ...]:
 def _optional_str(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
-        raise ApiError(f"{key} must be a string", status=400)
+        raise ApiError(f"{key} must be a string", title=f"invalid {key}")
     return value or None
 
 
 def _optional_int(body: dict[str, Any], key: str) -> int | None:
     value = body.get(key)
     if value is not None and (type(value) is not int or value < 0):
-        raise ApiError(f"{key} must be a non-negative integer", status=400)
+        raise ApiError(f"{key} must be a non-negative integer", title=f"invalid {key}")
     return value
 
 
-async def _hash_upload(request: web.Request, node: Node) -> Upload:
+async def _hash_upload(
+    request: web.Request, node: Node, form_fields: Collection[str] = ()
+) -> Upload:
     try:
-        return await hash_upload(request, node)
+        return await hash_upload(request, node, form_fields)
     except MALFORMED_MULTIPART as e:  # no boundary, bad part headers, a field not in UTF-8
-        raise ApiError(f"malformed multipart body: {e}", status=400) from e
+        raise ApiError(f"malformed multipart body: {e}", title="malformed multipart body") from e
 
 
 async def _author(node: Node, body: Body) -> web.Response:
@@ -174,23 +192,33 @@ def _forks(membership: Membership | None) -> list[dict[str, object]]:
     ]  # fmt: skip
 
 
+SIGNAL_PARAMS = ("type", "label", "member", "active", "limit", "offset")
+
+
 @local
 async def list_signals(request: web.Request, node: Node) -> web.StreamResponse:
-    q = request.query
+    q = query_params(request, SIGNAL_PARAMS)
     if q.get("active") not in ("true", "false", None):
-        raise ApiError("active must be true or false", status=400)
+        raise ApiError("active must be true or false", title="invalid query parameter active")
     active = {"true": True, "false": False}.get(q.get("active", ""))
-    try:
-        limit, offset = int(q.get("limit", "100")), int(q.get("offset", "0"))
-    except ValueError as e:
-        raise ApiError("limit and offset must be integers", status=400) from e
-    if not (0 <= limit <= MAX_SAFE_INTEGER and 0 <= offset <= MAX_SAFE_INTEGER):
-        raise ApiError("limit and offset must be integers from 0 to 2^53 - 1", status=400)
+    if q.get("type") is not None and q["type"] not in SIGNAL_TYPES:
+        raise ApiError(f"type must be one of {', '.join(SIGNAL_TYPES)}, got {q['type'][:40]!r}",
+                       title="invalid query parameter type")  # fmt: skip
+    if q.get("member") is not None and HEX64.fullmatch(q["member"]) is None:
+        raise ApiError("member must be a member's identity (64 lowercase hex)",
+                       title="invalid query parameter member")  # fmt: skip
+    if q.get("label") is not None:
+        try:
+            check_labels([q["label"]], "label")
+        except RemoteProtocolError as e:
+            raise ApiError(f"label: {e}", title="invalid query parameter label") from e
+    limit = int_param(q, "limit", 100, 1, MAX_LIST_LIMIT)
+    offset = int_param(q, "offset", 0, 0)
     now = now_ms()
     rows = await node.store.read(
         lambda s: s.signals(
             now_ms=now, type=q.get("type"), label=q.get("label"), member=q.get("member"),
-            active=active, limit=min(limit, 10_000), offset=offset,
+            active=active, limit=limit, offset=offset,
         )
     )  # fmt: skip
     return web.json_response({"signals": rows, "limit": limit, "offset": offset})
@@ -202,36 +230,24 @@ async def get_signal(request: web.Request, node: Node) -> web.StreamResponse:
     now = now_ms()
     row = await node.store.read(lambda s: s.signal(signal_id, now_ms=now))
     if row is None:
-        raise ApiError(f"no signal {signal_id}", status=404)
+        raise ApiError(f"no signal {signal_id}", status=404, title="no such signal")
     return web.json_response(row)
+
+
+SIGNAL_FIELDS = ("type", "value", "labels", "note", "expires")
+SIGNAL_FORM_FIELDS = ("labels", "note", "allow_low_quality")
+UPLOAD_TYPES = ("pdq", "md5")  # what an image upload lists (as `hashmesh add FILE` does)
 
 
 @local
 async def add_signal(request: web.Request, node: Node) -> web.StreamResponse:
-    if request.content_type.startswith("multipart/"):
-        upload = await _hash_upload(request, node)
-        labels = _labels(node, upload.fields.get("labels"))
-        note = upload.fields.get("note")
-        hashes = upload.hashes.as_signals()
-        records = [
-            await node.author(SignalBody(kind, value, labels, note=note))
-            for kind, value in hashes.items()
-            if kind in ("pdq", "md5")
-        ]
-        return web.json_response(
-            {
-                "signals": [{"id": r.id, "type": getattr(r.body, "type", "")} for r in records],
-                "hashes": hashes,
-                "pdq_quality": upload.hashes.pdq_quality,
-                "low_quality": upload.hashes.low_quality,
-            },
-            status=201,
-        )
-    body = await json_body(request)
+    if request.content_type == MULTIPART:
+        return await _add_upload(request, node)
+    body = await json_body(request, SIGNAL_FIELDS)
     kind = body.get("type")
     value = body.get("value")
     if not isinstance(kind, str) or not isinstance(value, str):
-        raise ApiError("type and value are required strings", status=400)
+        raise ApiError("type and value are required strings", title="invalid signal")
     signal = SignalBody(
         type=kind,
         value=canonical_value(kind, value),
@@ -242,33 +258,66 @@ async def add_signal(request: web.Request, node: Node) -> web.StreamResponse:
     return await _author(node, signal)
 
 
+async def _add_upload(request: web.Request, node: Node) -> web.StreamResponse:
+    """An image's PDQ and MD5 as signals; refused whole if the image is too featureless."""
+    upload = await _hash_upload(request, node, SIGNAL_FORM_FIELDS)
+    labels = _labels(node, upload.fields.get("labels"))
+    hashes = upload.hashes
+    floor = node.config.media.min_pdq_quality
+    allowed = form_flag(upload.fields, "allow_low_quality")
+    if hashes.is_low_quality(floor) and not allowed:
+        raise ApiError(
+            f"PDQ quality {hashes.pdq_quality} is below min_pdq_quality {floor}: the image is "
+            "too featureless to list (its hashes would match other near-blank images); send "
+            "allow_low_quality=true to list it anyway",
+            status=422,
+            title="image too featureless",
+        )
+    signals = hashes.as_signals()
+    bodies = [SignalBody(k, signals[k], labels, note=upload.fields.get("note"))
+              for k in UPLOAD_TYPES]  # fmt: skip
+    for body in bodies:  # a degenerate value is refused even when allowed, before any is signed
+        check_authorable(body.type, body.value)
+    records = [await node.author(body) for body in bodies]
+    return web.json_response(
+        {
+            "signals": [{"id": r.id, "type": getattr(r.body, "type", "")} for r in records],
+            "hashes": signals,
+            "pdq_quality": hashes.pdq_quality,
+            "low_quality": hashes.is_low_quality(floor),
+        },
+        status=201,
+    )
+
+
 def _signal_id(request: web.Request) -> str:
     signal_id = request.match_info["id"]
     if not is_record_id(signal_id):
-        raise ApiError("a signal id is 64 lowercase hex characters", status=400)
+        raise ApiError("a signal id is 64 lowercase hex characters", title="invalid signal id")
     return signal_id
 
 
 @local
 async def retract_signal(request: web.Request, node: Node) -> web.StreamResponse:
     signal_id = _signal_id(request)
-    body = await json_body(request) if request.can_read_body else {}
+    body = await optional_json_body(request, ("reason",))
     now = now_ms()
     row = await node.store.read(lambda s: s.signal(signal_id, now_ms=now))
     if row is None:
-        raise ApiError(f"no signal {signal_id}", status=404)
+        raise ApiError(f"no signal {signal_id}", status=404, title="no such signal")
     if row["member"] != node.identity:
-        raise ApiError("only the member that contributed a signal can retract it", status=403)
+        raise ApiError("only the member that contributed a signal can retract it", status=403,
+                       title="not this member's signal")  # fmt: skip
     return await _author(node, RetractBody(signal_id, reason=_optional_str(body, "reason")))
 
 
 @local
 async def add_opinion(request: web.Request, node: Node) -> web.StreamResponse:
     signal_id = _signal_id(request)
-    body = await json_body(request)
+    body = await json_body(request, ("verdict", "labels", "note"))
     verdict = body.get("verdict")
     if not isinstance(verdict, str):
-        raise ApiError("verdict is required: confirm, dispute or seen", status=400)
+        raise ApiError("verdict is required: confirm, dispute or seen", title="invalid verdict")
     opinion = OpinionBody(
         signal_id, verdict, _labels(node, body.get("labels")), _optional_str(body, "note")
     )
@@ -277,7 +326,7 @@ async def add_opinion(request: web.Request, node: Node) -> web.StreamResponse:
 
 @local
 async def add_vote(request: web.Request, node: Node) -> web.StreamResponse:
-    body = await json_body(request)
+    body = await json_body(request, ("action", "member", "name", "role", "after"))
     vote = VoteBody(
         action=str(body.get("action")),
         member=str(body.get("member")),
@@ -290,23 +339,37 @@ async def add_vote(request: web.Request, node: Node) -> web.StreamResponse:
 
 @local
 async def post_hash(request: web.Request, node: Node) -> web.StreamResponse:
+    require_content_type(request, (MULTIPART, "image/*", "application/octet-stream"))
     upload = await _hash_upload(request, node)
     h = upload.hashes
+    floor = node.config.media.min_pdq_quality
     return web.json_response(
-        {"hashes": h.as_signals(), "pdq_quality": h.pdq_quality, "low_quality": h.low_quality,
-         "width": h.width, "height": h.height}
+        {"hashes": h.as_signals(), "pdq_quality": h.pdq_quality,
+         "low_quality": h.is_low_quality(floor), "width": h.width, "height": h.height}
     )  # fmt: skip
 
 
 @local
 async def post_match(request: web.Request, node: Node) -> web.StreamResponse:
-    if request.content_type.startswith("multipart/"):
-        try:
-            return web.json_response(await match_images(request, node))
-        except MALFORMED_MULTIPART as e:  # no boundary, bad part headers, a field not in UTF-8
-            raise ApiError(f"malformed multipart body: {e}", status=400) from e
-    body = await json_body(request)
-    return web.json_response(await match_hashes(node, body))
+    """Fails closed: if any uploaded image cannot be hashed, the answer is a 422 problem (with
+    every file's result and no top-level ``matched``), never a 200 that reads as "clean"."""
+    if request.content_type != MULTIPART:
+        body = await json_body(request, MATCH_FIELDS)
+        return web.json_response(await match_hashes(node, body))
+    try:
+        answer = await match_images(request, node)
+    except MALFORMED_MULTIPART as e:  # no boundary, bad part headers, a field not in UTF-8
+        raise ApiError(f"malformed multipart body: {e}", title="malformed multipart body") from e
+    results = answer["results"]
+    errors = [{"file": r["file"], "error": r["error"]} for r in results if "error" in r]
+    if not errors:
+        return web.json_response(answer)
+    first = errors[0]
+    detail = (
+        f"{len(errors)} of {len(results)} images could not be hashed, so they were not "
+        f"matched (first: {first['file'] or 'upload'}: {first['error']})"
+    )
+    return problem(422, "image could not be hashed", detail, errors=errors, results=results)
 
 
 @local
@@ -322,7 +385,7 @@ async def add_peer(request: web.Request, node: Node) -> web.StreamResponse:
     from node.config import split_seed
     from node.gossip import GOSSIP
 
-    body = await json_body(request)
+    body = await json_body(request, ("url",))
     url, pin = split_seed(str(body.get("url", "")))  # keeps a "#spki=<hex>" pin
     peer = request.app[GOSSIP].add_peer(url, "added", pin)
     await node.store.write(lambda s: s.upsert_peer(url, source="added", pin=pin))
@@ -335,10 +398,10 @@ async def post_sync(request: web.Request, node: Node) -> web.StreamResponse:
     from node.gossip import GOSSIP
 
     gossip = request.app[GOSSIP]
-    body = await json_body(request) if request.can_read_body else {}
+    body = await optional_json_body(request, ("peer",))
     wanted = body.get("peer")
     if wanted is not None and not isinstance(wanted, str):
-        raise ApiError("peer must be a peer URL", status=400)
+        raise ApiError("peer must be a peer URL", title="invalid peer")
     seed = split_seed(wanted) if wanted else None  # a malformed URL must not become a peer
     await gossip.learn_peers()
     peers = [gossip.add_peer(seed[0], "added", seed[1])] if seed else list(gossip.peers.values())
@@ -351,15 +414,45 @@ async def post_sync(request: web.Request, node: Node) -> web.StreamResponse:
     return web.json_response({"reports": reports, "errors": errors})
 
 
+EXPORT_PARAMS = ("after_author", "after_seq", "limit")
+
+
 @local
 async def export_records(request: web.Request, node: Node) -> web.StreamResponse:
+    """Stored records in (author, seq) order, NDJSON, streamed from the store in chunks of
+    ``EXPORT_CHUNK_RECORDS``. A page of ``limit`` records never splits a seq (a fork's two
+    records go together, so a page may hold limit + 1); the next page starts after the last
+    record's author and seq."""
+    q = query_params(request, EXPORT_PARAMS)
+    author = q.get("after_author", "")
+    if author and HEX64.fullmatch(author) is None:
+        raise ApiError("after_author must be an author key (64 lowercase hex)",
+                       title="invalid query parameter after_author")  # fmt: skip
+    if "after_seq" in q and not author:
+        raise ApiError("after_seq needs after_author", title="invalid query parameter after_seq")
+    seq = int_param(q, "after_seq", 0, 0)
+    limit = int_param(q, "limit", MAX_SAFE_INTEGER, 1)
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    records = await node.store.read(lambda s: list(s.all_records()))
-    for start in range(0, len(records), 1000):
-        await response.write(b"".join(r + b"\n" for r in records[start : start + 1000]))
+    cursor = (author, seq, MAX_ROW) if author else ("", 0, 0)
+    sent = 0
+    while sent < limit:
+        want = min(EXPORT_CHUNK_RECORDS, limit - sent)
+        page = await node.store.read(_records_page(cursor, want))
+        if page:
+            await response.write(b"".join(raw + b"\n" for *_, raw in page))
+            sent, cursor = sent + len(page), page[-1][:3]
+        if len(page) < want:
+            break
+    else:  # the limit is reached: the rest of the last record's seq (a fork's other side)
+        rest = await node.store.read(_records_page(cursor, 2))
+        await response.write(b"".join(r[3] + b"\n" for r in rest if r[:2] == cursor[:2]))
     await response.write_eof()
     return response
+
+
+def _records_page(after: tuple[str, int, int], limit: int) -> Callable[[Store], list[StoredRow]]:
+    return lambda store: store.records_page(after, limit)
 
 
 @local
@@ -368,9 +461,11 @@ async def import_records(request: web.Request, node: Node) -> web.StreamResponse
 
     Unlike a peer's push, a bad line is one rejected record here, not a refused batch.
     """
+    require_content_type(request, ("application/x-ndjson",))
     lines = [line for line in (await request.read()).split(b"\n") if line]
     if len(lines) > node.config.limits.max_batch_records:
-        raise ApiError(f"at most {node.config.limits.max_batch_records} records per request")
+        raise ApiError(f"at most {node.config.limits.max_batch_records} records per request",
+                       title="too many records")  # fmt: skip
     result = await node.merge(lines, source=None)
     outcomes = [
         {"index": o.index, "status": str(o.status), "id": o.id, "error": o.error}

@@ -211,7 +211,8 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
     node = request.app[NODE]
     if not _may_scrape(request, node.token):
-        raise ApiError("metrics are for loopback clients or the bearer token", status=401)
+        raise ApiError("metrics are for loopback clients or the bearer token", status=401,
+                       title="not authorised")  # fmt: skip
     stats = await node.store.read(lambda s: s.stats(now_ms=now_ms()))
     node.metrics.refresh_store(stats)
     node.metrics.refresh_peers(request.app[GOSSIP].peers.values(), time.time())

@@ -62,7 +62,9 @@ from protocol import (
     sign_record,
 )
 from protocol.batch import trusted_record
+from protocol.bodies import SignalBody
 from protocol.records import is_record_id, record_id_of
+from protocol.signal_types import check_authorable
 
 __all__ = [
     "AsyncStore",
@@ -270,7 +272,10 @@ class Store:
         return self.append_local_result(key, body, ts=ts).accepted[0]
 
     def append_local_result(self, key: SigningKey, body: Body, *, ts: int) -> MergeResult:
-        """``append_local``, with the merge result (its signal changes feed the match index)."""
+        """``append_local``, with the merge result (its signal changes feed the match index).
+        A featureless signal value is refused (SPEC 5.3: valid, but never authored)."""
+        if isinstance(body, SignalBody):
+            check_authorable(body.type, body.value)
         state = self._writer_state()
         head = state.heads.get(key.public)
         seq = 1 if head is None else head.seq + 1
@@ -333,19 +338,30 @@ class Store:
 
     def all_records(self) -> Iterator[bytes]:
         """Every stored record, in (author, seq) order, read in pages."""
-        refs = self.conn.execute("SELECT ref FROM keys ORDER BY key").fetchall()
-        for (ref,) in refs:
-            after = (0, 0)
-            while True:
-                rows = self.conn.execute(
-                    "SELECT seq, row, raw FROM records WHERE author = ? AND (seq, row) > (?, ?) "
-                    "ORDER BY seq, row LIMIT ?",
-                    (ref, *after, _PAGE_ROWS),
-                ).fetchall()
-                yield from (bytes(raw) for _, _, raw in rows)
-                if len(rows) < _PAGE_ROWS:
-                    break
-                after = rows[-1][0], rows[-1][1]
+        after = ("", 0, 0)
+        while page := self.records_page(after, _PAGE_ROWS):
+            yield from (raw for *_, raw in page)
+            after = page[-1][:3]
+
+    def records_page(
+        self, after: tuple[str, int, int], limit: int
+    ) -> list[tuple[str, int, int, bytes]]:
+        """Up to limit stored records after the position ``(author key, seq, row)``, in that
+        order, as ``(author, seq, row, raw)``; ``("", 0, 0)`` is the start."""
+        key, seq, row = after
+        out: list[tuple[str, int, int, bytes]] = []
+        authors = self.conn.execute("SELECT ref, key FROM keys WHERE key >= ? ORDER BY key", (key,))
+        for ref, author in authors.fetchall():
+            start = (seq, row) if author == key else (0, 0)
+            rows = self.conn.execute(
+                "SELECT seq, row, raw FROM records WHERE author = ? AND (seq, row) > (?, ?) "
+                "ORDER BY seq, row LIMIT ?",
+                (ref, *start, limit - len(out)),
+            )
+            out += [(author, s, r, bytes(raw)) for s, r, raw in rows]
+            if len(out) >= limit:
+                break
+        return out
 
     def membership(self) -> Membership:
         if self._state is not None:

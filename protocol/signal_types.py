@@ -6,6 +6,14 @@ not already canonical. Adding a type is one entry in ``SIGNAL_TYPES``.
 
 Perceptual types compare by Hamming distance over their bits; exact types only match equal
 values. The names are python-threatexchange's signal type names, so exports interoperate.
+
+Featureless values (SPEC 5.3): each perceptual type has *degenerate* values that carry no
+feature of any picture -- all bits 0 (what PDQ and dHash give a blank image), all bits 1, and
+pHash's ``8000000000000000`` (a flat image: only the DC bit). A value within the radius of one
+of them is *featureless*: it would match every blank image, not a piece of content. Such a
+record stays valid (validity is unchanged, SPEC 11), but a node never authors one
+(``check_authorable``) and never searches for one (``is_featureless``). Every node reaches the
+same verdict, because it depends on the value and the radius alone.
 """
 
 from __future__ import annotations
@@ -120,6 +128,43 @@ def check_value(type_name: str, value: str) -> None:
         )
 
 
+DEGENERATE_VALUES: dict[str, tuple[str, ...]] = {
+    "pdq": ("0" * 64, "f" * 64),
+    "phash": ("0" * 16, "f" * 16, "8" + "0" * 15),
+    "dhash": ("0" * 16, "f" * 16),
+}
+
+
+def featureless_distance(type_name: str, value: str) -> int | None:
+    """Bits between a canonical value and its type's nearest degenerate value; None for
+    types that have none (the exact types)."""
+    degenerate = DEGENERATE_VALUES.get(type_name, ())
+    return min((hamming_distance(value, d) for d in degenerate), default=None)
+
+
+def is_featureless(type_name: str, value: str, radius: int | None = None) -> bool:
+    """Is value within radius (default: the type's default radius) of a degenerate value?"""
+    distance_ = featureless_distance(type_name, value)
+    limit = signal_type(type_name).default_radius if radius is None else radius
+    return distance_ is not None and distance_ <= limit
+
+
+def check_authorable(type_name: str, value: str) -> None:
+    """Raise ``InvalidHashError`` if a node must not sign a signal with this value (SPEC 5.3):
+    a featureless value at the type's default radius."""
+    if not is_featureless(type_name, value):
+        return
+    nearest = min(DEGENERATE_VALUES[type_name], key=lambda d: hamming_distance(value, d))
+    raise InvalidHashError(
+        f"{type_name} value is featureless: {hamming_distance(value, nearest)} bits from the "
+        f"degenerate value {nearest[:8]}..., within the radius "
+        f"{signal_type(type_name).default_radius}; it would match every blank image",
+        field="value",
+        expected=f"more than {signal_type(type_name).default_radius} bits from {nearest}",
+        actual=value,
+    )
+
+
 def hamming_distance(a: str, b: str) -> int:
     """Bits that differ between two equal-length hex strings."""
     return (int(a, 16) ^ int(b, 16)).bit_count()
@@ -132,4 +177,14 @@ def distance(type_name: str, a: str, b: str) -> int | None:
     return 0 if a == b else None
 
 
-__all__ = ["MAX_URL_CHARS", "SIGNAL_TYPES", "SignalType", "canonical_value", "check_value"]
+__all__ = [
+    "DEGENERATE_VALUES",
+    "MAX_URL_CHARS",
+    "SIGNAL_TYPES",
+    "SignalType",
+    "canonical_value",
+    "check_authorable",
+    "check_value",
+    "featureless_distance",
+    "is_featureless",
+]

@@ -42,6 +42,7 @@ from protocol import (
 )
 from protocol.bodies import rotation
 from protocol.records import RECORD_DOMAIN
+from protocol.signal_types import featureless_distance, is_featureless
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS_DIR = ROOT / "protocol" / "vectors"
@@ -80,6 +81,11 @@ records.json
   own record is then valid on its own; a verifier decodes the "after" records, takes their
   head (the last one, or none), and check_successor(head, record) must raise "error"
   (SeqGapError or PrevMismatchError). Cases without "after" fail in decode_record.
+- featureless: SPEC 5.3's matching and authoring rule, {"type", "value", "distance",
+  "featureless"}: distance is the Hamming distance from the type's nearest degenerate value
+  (null for types without any) and featureless is whether it is at most the type's default
+  radius (a node never authors such a value and never searches for it). The valid record
+  "signal_pdq_degenerate" shows that such a record is nonetheless valid.
 
 fold.json
 - a list of cases {"name", "now_ms", "records", "state"}: fold_state over the records
@@ -244,7 +250,25 @@ def valid_records() -> list[tuple[str, Record]]:
     add("rotate", alice, rotation(KEYS["alice-2"], fed=FED, old=KEYS["alice"].public))
     add("after_rotation_seq_1", lg["alice-2"], SignalBody("md5", "4" * 32))
     add("max_size_8192_bytes", bob, sized_announce(bob, 8192))
+    add("signal_pdq_degenerate", bob, SignalBody("pdq", "0" * 64))  # valid, never authored
     return out
+
+
+def featureless_cases() -> list[dict[str, Any]]:
+    """Values near and far from the degenerate ones (SPEC 5.3), with the verdict."""
+    near_zero = "0" * 56 + "7fffffff"  # 31 bits set
+    cases = [
+        ("pdq", "0" * 64), ("pdq", "f" * 64), ("pdq", near_zero), ("pdq", "0" * 56 + "ffffffff"),
+        ("pdq", "f" * 56 + "80000000"), ("pdq", PDQ), ("phash", "8" + "0" * 15),
+        ("phash", "8" + "0" * 12 + "3ff"), ("phash", "8" + "0" * 12 + "7ff"),
+        ("phash", "d1c4b2a3e5f60718"), ("dhash", "0" * 16), ("dhash", "f" * 16),
+        ("dhash", "0f0e0d0c0b0a0908"), ("md5", "0" * 32), ("sha256", "0" * 64),
+    ]  # fmt: skip
+    return [
+        {"type": kind, "value": value, "distance": featureless_distance(kind, value),
+         "featureless": is_featureless(kind, value)}
+        for kind, value in cases
+    ]  # fmt: skip
 
 
 def sized_announce(log: Log, size: int) -> AnnounceBody:
@@ -787,6 +811,7 @@ def generate() -> dict[str, str]:
         "keys": [{"seed": key_seed(n).hex(), "public": KEYS[n].public} for n in KEY_NAMES],
         "valid": valid,
         "invalid": invalid,
+        "featureless": featureless_cases(),
     }
     fold = [case.to_json() for case in fold_cases()]
     return {RECORDS_FILE: dump(records), FOLD_FILE: dump(fold)}

@@ -1,16 +1,19 @@
 """Malformed requests to every route get a 4xx problem body and change nothing.
 
 One two-member federation of real ``hashmesh serve`` processes for the module. Node ``a``
-holds one signal of its own and one of ``b``'s; every case is sent to ``a`` (the local API
-with its bearer token, the peer API signed with ``b``'s member key) and must be answered with
-its expected 4xx status, ``Content-Type: application/problem+json`` and a body whose
-``status`` is the HTTP status. After every case ``a``'s state and frontier digests, record
-counts and peers are what they were before the sweep. aiohttp's own 404 and 405 answers go
+holds one signal of its own and one of ``b``'s, and takes images of up to
+``MAX_IMAGE_BYTES`` (more than ``max_request_bytes``); every case is sent to ``a`` (the
+local API with its bearer token, the peer API signed with ``b``'s member key) and must be
+answered with its expected 4xx status, ``Content-Type: application/problem+json`` and a body
+whose ``status`` is the HTTP status and whose ``title`` says what failed. After every case
+``a``'s state and frontier digests, record counts and peers are what they were before the
+sweep. aiohttp's own 404 and 405 answers go
 through ``problem_middleware`` too, so they are problem bodies like the handlers' errors.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -20,8 +23,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import images
 import pytest
 from harness import NodeProc, found_federation, wait_until, with_bad_signature
+from images import blank_png
 from PIL import Image
 
 from node.home import NodeHome
@@ -33,10 +38,14 @@ from protocol.records import sign_record
 PDQ = "f8f8f0cce0f4e84d0e370a22028f67f0b36e2ed596623e1d33e6339c4e9c9b22"
 UNKNOWN_ID = "ab" * 32
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # [limits] max_request_bytes default
+MAX_IMAGE_BYTES = 6 * 1024 * 1024  # [limits] max_image_bytes of node a in this module
 BOUNDARY = "hashmeshtestboundary"
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
+OCTETS = {"Content-Type": "application/octet-stream"}
+TEXT = {"Content-Type": "text/plain"}
+URLENCODED = {"Content-Type": "application/x-www-form-urlencoded"}  # what curl -d sends
 
 
 @dataclass
@@ -86,6 +95,9 @@ def signal_ids(node: NodeProc) -> set[str]:
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
     federation, nodes = found_federation(tmp_path_factory.mktemp("api_errors"), ["a", "b"])
     try:
+        limits = f"[limits]\nmax_image_bytes = {MAX_IMAGE_BYTES}\n"
+        with (nodes[0].home / "config.toml").open("a") as config:
+            config.write(limits)
         for node in nodes:
             node.start()
         a, b = nodes
@@ -129,6 +141,11 @@ def png() -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def padded_png(size: int) -> bytes:
+    """png() grown to size bytes (by a chunk decoders skip)."""
+    return images.padded_png(png(), size)
 
 
 def with_png(*fields: tuple[str, bytes]) -> Callable[[Fed], bytes]:
@@ -190,10 +207,10 @@ def case(
     headers: dict[str, str] | None = None,
     auth: str = "token",
 ) -> None:
-    """A case; POST if it has a body, else GET; a bytes body is sent as JSON by default."""
+    """A case; POST if it has a body, else GET; a body is sent as JSON by default."""
     method = method or ("GET" if body is None else "POST")
     if headers is None:
-        headers = JSON if isinstance(body, bytes) else {}
+        headers = {} if body is None else JSON
     CASES.append(Case(id, method, path, status, body, headers, auth))
 
 
@@ -231,6 +248,10 @@ for name, path in JSON_ROUTES:
     case(f"{name}-deep-nesting", path, DEEP)
     case(f"{name}-unknown-charset", path, js({}), headers=BAD_CHARSET)
     case(f"{name}-oversize", path, OVERSIZE, 413)
+    case(f"{name}-text-plain", path, js({}), 415, headers=TEXT)
+    case(f"{name}-urlencoded", path, js({}), 415, headers=URLENCODED)
+    case(f"{name}-no-content-type", path, js({}), 415, headers={"Content-Type": ""})
+    case(f"{name}-unknown-field", path, js({"no_such_field": 1}))
 
 # POST /v1/signals, JSON
 case("signals-empty-body", S, b"")
@@ -269,6 +290,12 @@ case("signals-expires-over-2^53", S, signal_with(expires=2**53))
 case("signals-expires-huge", S, signal_with(expires=10**40))
 case("signals-int-5000-digits", S, signal_with(expires=0).replace(b"0}", b"9" * 5000 + b"}"))
 case("signals-nan", S, b'{"type":"pdq","value":NaN}')
+case("signals-misspelt-labels", S, signal_with(labels=..., lables=["entity:test"]))
+case("signals-pdq-all-zero", S, signal_with(value="0" * 64))
+case("signals-pdq-all-one", S, signal_with(value="f" * 64))
+case("signals-pdq-near-zero", S, signal_with(value="0" * 56 + "0000ffff"))  # 16 bits set
+case("signals-phash-flat", S, signal_with(type="phash", value="8" + "0" * 15))
+case("signals-dhash-all-zero", S, signal_with(type="dhash", value="0" * 16))
 
 # POST /v1/signals, multipart image
 case("signals-form-no-file", S, multipart(("labels", None, b"entity:test")), headers=FORM)
@@ -282,12 +309,37 @@ case("signals-form-labels-not-utf8", S, with_png(("labels", b"\xff")), headers=F
 case("signals-form-truncated", S, TEXT_FORM[:40], headers=FORM)
 no_boundary = {"Content-Type": "multipart/form-data"}
 case("signals-form-no-boundary", S, multipart(("file", "x", b"x")), headers=no_boundary)
+case("signals-form-unknown-field", S, with_png(("lables", b"entity:test")), headers=FORM)
+case("signals-form-allow-not-bool", S, with_png(("allow_low_quality", b"yes")), headers=FORM)
+BLACK = multipart(("file", "black.png", blank_png(64, 64)))
+ALLOWED_BLACK = multipart(
+    ("file", "black.png", blank_png(64, 64)), ("allow_low_quality", None, b"true")
+)
+case("signals-form-featureless-image", S, BLACK, 422, headers=FORM)
+case("signals-form-featureless-forced-degenerate", S, ALLOWED_BLACK, headers=FORM)
+case(
+    "signals-form-two-images",
+    S,
+    lambda f: multipart(("file", "a.png", png()), ("file", "b.png", png())),
+    headers=FORM,
+)
+case(
+    "signals-form-over-max-image-bytes",
+    S,
+    lambda f: multipart(("file", "x.png", padded_png(MAX_IMAGE_BYTES + 1))),
+    413,
+    headers=FORM,
+)
+case("signals-form-wrong-content-type", S, TEXT_FORM, 415, headers=TEXT)
 
 # GET /v1/signals: every bad query parameter
 for query in [
     "limit=x", "offset=x", "limit=1.5", "limit=", "limit=-1", "offset=-1",
     "offset=99999999999999999999999", "limit=99999999999999999999999", "limit=" + "9" * 5000,
-    "active=maybe", "active=",
+    "active=maybe", "active=", "limit=1000000000", "limit=10001", "limit=0", "limit=+5",
+    "limit=1_0", "limit=%205", "type=bogus", "type=PDQ", "type=", "member=xyz",
+    "member=" + "A" * 64, "label=bad%20label!", "label=", "lmit=5", "limit=1&limit=2",
+    "type=pdq&type=md5",
 ]:  # fmt: skip
     case(f"list-{query[:40]}", f"{S}?{query}")
 
@@ -345,14 +397,36 @@ for name, vote in {
     case(f"votes-{name}", "/v1/votes", js(vote))
 case("votes-empty-body", "/v1/votes", b"")
 
-# POST /v1/hash: bytes that are not an image
-case("hash-empty-body", "/v1/hash", b"", 422, headers={})
+# POST /v1/hash: bytes that are not an image, or too large an image
+case("hash-empty-body", "/v1/hash", b"", 422, headers=OCTETS)
 case("hash-not-an-image", "/v1/hash", NOT_AN_IMAGE, 422, headers={"Content-Type": "image/jpeg"})
-case("hash-truncated-png", "/v1/hash", lambda f: png()[:100], 422)
-case("hash-oversize", "/v1/hash", b"\0" * (MAX_REQUEST_BYTES + 1), 413, headers={})
-case("hash-form-no-file", "/v1/hash", multipart(("note", None, b"hello")), headers=FORM)
+case(
+    "hash-truncated-png",
+    "/v1/hash",
+    lambda f: png()[:100],
+    422,
+    headers={"Content-Type": "image/png"},
+)
+case("hash-oversize", "/v1/hash", lambda f: padded_png(MAX_IMAGE_BYTES + 1), 413, headers=OCTETS)
+case("hash-9000x9000-black-png", "/v1/hash", lambda f: blank_png(9000, 9000), 413, headers=OCTETS)
+case("hash-json", "/v1/hash", js({}), 415)
+case("hash-urlencoded", "/v1/hash", lambda f: png(), 415, headers=URLENCODED)
+case("hash-form-no-file", "/v1/hash", multipart(("file_", None, b"hello")), headers=FORM)
+case("hash-form-unknown-field", "/v1/hash", with_png(("note", b"hello")), headers=FORM)
 case("hash-form-not-an-image", "/v1/hash", TEXT_FORM, 422, headers=FORM)
-case("hash-form-field-not-utf8", "/v1/hash", with_png(("note", b"\xff")), headers=FORM)
+case(
+    "hash-form-two-images",
+    "/v1/hash",
+    lambda f: multipart(("file", "a.png", png()), ("file", "b.png", png())),
+    headers=FORM,
+)
+case(
+    "hash-form-oversize",
+    "/v1/hash",
+    lambda f: multipart(("file", "x.png", padded_png(MAX_IMAGE_BYTES + 1))),
+    413,
+    headers=FORM,
+)
 
 # POST /v1/match
 ONE = {"type": "pdq", "value": PDQ}
@@ -385,9 +459,25 @@ for name, match in {
     "max-hits-negative": {"hashes": [ONE], "max_hits": -5},
     "max-hits-string": {"hashes": [ONE], "max_hits": "10"},
     "max-hits-null": {"hashes": [ONE], "max_hits": None},
+    "misspelt-radius": {"hashes": [ONE], "radious": 3},
+    "item-unknown-field": {"hashes": [ONE | {"qualty": 80}]},
+    "quality-negative": {"hashes": [ONE | {"quality": -1}]},
+    "quality-over-100": {"hashes": [ONE | {"quality": 101}]},
+    "quality-string": {"hashes": [ONE | {"quality": "80"}]},
+    "quality-float": {"hashes": [ONE | {"quality": 80.0}]},
+    "quality-on-md5": {"hashes": [{"type": "md5", "value": "0" * 32, "quality": 80}]},
 }.items():
     case(f"match-{name}", "/v1/match", js(match))
 case("match-form-no-file", "/v1/match", multipart(("note", None, b"x")), headers=FORM)
+case("match-form-unknown-field", "/v1/match", with_png(("radius", b"3")), headers=FORM)
+case("match-raw-image", "/v1/match", lambda f: png(), 415, headers={"Content-Type": "image/png"})
+case(
+    "match-form-over-max-image-bytes",
+    "/v1/match",
+    lambda f: multipart(("file", "x.png", padded_png(MAX_IMAGE_BYTES + 1))),
+    413,
+    headers=FORM,
+)
 case("match-form-truncated", "/v1/match", multipart(("file", "x", b"x"))[:40], headers=FORM)
 
 # POST /v1/peers and POST /v1/sync: a peer URL that is not one
@@ -412,6 +502,14 @@ case("sync-own-url", "/v1/sync", lambda f: js({"peer": f.a.url}))
 # POST /v1/import (a bad line is one rejected record: test_import_reports_each_bad_line)
 case("import-too-many-records", "/v1/import", b"{}\n" * 2001, headers=NDJSON)
 case("import-oversize", "/v1/import", b"{}\n" * (MAX_REQUEST_BYTES // 3 + 1), 413, headers=NDJSON)
+case("import-json", "/v1/import", b"{}\n", 415, headers=JSON)
+
+# GET /v1/records: paging parameters
+for query in [
+    "after_author=xyz", "after_author=" + "A" * 64, "after_seq=3", "limit=0", "limit=-1",
+    "limit=x", "after=5", "limit=1&limit=2", "after_author=" + "a" * 64 + "&after_seq=x",
+]:  # fmt: skip
+    case(f"records-{query[:40]}", f"/v1/records?{query}")
 
 # wrong methods and unknown routes: aiohttp's own 405 and 404, as problem bodies
 for method, path in [
@@ -497,18 +595,39 @@ def test_malformed_request_gets_problem_and_changes_nothing(fed: Fed, case: Case
     problem = json.loads(answer)
     assert problem["status"] == status, problem
     assert all(isinstance(problem.get(k), str) and problem[k] for k in ("type", "title", "detail"))
+    assert problem["title"] not in ("request failed", "node error"), problem  # says what failed
     assert snapshot(fed.a) == fed.before
 
 
-def test_multipart_match_reports_each_unreadable_image(fed: Fed) -> None:
-    """Not a 4xx by design: a multipart match answers per file, and a file that is not an
-    image is an error entry in a 200 answer (the other files are still matched)."""
+def test_multipart_match_fails_closed_on_an_unreadable_image(fed: Fed) -> None:
+    """A file that cannot be hashed fails the whole answer (422 problem, no top-level
+    ``matched`` a client could read as "clean"); every file's result is still in it."""
     body = multipart(("file", "a.txt", NOT_AN_IMAGE), ("file", "b.png", png()))
-    status, _, answer = send(fed.a.port, "POST", "/v1/match", body, FORM | bearer(fed.a))
+    status, headers, answer = send(fed.a.port, "POST", "/v1/match", body, FORM | bearer(fed.a))
+    assert status == 422, answer[:300]
+    assert headers["Content-Type"].startswith("application/problem+json")
+    problem = json.loads(answer)
+    assert "matched" not in problem
+    assert problem["title"] == "image could not be hashed"
+    assert [e["file"] for e in problem["errors"]] == ["a.txt"]
+    assert [r["file"] for r in problem["results"]] == ["a.txt", "b.png"]
+    assert "error" in problem["results"][0] and "hashes" in problem["results"][1]
+    assert snapshot(fed.a) == fed.before
+
+
+def test_image_uploads_take_up_to_max_image_bytes(fed: Fed) -> None:
+    """An image over max_request_bytes (4 MiB) but within max_image_bytes is hashed and
+    matched, raw or multipart, on /v1/hash and /v1/match."""
+    big = padded_png(MAX_IMAGE_BYTES - 4096)
+    assert len(big) > MAX_REQUEST_BYTES
+    status, _, answer = send(fed.a.port, "POST", "/v1/hash", big, OCTETS | bearer(fed.a))
     assert status == 200, answer[:300]
-    results = json.loads(answer)["results"]
-    assert [r["file"] for r in results] == ["a.txt", "b.png"]
-    assert "error" in results[0] and "hashes" in results[1]
+    assert json.loads(answer)["hashes"]["sha256"] == hashlib.sha256(big).hexdigest()
+    form = multipart(("file", "big.png", big))
+    for path in ("/v1/hash", "/v1/match"):
+        status, _, answer = send(fed.a.port, "POST", path, form, FORM | bearer(fed.a))
+        assert status == 200, (path, answer[:300])
+    assert json.loads(answer)["results"][0]["file"] == "big.png"
     assert snapshot(fed.a) == fed.before
 
 

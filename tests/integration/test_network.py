@@ -47,8 +47,8 @@ def start(nodes: list[NodeProc], started: list[NodeProc]) -> None:
 
 
 def add_signal(
-    node: NodeProc, value: str, kind: str = "pdq", labels: list[str] | None = None
-) -> str:
+    node: NodeProc, value: str, kind: str = "sha256", labels: list[str] | None = None
+) -> str:  # sha256: the values are arbitrary (a pdq this near all-zero is featureless, refused)
     reply = node.api(
         "POST", "/v1/signals", {"type": kind, "value": value, "labels": labels or ["entity:test"]}
     )

@@ -72,3 +72,31 @@ def test_bulk_tuning_raises_the_collector_thresholds() -> None:
         assert GC_THRESHOLDS[0] > before[0]
     finally:
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("[media]\nmin_pdq_quality = 101", "min_pdq_quality must be 0..100"),
+        ("[media]\nmin_pdq_quality = -1", "min_pdq_quality must be 0..100"),
+        ("[media]\nmin_quality = 50", r"unknown key\(s\) in \[media\]: min_quality"),
+        ("[limits]\nmax_image_pixels = 0", "max_image_pixels must be >= 1"),
+    ],
+)
+def test_media_settings_are_checked(tmp_path: Path, setting: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(f'name = "n"\n{setting}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path, env={})
+
+
+def test_rendered_config_lists_the_media_settings(tmp_path: Path) -> None:
+    from node.config import render_config
+
+    (tmp_path / "config.toml").write_text(render_config("n", "127.0.0.1:7400"))
+    config = load_config(tmp_path, env={})
+    assert (config.limits.max_image_pixels, config.media.min_pdq_quality) == (40_000_000, 50)
+    (tmp_path / "config.toml").write_text(
+        'name = "n"\n[limits]\nmax_image_pixels = 1000\n[media]\nmin_pdq_quality = 80\n'
+    )
+    config = load_config(tmp_path, env={})
+    assert (config.limits.max_image_pixels, config.media.min_pdq_quality) == (1000, 80)

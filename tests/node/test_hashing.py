@@ -6,22 +6,37 @@ import csv
 import hashlib
 import io
 import itertools
+import os
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
 
 import imagehash
 import numpy as np
+import pdqhash
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from images import RGB, blank_png
 from PIL import Image
 
+from node.config import LimitsConfig, MediaConfig
 from node.errors import MediaError
-from node.hashing import LOW_QUALITY_THRESHOLD, MediaHashes, hash_image
+from node.hashing import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    HASH_MAX_PIXELS,
+    LOW_QUALITY_THRESHOLD,
+    MediaHashes,
+    hash_image,
+)
 
-CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "pdq"
+# ../shared/conformance/pdq beside the repository; HASHMESH_CONFORMANCE names another copy
+_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "conformance"
+CONFORMANCE = Path(os.environ.get("HASHMESH_CONFORMANCE", _SHARED)) / "pdq"
 IMAGES = CONFORMANCE / "images"
 needs_conformance = pytest.mark.skipif(
     not (CONFORMANCE / "expected.csv").is_file(),
@@ -114,6 +129,61 @@ def test_fast_jpeg_stays_close_to_full_resolution(hashed: dict[str, MediaHashes]
         assert (fast.width, fast.height) == (hashed[name].width, hashed[name].height)
 
 
+def full_resolution_pdq(image: Image.Image) -> str:
+    """PDQ of every pixel, as hash_image computed it before large pictures were reduced."""
+    bits, _quality = pdqhash.compute(np.asarray(image.convert("RGB")))
+    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
+
+
+@needs_conformance
+@pytest.mark.parametrize(
+    ("name", "image_format"),
+    [("aaa-orig.jpg", "PNG"), ("aaa-orig.jpg", "JPEG"), ("bridge-2-rotate-90.jpg", "JPEG"),
+     ("c.png", "PNG")],
+)  # fmt: skip
+def test_large_pictures_are_hashed_reduced_within_tolerance(name: str, image_format: str) -> None:
+    """A conformance image upscaled 3x (about 14 MP) is decoded reduced (JPEG draft) and
+    box-reduced to ~4 MP before hashing: still within 10 bits of Meta's hash of the original,
+    within a few bits of the full-resolution hash, and reported at its full size."""
+    reference = dict(expected_rows())[name]
+    with Image.open(IMAGES / name) as original:
+        big = original.convert("RGB").resize((original.width * 3, original.height * 3))
+    assert big.width * big.height > 2 * HASH_MAX_PIXELS
+    options = {"quality": 95} if image_format == "JPEG" else {"compress_level": 1}
+    data = encode(big, image_format, **options)
+    result = hash_image(data)
+    if image_format == "PNG":  # lossless: the pixels are big's
+        full = full_resolution_pdq(big)
+    else:
+        with Image.open(io.BytesIO(data)) as decoded:
+            full = full_resolution_pdq(decoded)
+    assert distance(result.pdq, reference) <= REFERENCE_TOLERANCE_BITS
+    assert distance(result.pdq, full) <= 6
+    assert (result.width, result.height) == big.size
+
+
+def test_pictures_up_to_the_hash_size_are_hashed_at_full_resolution() -> None:
+    image = picture(2048, 2048, seed=3)
+    assert hash_image(encode(image, "PNG")).pdq == full_resolution_pdq(image)
+
+
+def test_every_mode_of_a_large_picture_is_reduced_alike() -> None:
+    """Over HASH_MAX_PIXELS, palette and 1-bit pictures are converted before the box filter
+    (averaging palette indices would be noise) and the others reduced as they are."""
+    image = picture(2208, 2208, seed=11)  # 4.9 MP
+    reference = hash_image(encode(image, "TIFF"))
+    for mode in ("L", "LA", "RGBA", "P", "1", "CMYK", "I", "F"):
+        result = hash_image(encode(image.convert(mode), "TIFF"))
+        assert (result.width, result.height) == (2208, 2208), mode
+        assert distance(result.pdq, reference.pdq) <= (8 if mode == "1" else 4), mode
+
+
+def test_thin_picture_is_reduced_along_its_long_side() -> None:
+    image = picture(48_000, 128, seed=5)  # 6.1 MP, 128 px high
+    result = hash_image(encode(image, "PNG"))
+    assert (result.width, result.height) == (48_000, 128)
+
+
 # --- what the hashes are -----------------------------------------------------------------------
 
 
@@ -199,13 +269,13 @@ def png_with_header(width: int, height: int) -> bytes:
     )
 
 
-def assert_refused(data: bytes, fragment: str, **options: int) -> None:
+def assert_refused(data: bytes, fragment: str, status: int = 422, **options: int) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(MediaError, match=fragment) as info:
             hash_image(data, **options)  # type: ignore[arg-type]
     assert caught == [], [str(w.message) for w in caught]
-    assert info.value.status == 422
+    assert info.value.status == status
     assert "\n" not in str(info.value)
 
 
@@ -238,11 +308,66 @@ def test_pixel_limit_is_enforced(monkeypatch: pytest.MonkeyPatch, side: int) -> 
     assert_refused(encode(picture(side, side), "PNG"), "decompression bomb")
 
 
+def test_image_over_max_pixels_is_refused_from_its_header() -> None:
+    """An 80 KB PNG declaring 81 M black pixels is refused before a pixel is decoded."""
+    data = blank_png(9000, 9000)
+    assert len(data) < 100_000
+    assert_refused(data, "over the limit of 40,000,000 pixels", 413)
+    assert_refused(encode(picture(), "PNG"), "max_image_pixels", 413, max_pixels=192 * 128 - 1)
+    assert hash_image(encode(picture(), "PNG"), max_pixels=192 * 128).width == 192
+
+
+def test_jpeg_counts_the_pixels_it_decodes_at() -> None:
+    """A JPEG is decoded at 1/2..1/8 scale when large, so max_pixels counts those pixels."""
+    data = encode(picture(4800, 4000, seed=9), "JPEG", quality=90)  # 19.2 MP, decoded at 1/2
+    assert hash_image(data, max_pixels=5_000_000).width == 4800
+    assert_refused(data, "2400x2000", 413, max_pixels=4_000_000)
+
+
+def test_config_defaults_are_the_hashing_defaults() -> None:
+    limits = LimitsConfig()
+    assert (limits.max_image_bytes, limits.max_image_pixels) == (
+        DEFAULT_MAX_IMAGE_BYTES,
+        DEFAULT_MAX_IMAGE_PIXELS,
+    )
+    assert MediaConfig().min_pdq_quality == LOW_QUALITY_THRESHOLD == 50
+
+
+PEAK_RSS_SCRIPT = """
+import sys
+from node.hashing import hash_image
+def kb(field):
+    lines = open("/proc/self/status").read().splitlines()
+    return int(next(line for line in lines if line.startswith(field + ":")).split()[1])
+data = open(sys.argv[1], "rb").read()
+hash_image(open(sys.argv[2], "rb").read())  # loads every library
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+before = kb("VmRSS")
+hash_image(data)
+print(kb("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_peak_memory_of_a_large_image_is_bounded(tmp_path: Path) -> None:
+    """Hashing a 36 MP RGB PNG raises a fresh process's peak RSS by at most node.hashing's
+    documented bound: 5 bytes a decoded pixel + 25 bytes a pixel of the <= 4 MP picture that
+    is hashed (~285 MB; ~185 MB measured). Hashing every pixel raised it by 1.2 GB
+    (``tests/bench/bench_media.py`` prints both side by side)."""
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    big.write_bytes(blank_png(6000, 6000, RGB))
+    small.write_bytes(encode(picture(), "PNG"))
+    script = [sys.executable, "-c", PEAK_RSS_SCRIPT, str(big), str(small)]
+    growth_kb = int(subprocess.run(script, capture_output=True, check=True, text=True).stdout)
+    bound = 5 * 6000 * 6000 + 25 * HASH_MAX_PIXELS
+    assert growth_kb * 1024 <= bound, f"peak RSS grew by {growth_kb / 1024:.0f} MB"
+
+
 def test_file_over_max_bytes_is_refused_before_decoding() -> None:
     data = encode(picture(), "PNG")
-    assert_refused(data, "over the limit", max_bytes=len(data) - 1)
+    assert_refused(data, "over the limit", 413, max_bytes=len(data) - 1)
     assert hash_image(data, max_bytes=len(data)).width == 192
-    assert_refused(b"\0" * 2_000, "over the limit", max_bytes=1_000)  # garbage never decoded
+    assert_refused(b"\0" * 2_000, "over the limit", 413, max_bytes=1_000)  # never decoded
 
 
 SAMPLES = [

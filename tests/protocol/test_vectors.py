@@ -22,6 +22,7 @@ from protocol import (
     parse_genesis,
 )
 from protocol.chain import validate_chain
+from protocol.signal_types import check_authorable, featureless_distance, is_featureless
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "protocol" / "vectors"
@@ -62,7 +63,9 @@ def test_check_mode_reports_no_drift() -> None:
 
 
 def test_files_have_the_documented_shape() -> None:
-    assert set(RECORDS) == {"notes", "genesis", "keys", "valid", "invalid"}
+    assert set(RECORDS) == {"notes", "genesis", "keys", "valid", "invalid", "featureless"}
+    for case in RECORDS["featureless"]:
+        assert set(case) == {"type", "value", "distance", "featureless"}
     assert len(RECORDS["invalid"]) >= 30
     for key in RECORDS["keys"]:
         assert set(key) == {"seed", "public"}
@@ -111,6 +114,24 @@ def test_invalid_vector_raises_its_error(case: dict[str, Any]) -> None:
         else:
             decode_record(data, FEDERATION.id)
     assert type(raised.value).__name__ == case["error"]
+
+
+@pytest.mark.parametrize("case", RECORDS["featureless"], ids=lambda c: f"{c['type']}:{c['value']}")
+def test_featureless_vector_gives_its_verdict(case: dict[str, Any]) -> None:
+    assert featureless_distance(case["type"], case["value"]) == case["distance"]
+    assert is_featureless(case["type"], case["value"]) is case["featureless"]
+    if case["featureless"]:
+        with pytest.raises(RemoteProtocolError):
+            check_authorable(case["type"], case["value"])
+    else:
+        check_authorable(case["type"], case["value"])
+
+
+def test_a_featureless_signal_is_a_valid_record() -> None:
+    """SPEC 5.3: the rule is for authoring and matching, never validity (SPEC 11)."""
+    (case,) = [c for c in RECORDS["valid"] if c["name"] == "signal_pdq_degenerate"]
+    record = decode_record(_data(case), FEDERATION.id)
+    assert is_featureless("pdq", record.to_json()["body"]["value"])
 
 
 def test_invalid_vectors_cover_every_rejection_class() -> None:
