@@ -49,6 +49,7 @@ log = logging.getLogger("hashmesh.node")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # rejections that mean "our views of the federation differ", not "the sender misbehaved"
 VIEW_REJECTIONS = frozenset({"MembershipError", "SeqGapError", "PrevMismatchError"})
+INDEX_CHUNK_CHANGES = 256  # signal changes indexed per hold of the index lock
 
 
 def now_ms() -> int:
@@ -97,9 +98,7 @@ class Node:
         """Apply a merge's consequences: index, membership, peers, and (if relay) onward
         gossip of the new records (SPEC 10.3: pulled records and anti-entropy pushes are not
         pushed on)."""
-        if result.signal_changes:
-            async with self.index_lock:  # off the loop: an add may compact a 10 M index
-                await asyncio.to_thread(apply_signal_changes, self.index, result.signal_changes)
+        await index_signal_changes(self.index, self.index_lock, result.signal_changes)
         for status, count in result.counts().items():
             self.counters[f"merge_{status}"] = self.counters.get(f"merge_{status}", 0) + count
         self.metrics.merge_done(result)
@@ -156,6 +155,18 @@ def _log_merge(result: MergeResult, source: str | None) -> None:
                 len(result.outcomes), ", ".join(reasons), extra=rejected[0])  # fmt: skip
     if result.accepted and source:
         log.info("merged %d new records", len(result.accepted), extra=peer)
+
+
+async def index_signal_changes(
+    index: MatchIndex, lock: asyncio.Lock, changes: Sequence[SignalChange]
+) -> None:
+    """Index a merge's signal changes a chunk at a time, off the loop (an add may compact a
+    10 M index). A match waiting for the index goes between two chunks (asyncio.Lock is first
+    come, first served), so a burst of records never holds matching up for long."""
+    for start in range(0, len(changes), INDEX_CHUNK_CHANGES):
+        async with lock:
+            chunk = changes[start : start + INDEX_CHUNK_CHANGES]
+            await asyncio.to_thread(apply_signal_changes, index, chunk)
 
 
 def apply_signal_changes(index: MatchIndex, changes: Sequence[SignalChange]) -> None:

@@ -169,7 +169,7 @@ async def _with_provenance(
 ) -> list[dict[str, Any]]:
     rows = sorted({h.key for per in hits for h in per[:max_hits]})
     now = now_ms()
-    details = await node.store.read(lambda s: s.signal_rows(rows, now_ms=now))
+    details = await node.store.read(lambda s: s.signal_rows(rows, now_ms=now)) if rows else []
     by_row = {cast(int, d["row"]): d for d in details}
     results = []
     for (kind, value), per in zip(queries, hits, strict=True):

@@ -32,6 +32,7 @@ from node.app import NODE, make_app
 from node.config import NodeConfig
 from node.home import NodeHome
 from node.homelock import SERVE, HomeLock
+from node.runtime import tune_for_serving
 from node.tls import NodeTls
 
 SHUTDOWN_TIMEOUT_S = 5.0
@@ -150,6 +151,7 @@ def run_node(config: NodeConfig, *, log_format: str = "text") -> None:
     """Serve the home in config; HomeBusyError at once, having touched nothing, if a node
     (or an offline write command) holds the home's lock."""
     with HomeLock.acquire(config.home, SERVE):
+        tune_for_serving()
         configure_logging(log_format)
         app = make_app(config)
         app.cleanup_ctx.append(_runtime_ctx(config))  # type: ignore[arg-type]
