@@ -160,7 +160,7 @@ def _lock_or_api(home: NodeHome) -> HomeLock | LocalApi:
         if home.runtime() is not None:
             return LocalApi.for_home(home)
         if busy.holder.command == SERVE:
-            hint = "its local API is not up yet: run this command again when it answers"
+            hint = "its local API is not answering (it is starting or stopping): try again soon"
         else:
             hint = "run this command again when it has finished"
         raise HomeBusyError(home.path, busy.holder, hint=hint) from None

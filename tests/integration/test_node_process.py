@@ -92,7 +92,7 @@ def test_no_offline_write_while_a_node_holds_the_home(
         refused = hashmesh("add", "--home", str(node.home), "--hash", f"md5:{value}")
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert f"a node is already running (pid {os.getpid()})" in refused.stderr
-        assert "local API is not up yet" in refused.stderr
+        assert "its local API is not answering" in refused.stderr
         vote = hashmesh("member", "vote", "remove", "--home", str(node.home), fed[1][2].key)
         assert vote.returncode == 2 and "already running" in vote.stderr
     assert not home.db_path.exists()  # nothing was written, not even an empty store
