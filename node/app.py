@@ -76,7 +76,8 @@ class Node:
     on_new_records: list[Callable[[list[Record], str | None], None]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     ready: bool = False
-    index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # queries vs. updates
+    index_order: asyncio.Lock = field(default_factory=asyncio.Lock)  # updates in commit order
 
     def is_peer_key(self, key: str) -> bool:
         """May key talk to this node: a current key of a member or auditor not removed?"""
@@ -98,7 +99,8 @@ class Node:
         """Apply a merge's consequences: index, membership, peers, and (if relay) onward
         gossip of the new records (SPEC 10.3: pulled records and anti-entropy pushes are not
         pushed on)."""
-        await index_signal_changes(self.index, self.index_lock, result.signal_changes)
+        changes = result.signal_changes
+        await index_signal_changes(self.index, self.index_lock, changes, order=self.index_order)
         for status, count in result.counts().items():
             self.counters[f"merge_{status}"] = self.counters.get(f"merge_{status}", 0) + count
         self.metrics.merge_done(result)
@@ -158,15 +160,20 @@ def _log_merge(result: MergeResult, source: str | None) -> None:
 
 
 async def index_signal_changes(
-    index: MatchIndex, lock: asyncio.Lock, changes: Sequence[SignalChange]
+    index: MatchIndex, lock: asyncio.Lock, changes: Sequence[SignalChange], *, order: asyncio.Lock
 ) -> None:
     """Index a merge's signal changes a chunk at a time, off the loop (an add may compact a
-    10 M index). A match waiting for the index goes between two chunks (asyncio.Lock is first
-    come, first served), so a burst of records never holds matching up for long."""
-    for start in range(0, len(changes), INDEX_CHUNK_CHANGES):
-        async with lock:
-            chunk = changes[start : start + INDEX_CHUNK_CHANGES]
-            await asyncio.to_thread(apply_signal_changes, index, chunk)
+    10 M index). A match waiting for the index (``lock``) goes between two chunks, so a burst
+    of records never holds matching up for long; merges are indexed one after the other, in
+    the order they were committed (``order``: a signal and its retraction may come in two
+    merges). Both locks are first come, first served."""
+    if not changes:
+        return
+    async with order:
+        for start in range(0, len(changes), INDEX_CHUNK_CHANGES):
+            async with lock:
+                chunk = changes[start : start + INDEX_CHUNK_CHANGES]
+                await asyncio.to_thread(apply_signal_changes, index, chunk)
 
 
 def apply_signal_changes(index: MatchIndex, changes: Sequence[SignalChange]) -> None:
