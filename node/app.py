@@ -58,6 +58,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VIEW_REJECTIONS = frozenset({"MembershipError", "SeqGapError", "PrevMismatchError"})
 _FREEZE_REASONS = {"fork": "it signed two records at one seq", "removed": "members removed it",
                    "rotated": "it was rotated to a new key"}  # fmt: skip
+INDEX_CHUNK_CHANGES = 256  # signal changes indexed per hold of the index lock
 
 
 def now_ms() -> int:
@@ -90,7 +91,8 @@ class Node:
     on_forks: list[Callable[[list[ForkEvidence]], None]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     ready: bool = False
-    index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # queries vs. updates
+    index_order: asyncio.Lock = field(default_factory=asyncio.Lock)  # updates in commit order
     announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def is_peer_key(self, key: str) -> bool:
@@ -126,14 +128,14 @@ class Node:
         pulled records and anti-entropy pushes are not pushed on).
 
         Merges finish in the order the writer committed them and this runs up to its first
-        await when the merge's result is delivered, so no later merge is applied first."""
+        await when the merge's result is delivered, so no later merge is applied first; the
+        index takes their signal changes in that order too (``index_order``)."""
         if result.membership is not None:
             self.set_membership(result.membership)
         for fork_hook in self.on_forks if result.forks else ():
             fork_hook(result.forks)
-        if result.signal_changes:
-            async with self.index_lock:  # off the loop: an add may compact a 10 M index
-                await asyncio.to_thread(apply_signal_changes, self.index, result.signal_changes)
+        changes = result.signal_changes
+        await index_signal_changes(self.index, self.index_lock, changes, order=self.index_order)
         for status, count in result.counts().items():
             self.counters[f"merge_{status}"] = self.counters.get(f"merge_{status}", 0) + count
         self.metrics.merge_done(result)
@@ -197,6 +199,23 @@ def _log_merge(result: MergeResult, source: str | None, membership: Membership |
                 len(result.outcomes), ", ".join(reasons), extra=rejected[0])  # fmt: skip
     if result.accepted and source:
         log.info("merged %d new records", len(result.accepted), extra=peer)
+
+
+async def index_signal_changes(
+    index: MatchIndex, lock: asyncio.Lock, changes: Sequence[SignalChange], *, order: asyncio.Lock
+) -> None:
+    """Index a merge's signal changes a chunk at a time, off the loop (an add may compact a
+    10 M index). A match waiting for the index (``lock``) goes between two chunks, so a burst
+    of records never holds matching up for long; merges are indexed one after the other, in
+    the order they were committed (``order``: a signal and its retraction may come in two
+    merges). Both locks are first come, first served."""
+    if not changes:
+        return
+    async with order:
+        for start in range(0, len(changes), INDEX_CHUNK_CHANGES):
+            async with lock:
+                chunk = changes[start : start + INDEX_CHUNK_CHANGES]
+                await asyncio.to_thread(apply_signal_changes, index, chunk)
 
 
 def apply_signal_changes(index: MatchIndex, changes: Sequence[SignalChange]) -> None:

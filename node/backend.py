@@ -8,14 +8,16 @@ Mutating commands (add, retract, opinion, member vote, peers add, import) work w
   would fork it). The two lookups the API does not offer -- an author's head seq, "does this
   member already list this hash" -- read the database through a read-only connection, which
   WAL lets run beside the node's writer.
-- ``StoreBackend`` when no node runs: the command opens the store as its one writer
+- ``StoreBackend`` when no node runs: the command takes the home's lock (``node.homelock``,
+  the one ``hashmesh serve`` holds while it runs), opens the store as its one writer
   (``Store.open(..., create=True)``), signs with the member key and merges; the next
   ``hashmesh serve`` gossips what was written. The checks the local API makes (taxonomy, "only
   the contributor retracts", own records must be accepted) are made here too.
 
-Both answer in the local API's JSON shapes, so a command prints the same either way. A node
-started in the instant between the check and an offline write would not see that write's
-frontier; start nodes with ``hashmesh serve`` and run commands after it is ready.
+The lock decides, not ``node.json``: a node that holds it is reached through its API (or, while
+it starts and has no API yet, the command is refused), and no node can start while an offline
+command writes. Both answer in the local API's JSON shapes, so a command prints the same
+either way.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import click
+
 from node.config import normalise_peer
 from node.errors import ApiError, ConfigError
 from node.home import NodeHome
+from node.homelock import SERVE, HomeBusyError, HomeLock
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
 from protocol.errors import LocalProtocolError
 from protocol.federation import Federation
@@ -149,13 +154,34 @@ def open_backend(home: NodeHome) -> Iterator[Backend]:
     """The running node's API if it runs, else the store itself (created if need be)."""
     home.require()
     federation = home.federation()
-    if home.runtime() is not None:
-        yield ApiBackend(home, federation, LocalApi.for_home(home))
+    route = _lock_or_api(home)
+    if isinstance(route, LocalApi):
+        yield ApiBackend(home, federation, route)
         return
     from node.store import Store
 
-    with Store.open(home.db_path, federation, create=True) as store:
+    with route, Store.open(home.db_path, federation, create=True) as store:
         yield StoreBackend(store, home.key(), federation)
+
+
+def _lock_or_api(home: NodeHome) -> HomeLock | LocalApi:
+    """The home's lock for writing the store here, or the API of the node that holds it."""
+    try:
+        return HomeLock.acquire(home.path, _command_name())
+    except HomeBusyError as busy:
+        if home.runtime() is not None:
+            return LocalApi.for_home(home)
+        if busy.holder.command == SERVE:
+            hint = "its local API is not answering (it is starting or stopping): try again soon"
+        else:
+            hint = "run this command again when it has finished"
+        raise HomeBusyError(home.path, busy.holder, hint=hint) from None
+
+
+def _command_name() -> str:
+    """The running CLI command ("import", "member vote admit"), named in the lock file."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.command_path.partition(" ")[2] if ctx is not None else "unknown"
 
 
 def _identity(membership: Membership, key: str) -> str:

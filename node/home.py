@@ -10,6 +10,7 @@ Layout::
     HOME/federation.json   the verified genesis document, once joined
     HOME/hashmesh.db       the SQLite store (+ -wal, -shm)
     HOME/node.json         written while `hashmesh serve` runs: its URL and pid
+    HOME/node.lock         flock of the one process writing the home (node.homelock)
 """
 
 from __future__ import annotations

@@ -310,11 +310,8 @@ async def _with_provenance(
     node: Node, queries: Sequence[Query], hits: list[list[Hit]], max_hits: int
 ) -> list[dict[str, Any]]:
     rows = sorted({h.key for per in hits for h in per[:max_hits]})
-    if not rows:
-        details: list[dict[str, object]] = []
-    else:
-        now = now_ms()
-        details = await node.store.read(lambda s: s.signal_rows(rows, now_ms=now))
+    now = now_ms()
+    details = await node.store.read(lambda s: s.signal_rows(rows, now_ms=now)) if rows else []
     by_row = {cast(int, d["row"]): d for d in details}
     results = []
     for query, per in zip(queries, hits, strict=True):

@@ -8,6 +8,10 @@ home's certificate, or over plain HTTP when ``[tls] enabled = false`` (said loud
 at start). When TLS is on, ``api_listen`` (loopback only; default: listen port + 1) serves the
 same app over plain HTTP for the CLI, health checks and Prometheus on this host. While the
 node runs, ``HOME/node.json`` records the pid and the local API URL so CLI commands find it.
+
+One node per home: ``run_node`` first takes the home's lock (``node.homelock``); a second
+``serve`` is refused before it logs, binds or writes anything, so ``node.json`` is only ever
+written and removed by the node that holds the lock.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from node.app import NODE, make_app
 from node.config import NodeConfig
 from node.deadlines import GuardedRunner, counting
 from node.home import NodeHome
+from node.homelock import SERVE, HomeLock
+from node.runtime import tune_for_serving
 from node.tls import NodeTls
 
 SHUTDOWN_TIMEOUT_S = 5.0
@@ -149,7 +155,11 @@ async def _serve(app: web.Application, config: NodeConfig) -> None:
 
 
 def run_node(config: NodeConfig, *, log_format: str = "text") -> None:
-    configure_logging(log_format)
-    app = make_app(config)
-    app.cleanup_ctx.append(_runtime_ctx(config))  # type: ignore[arg-type]
-    asyncio.run(_serve(app, config))
+    """Serve the home in config; HomeBusyError at once, having touched nothing, if a node
+    (or an offline write command) holds the home's lock."""
+    with HomeLock.acquire(config.home, SERVE):
+        tune_for_serving()
+        configure_logging(log_format)
+        app = make_app(config)
+        app.cleanup_ctx.append(_runtime_ctx(config))  # type: ignore[arg-type]
+        asyncio.run(_serve(app, config))
