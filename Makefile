@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 PYTHON ?= python3
 
-.PHONY: test lint types unit demo bench clean vectors
+.PHONY: test lint types unit fuzz demo bench clean vectors
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ types: $(STAMP)
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q -n 4
+
+fuzz: $(STAMP)
+	HASHMESH_FUZZ_DEPTH=1 $(VENV)/bin/pytest -q -n 2 tests/protocol tests/node/test_store_crash.py
 
 demo: $(STAMP)
 	$(VENV)/bin/hashmesh demo

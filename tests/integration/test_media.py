@@ -224,9 +224,14 @@ def test_match_reports_each_file_and_fails_closed(fed: Fed) -> None:
 def test_record_export_is_paged(fed: Fed) -> None:
     """GET /v1/records honours after_author, after_seq and limit; a page never splits a seq,
     so c's fork (two records at seq 1) travels in one page."""
+    # b's chain, so the export has pages before and after the fork; its first record is the one
+    # another test imports (signatures are deterministic), so the order of tests does not matter
+    chain = [signed(fed, fed.b, 1, None, SignalBody("pdq", ZERO_PDQ, (LABEL,)))]
+    for n in range(2, 4):
+        chain.append(signed(fed, fed.b, n, chain[-1].id, SignalBody("md5", f"b{n}" * 16, (LABEL,))))
     first = signed(fed, fed.c, 1, None, SignalBody("md5", "c1" * 16, (LABEL,)))
     twin = signed(fed, fed.c, 1, None, SignalBody("md5", "c2" * 16, (LABEL,)))
-    import_records(fed.a, first, twin)
+    import_records(fed.a, *chain, first, twin)
     status, everything = request(fed.a, "GET", "/v1/records")
     assert status == 200
     lines = everything.splitlines()

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -52,7 +53,8 @@ def start(nodes: list[NodeProc], started: list[NodeProc]) -> None:
 
 
 def add_signal(node: NodeProc, n: int) -> str:
-    body = {"type": "pdq", "value": f"{n:064x}", "labels": ["entity:test"]}
+    value = hashlib.sha256(str(n).encode()).hexdigest()  # a PDQ hash with features
+    body = {"type": "pdq", "value": value, "labels": ["entity:test"]}
     return str(node.api("POST", "/v1/signals", body)["id"])
 
 

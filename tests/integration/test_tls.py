@@ -193,7 +193,8 @@ def test_federation_over_pinned_tls_converges_and_refuses_an_impostor(
         error = peer(a, c.url)["last_error"]
         assert error.startswith("TLS refused (mismatch)") and c.spki in error
         after = metric(a, "hashmesh_tls_pin_failures_total", peer=c.url, reason="mismatch")
-        assert after == before + 1
+        # at least this sync's refusal; the background gossip round may have met the impostor too
+        assert after >= before + 1
         assert "refused peer" in a.log() and "TLS pin mismatch" in a.log()
         assert impostor.requests == 0  # refused in the handshake: no signed request leaked
     finally:

@@ -21,13 +21,14 @@ import threading
 import time
 from pathlib import Path
 
+from fuzzdepth import depth
 from store_helpers import T0, Author, History, fold_json, hash_value, key, make_federation
 
 from node.store import Store
 from protocol import Federation, Record, RetractBody, SignalBody, VoteBody
 
 CHILD = Path(__file__).with_name("store_crash_child.py")
-KILLS = 22
+KILLS = depth(22, floor=8)
 BATCH = 120
 RECEIVED_MS = 1_763_900_000_000
 NOW = T0 + 10**7

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 import rfc8785
+from fuzzdepth import depth
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -297,7 +298,7 @@ SPLICE_TOKENS = [
 
 
 @settings(
-    max_examples=10_000,
+    max_examples=depth(10_000),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -395,7 +396,7 @@ def signed_variants(draw: st.DrawFn) -> bytes:
     return data
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=depth(2500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(signed_variants(), signed_variants(), mutated_records()))
 def test_fast_path_agrees_with_precise_path(data: bytes) -> None:
     fast = _outcome(lambda d: decode_record(d, FED), data)

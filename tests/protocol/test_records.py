@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from fuzzdepth import depth
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -607,7 +608,7 @@ _signal_objects = st.one_of(
 )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=depth(3000), deadline=None)
 @given(_signal_objects)
 def test_signal_fast_path_agrees_with_the_constructor(obj: dict[str, object]) -> None:
     """Whenever the fast path builds a signal body, the constructor builds the same one; when

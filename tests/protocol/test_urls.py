@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fuzzdepth import depth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -136,7 +137,7 @@ urls = st.builds(
 )
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=depth(1000), deadline=None)
 @given(st.one_of(urls, st.text(max_size=40)))
 def test_normalisation_is_idempotent_or_rejects(raw: str) -> None:
     try:
