@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -60,6 +61,7 @@ from node.audit_checks import (
     violation,
 )
 from node.errors import NodeError
+from node.verify_pool import start_worker
 from protocol import Federation, Head, Membership, Record, fold_state
 from protocol.batch import VerifyResult, trusted_record, verify_records
 from protocol.chain import find_forks
@@ -276,10 +278,13 @@ def verify_chunks(
 @contextmanager
 def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A pool of verification workers (forkserver: the parent may hold SQLite connections);
-    a worker that dies makes the source un-auditable here, not a crash."""
+    a worker that dies makes the source un-auditable here, not a crash. The workers exit with
+    the auditing process, however it ends (they run at its priority: an audit is the job)."""
     context = multiprocessing.get_context("forkserver")
     try:
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=start_worker, initargs=(os.getpid(), 0)
+        ) as pool:
             yield pool
     except BrokenProcessPool as e:
         raise AuditError(f"a verification worker process died: {e}") from e

@@ -202,3 +202,35 @@ def test_kill_9_takes_every_helper_process_down(fed: tuple[Federation, list[Node
     assert matched(node, "md5", md5_of(f"{nodes[0].name} 400"))
     node.stop()
     assert not (node.home / "node.json").exists()
+
+
+def test_audit_workers_exit_with_a_killed_auditor() -> None:
+    """An audit's verification workers watch the auditing process: kill -9 leaves no orphan."""
+    script = (
+        "import os, sys, time\n"
+        "from node.audit import _pool\n"
+        "with _pool(2) as pool:\n"
+        "    pids = {job.result() for job in [pool.submit(os.getpid) for _ in range(8)]}\n"
+        "    print(' '.join(map(str, sorted(pids))), flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    auditor = subprocess.Popen(
+        [sys.executable, "-W", "ignore", "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert auditor.stdout is not None
+        pids = [int(p) for p in auditor.stdout.readline().split()]
+        workers = [(pid, int(fields[19])) for pid in pids if (fields := _stat(pid)) is not None]
+        assert workers and all(alive(w) for w in workers)
+    finally:
+        auditor.kill()
+        auditor.wait()
+        auditor.stdout.close()
+    began = time.monotonic()
+    try:
+        wait_until(lambda: not any(alive(w) for w in workers), timeout=10)
+    finally:
+        for worker in workers:
+            if alive(worker):
+                os.kill(worker[0], signal.SIGKILL)
+    assert time.monotonic() - began < 5
