@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 PYTHON ?= python3
 
-.PHONY: test lint types unit fuzz demo bench clean vectors
+.PHONY: test lint types unit fuzz demo bench clean vectors test-min
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ unit: $(STAMP)
 fuzz: $(STAMP)
 	HASHMESH_FUZZ_DEPTH=1 $(VENV)/bin/pytest -q -n 2 tests/protocol tests/node/test_store_crash.py
 
+# The lowest versions pyproject.toml allows, installed exactly, in a venv of their own.
+test-min:
+	rm -rf .venv-min && $(PYTHON) -m venv .venv-min
+	.venv-min/bin/python -m pip install --quiet --upgrade pip
+	.venv-min/bin/python -m pip install --quiet -e '.[test]' $$($(PYTHON) scripts/min_requirements.py)
+	.venv-min/bin/pytest -q -n 4 -p no:cacheprovider
+
 demo: $(STAMP)
 	$(VENV)/bin/hashmesh demo
 
@@ -38,4 +45,4 @@ bench: $(STAMP)
 	for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-min build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -280,3 +280,18 @@ def test_example_config_starts_a_node(tmp_path: Path) -> None:
         assert spki_fingerprint_der(ssl.PEM_cert_to_DER_cert(served)) == node.spki
     finally:
         node.stop()
+
+
+def test_systemd_unit_header_installs_as_the_readme_does() -> None:
+    """The unit's own install steps are deploy/README.md's, in the same order: the home is
+    made and initialised before the service is enabled (a node cannot start on an empty home)."""
+    header = [
+        line.removeprefix("#").strip()
+        for line in (DEPLOY / "hashmesh.service").read_text().split("[Unit]")[0].splitlines()
+    ]
+    readme = (DEPLOY / "README.md").read_text().split("## systemd", 1)[1]
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    steps = [line.strip() for line in block.splitlines() if not line.startswith("journalctl")]
+    assert [s for s in steps if s] == [s for s in header if s in steps]
+    order = [s.split()[0] + " " + s.split()[1] for s in steps if s and not s.startswith(("#", "--"))]
+    assert order.index("sudo -u") < order.index("systemctl daemon-reload")
