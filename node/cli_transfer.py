@@ -20,7 +20,7 @@ from node.backend import Backend, SignalQuery, now_ms, open_backend
 from node.cli import emit, home_option, json_option
 from node.cli_signals import contribute, label_option
 from node.config import load_config
-from node.errors import InputError
+from node.errors import InputError, explain
 from node.formats import (
     batches,
     csv_text,
@@ -201,7 +201,7 @@ def _hash_list_bodies(
             bodies.append(SignalBody(entry.type, entry.value, merged, note or None, expiry))
             check_authorable(entry.type, entry.value)  # a featureless value (SPEC 5.3)
         except RemoteProtocolError as e:
-            raise InputError(f"{entry.source}: {e.diagnostics()}") from e
+            raise InputError(f"{entry.source}: {explain(e, kind=False)}") from e
     return bodies
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.config import TlsConfig, normalise_peer, render_config, split_listen
-from node.errors import ConfigError
+from node.errors import ConfigError, explain
 from protocol.errors import RemoteProtocolError
 from protocol.federation import Federation, parse_genesis
 from protocol.keys import SigningKey
@@ -99,7 +99,7 @@ class NodeHome:
         try:
             return parse_genesis(data)
         except RemoteProtocolError as e:
-            raise ConfigError(f"{self.genesis_path} is invalid: {e.diagnostics()}") from e
+            raise ConfigError(f"{self.genesis_path} is invalid: {explain(e)}") from e
 
     def has_federation(self) -> bool:
         return self.genesis_path.exists()

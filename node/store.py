@@ -376,13 +376,16 @@ class Store:
         fork_seqs = dict(
             self.conn.execute("SELECT key, fork_seq FROM keys WHERE fork_seq IS NOT NULL")
         )
-        records = [
+        return derive(self.federation, heads, fork_seqs, self.membership_records())
+
+    def membership_records(self) -> list[Record]:
+        """Every stored vote and rotate record (what membership is derived from)."""
+        return [
             trusted_record(raw, rid.hex())
             for rid, raw in self.conn.execute(
                 "SELECT id, raw FROM records WHERE kind IN ('vote', 'rotate')"
             )
         ]
-        return derive(self.federation, heads, fork_seqs, records)
 
     # -- signals -------------------------------------------------------------------------
 

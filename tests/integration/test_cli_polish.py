@@ -1,0 +1,200 @@
+"""The frictions a new operator hits in the first hour (issue 14), each driven through the
+real ``hashmesh`` command: every call below is a subprocess, as an operator would type it.
+
+Most tests need no running node: a module-scoped federation of two homes ("Alpha" and
+"Delta Co", threshold 2) is founded with the harness and used offline; tests that need a
+node start one and stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import REPO, found_federation
+
+from node.home import NodeHome
+
+CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception)\b")
+
+
+def hm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `hashmesh ARGS` as a user would (no HASHMESH_HOME in the environment)."""
+    base = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
+    return subprocess.run(
+        [sys.executable, "-m", "node", *args],
+        capture_output=True, text=True, env=base | (env or {}), cwd=REPO, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+def ok(*args: str) -> str:
+    result = hm(*args)
+    assert result.returncode == 0, f"hashmesh {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def ok_json(*args: str) -> Any:
+    return json.loads(ok(*args, "--json"))
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The result failed with exit 2 and exactly one stderr line, in words, no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hashmesh: error: "), result.stderr
+    assert not CLASS_NAME.search(lines[0]) and "expected None" not in lines[0], lines[0]
+    return lines[0]
+
+
+class Homes:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        _, nodes = found_federation(root, ["Alpha", "Delta Co"], threshold=2)
+        self.alpha, self.delta = (str(n.home) for n in nodes)
+        self.keys = {n.name: n.key for n in nodes}
+        self.genesis = root / "federation.json"
+        self.genesis.write_bytes(NodeHome(nodes[0].home).genesis_path.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def homes(tmp_path_factory: pytest.TempPathFactory) -> Homes:
+    return Homes(tmp_path_factory.mktemp("polish"))
+
+
+# ---- --verbose, exit codes and error text -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("-v", "add", "{home}", "--hash", "pdq:abc"), ("add", "{home}", "--hash", "pdq:abc", "-v"),
+     ("add", "{home}", "--hash", "pdq:abc", "--verbose")],
+    ids=["before", "after", "long-after"],
+)  # fmt: skip
+def test_verbose_anywhere_shows_a_traceback_and_bad_input_still_exits_2(
+    homes: Homes, args: tuple[str, ...]
+) -> None:
+    argv = [a if a != "{home}" else f"--home={homes.alpha}" for a in args]
+    result = hm(*argv)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("hashmesh: error: bad input: --hash: a pdq hash is 64 hex characters")
+
+
+def test_bad_input_without_verbose_is_one_line_in_words(homes: Homes) -> None:
+    line = one_line_error(hm("add", "--home", homes.alpha, "--hash", "pdq:abc"))
+    assert line == (
+        "hashmesh: error: bad input: --hash: a pdq hash is 64 hex characters "
+        "(expected 64 hex chars, got 'abc')"
+    )
+    label = one_line_error(hm("add", "--home", homes.alpha, "--hash", "md5:" + "a" * 32,
+                              "--label", "Not A Label!"))  # fmt: skip
+    assert "--label" in label
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [(("add", "--bogus"), "usage: No such option '--bogus'"),
+     (("nosuch",), "usage: No such command 'nosuch'"),
+     (("member", "vote", "remove"), "usage: Missing argument 'MEMBER'"),
+     (("signals", "--limit", "0"), "usage: Invalid value for '--limit'")],
+    ids=["option", "command", "argument", "value"],
+)  # fmt: skip
+def test_usage_errors_are_one_line_like_every_other_error(
+    args: tuple[str, ...], words: str
+) -> None:
+    line = one_line_error(hm(*args))
+    assert line.startswith(f"hashmesh: error: {words}"), line
+    assert line.endswith("--help')"), line
+
+
+# ---- member arguments; federation show -----------------------------------------------------
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Homes:
+    """A federation of its own, for a test that writes records."""
+    return Homes(tmp_path)
+
+
+def _voted_against(output: str) -> str:
+    return str(json.loads(output)["record"]["body"]["member"])
+
+
+def test_member_arguments_take_a_name_in_any_case_or_a_key_prefix(fresh: Homes) -> None:
+    delta_key, alpha_key = fresh.keys["Delta Co"], fresh.keys["Alpha"]
+    by_name = ok("member", "vote", "remove", "--home", fresh.alpha, "Delta Co", "--json")
+    by_case = ok("member", "vote", "remove", "--home", fresh.alpha, "dELTA cO", "--json")
+    by_prefix = ok("member", "vote", "remove", "--home", fresh.delta, alpha_key[:6], "--json")
+    assert [_voted_against(o) for o in (by_name, by_case, by_prefix)] == [
+        delta_key, delta_key, alpha_key,
+    ]  # fmt: skip
+    human = ok("member", "vote", "remove", "--home", fresh.alpha, delta_key.upper())
+    assert human.startswith(f"voted to remove 'Delta Co' ({delta_key}) after seq ")
+    ok("add", "--home", fresh.alpha, "--hash", "md5:" + "a" * 32)
+    listed = ok_json("signals", "--home", fresh.alpha, "--member", "ALPHA")["signals"]
+    assert [s["member_name"] for s in listed] == ["Alpha"]
+    assert ok_json("signals", "--home", fresh.alpha, "--member", "delta co")["signals"] == []
+
+    unknown = one_line_error(hm("member", "vote", "remove", "--home", fresh.alpha, "Nobody"))
+    assert unknown == (
+        "hashmesh: error: bad input: no member is named 'Nobody' or has a key starting with it "
+        "(members: 'Alpha', 'Delta Co'; see 'hashmesh federation show')"
+    )
+    assert "no member is named 'zz'" in one_line_error(
+        hm("signals", "--home", fresh.alpha, "--member", "zz")
+    )
+
+
+def test_an_ambiguous_member_argument_is_refused_naming_the_candidates() -> None:
+    from node.cli import resolve_member
+    from node.errors import InputError
+
+    members = [
+        {"name": name, "identity": key, "key": key}
+        for name, key in (("Alpha", "ab12" + "0" * 60), ("alpha", "ab34" + "0" * 60))
+    ]
+    assert resolve_member(members, "AB3")["name"] == "alpha"
+    for text in ("ab", "ALPHA"):
+        with pytest.raises(InputError, match=r"matches 2 members: 'Alpha' \(ab12"):
+            resolve_member(members, text)
+
+
+def test_federation_show_is_the_current_view(fresh: Homes, tmp_path: Path) -> None:
+    newco = tmp_path / "newco"
+    ok("init", "--home", str(newco), "--name", "Newco")
+    card = tmp_path / "newco.card.json"
+    card.write_text(ok("card", "--home", str(newco)))
+    newco_key = json.loads(card.read_text())["key"]
+    ok("member", "vote", "admit", "--home", fresh.alpha, str(card))
+    ok("member", "vote", "remove", "--home", fresh.alpha, "Delta Co")
+    shown = ok_json("federation", "show", "--home", fresh.alpha)
+    assert [(v["action"], v["name"], v["votes"], v["threshold"], v["voters"])
+            for v in shown["pending_votes"]] == [
+        ("admit", "Newco", 1, 2, ["Alpha"]), ("remove", "Delta Co", 1, 2, ["Alpha"]),
+    ]  # fmt: skip
+    assert "entity:" in shown["taxonomy"]
+    text = ok("federation", "show", "--home", fresh.alpha)
+    assert f"admit 'Newco' as member ({newco_key[:16]}…): 1 of 2 (voted: Alpha)" in text
+    assert "taxonomy  behaviour:glorification" in text and "entity:NAME" in text
+
+    ok("member", "vote", "admit", "--home", fresh.delta, str(card))  # the second vote, on Delta
+    votes = tmp_path / "delta.jsonl"
+    ok("export", "--home", fresh.delta, "-o", str(votes))
+    ok("import", "--home", fresh.alpha, str(votes))
+    shown = ok_json("federation", "show", "--home", fresh.alpha)
+    assert [(m["name"], m["founder"], m["admitted_by"], m["removed"])
+            for m in shown["members"]] == [
+        ("Alpha", True, [], False), ("Delta Co", True, [], False),
+        ("Newco", False, ["Alpha", "Delta Co"], False),
+    ]  # fmt: skip
+    assert [(v["action"], v["name"]) for v in shown["pending_votes"]] == [("remove", "Delta Co")]
+    text = ok("federation", "show", "--home", fresh.alpha)
+    assert re.search(r"member +Newco +[0-9a-f]{64}  admitted by Alpha, Delta Co", text), text
