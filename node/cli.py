@@ -198,17 +198,51 @@ def _read_json(path: Path) -> Any:
 @federation.command("create")
 @click.option("--name", required=True, help="Federation name.")
 @click.option("--threshold", type=int, required=True, help="Votes needed to admit/remove.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("federation.json"))
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write the draft to FILE (default: print it on standard output).",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @click.argument("cards", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def federation_create(name: str, threshold: int, output: Path, cards: tuple[Path, ...]) -> None:
-    """Draft an unsigned genesis from the founders' CARD files."""
-    founders = []
-    for path in cards:
-        c = _read_json(path)
-        founders.append(Founder(name=c["name"], key=c["key"], role=c.get("role", "member")))
-    document = draft_genesis(name, threshold, founders)
-    output.write_bytes(encode_canonical(document))
+def federation_create(
+    name: str, threshold: int, output: Path | None, force: bool, cards: tuple[Path, ...]
+) -> None:
+    """Draft an unsigned genesis from the founders' CARD files.
+
+    Prints the draft, or writes it to --output; an existing file (perhaps a genesis the
+    founders already signed) is never overwritten without --force.
+    """
+    founders = [Founder(c["name"], c["key"], c["role"]) for c in map(_read_card, cards)]
+    document = encode_canonical(draft_genesis(name, threshold, founders))
+    if output is None:
+        click.echo(document.decode())
+        click.echo("every founder now runs 'hashmesh federation sign FILE' on it", err=True)
+        return
+    write_new(output, document, force=force)
     click.echo(f"wrote {output}: every founder now runs 'hashmesh federation sign {output}'")
+
+
+def write_new(path: Path, data: bytes, *, force: bool) -> None:
+    """Write path whole (a temporary file renamed over it), refusing an existing file
+    unless force."""
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; refusing to overwrite it (pass --force to replace it)")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _read_card(path: Path) -> dict[str, str]:
+    """A member card ('hashmesh card' output): name, key and role."""
+    card = _read_json(path)
+    if not isinstance(card, dict) or not {"name", "key"} <= card.keys():
+        raise InputError(f"{path} is not a member card (JSON with name and key)")
+    return {"name": str(card["name"]), "key": str(card["key"]).strip().lower(),
+            "role": str(card.get("role", "member"))}  # fmt: skip
 
 
 @federation.command("sign")
@@ -229,7 +263,8 @@ def federation_sign(home: Path, document: Path) -> None:
 def federation_join(home: Path, document: Path, as_json: bool) -> None:
     """Verify every founder signature and install the federation in this home."""
     node_home = NodeHome(home).require()
-    fed = verify_genesis(decode_canonical(document.read_bytes(), max_bytes=1 << 20))  # type: ignore[arg-type]
+    data = document.read_bytes().rstrip(b"\n")  # as printed by 'federation create'
+    fed = verify_genesis(decode_canonical(data, max_bytes=1 << 20))  # type: ignore[arg-type]
     node_home.install_federation(fed)
     emit({"federation": fed.id, "name": fed.name}, as_json, f"joined {fed.name!r} ({fed.id})")
 
@@ -416,10 +451,8 @@ def vote() -> None:
 @json_option
 def vote_admit(home: Path, card_file: Path, as_json: bool) -> None:
     """Vote to admit the member whose CARD file ('hashmesh card' output) is given."""
-    c = _read_json(card_file)
-    if not isinstance(c, dict) or not {"name", "key"} <= c.keys():
-        raise InputError(f"{card_file} is not a member card (JSON with name and key)")
-    body = VoteBody("admit", str(c["key"]), name=str(c["name"]), role=str(c.get("role", "member")))
+    c = _read_card(card_file)
+    body = VoteBody("admit", c["key"], name=c["name"], role=c["role"])
     with open_backend(NodeHome(home).require()) as backend:
         record = authored(backend.author(body))
     emit(record, as_json, f"voted to admit {body.name!r} ({body.member})\n  vote {record['id']}")

@@ -65,10 +65,13 @@ def progress(total: int, what: str, quiet: bool) -> Iterator[Any]:
 )  # fmt: skip
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Write to this file instead of standard output.",
+    help="Write to this file instead of standard output (never over one without --force).",
 )  # fmt: skip
-def export(home: Path, fmt: str, output: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+def export(home: Path, fmt: str, output: Path | None, force: bool) -> None:
     """Export the list: signed records as jsonl, or active signals as csv."""
+    if output is not None and output.exists() and not force:
+        raise InputError(f"{output} exists; refusing to overwrite it (pass --force to replace it)")
     with open_backend(NodeHome(home).require()) as backend, _sink(output) as sink:
         count = _write_jsonl(backend, sink) if fmt == "jsonl" else _write_csv(backend, sink)
     if output is not None:

@@ -23,7 +23,7 @@ def members_json(membership: Membership) -> list[dict[str, Any]]:
     ordered = sorted(membership.members.values(), key=lambda m: (not m.is_founder, m.name))
     return [
         {"name": m.name, "identity": m.identity, "key": m.current_key, "role": m.role,
-         "founder": m.is_founder, "admitted_by": [names[v] for v in m.admitted_by],
+         "founder": m.is_founder, "admitted_by": sorted(names[v] for v in m.admitted_by),
          "removed": m.removed}
         for m in ordered
     ]  # fmt: skip

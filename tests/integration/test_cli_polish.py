@@ -24,12 +24,15 @@ from node.home import NodeHome
 CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception)\b")
 
 
-def hm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def hm(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     """Run `hashmesh ARGS` as a user would (no HASHMESH_HOME in the environment)."""
     base = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
+    base["PYTHONPATH"] = str(REPO)  # this checkout's code, from any working directory
     return subprocess.run(
         [sys.executable, "-m", "node", *args],
-        capture_output=True, text=True, env=base | (env or {}), cwd=REPO, timeout=60,
+        capture_output=True, text=True, env=base | (env or {}), cwd=cwd, timeout=60,
         check=False,
     )  # fmt: skip
 
@@ -198,3 +201,64 @@ def test_federation_show_is_the_current_view(fresh: Homes, tmp_path: Path) -> No
     assert [(v["action"], v["name"]) for v in shown["pending_votes"]] == [("remove", "Delta Co")]
     text = ok("federation", "show", "--home", fresh.alpha)
     assert re.search(r"member +Newco +[0-9a-f]{64}  admitted by Alpha, Delta Co", text), text
+
+
+# ---- nothing overwritten, nothing half-made ------------------------------------------------
+
+
+def test_federation_create_prints_the_draft_and_never_overwrites_a_file(
+    homes: Homes, tmp_path: Path
+) -> None:
+    cards = []
+    for home in (homes.alpha, homes.delta):
+        cards.append(tmp_path / f"{len(cards)}.card.json")
+        cards[-1].write_text(ok("card", "--home", home))
+    signed = tmp_path / "federation.json"  # the genesis every founder signed, in the cwd
+    signed.write_bytes(homes.genesis.read_bytes())
+    create = ["federation", "create", "--name", "Second", "--threshold", "1", *map(str, cards)]
+
+    printed = hm(*create, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["body"]["name"] == "Second"
+    assert "hashmesh federation sign" in printed.stderr
+    assert signed.read_bytes() == homes.genesis.read_bytes()
+
+    refused = one_line_error(hm(*create, "-o", "federation.json", cwd=tmp_path))
+    assert refused == (
+        "hashmesh: error: bad input: federation.json exists; refusing to overwrite it "
+        "(pass --force to replace it)"
+    )
+    assert signed.read_bytes() == homes.genesis.read_bytes()
+    ok(*create, "-o", str(signed), "--force")
+    assert json.loads(signed.read_text())["body"]["name"] == "Second"
+
+    draft = tmp_path / "draft.json"  # the printed draft, saved by the shell, signs and joins
+    draft.write_text(printed.stdout)
+    signing = ok("federation", "sign", "--home", homes.alpha, str(draft))
+    assert signing == "signed; 1 founder signature(s) still missing\n"
+
+    backup = tmp_path / "backup.jsonl"
+    backup.write_text("keep me\n")
+    assert "backup.jsonl exists; refusing to overwrite it" in one_line_error(
+        hm("export", "--home", homes.alpha, "-o", str(backup))
+    )
+    assert backup.read_text() == "keep me\n"
+
+
+def test_a_failing_init_creates_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["--home", str(tmp_path / "a"), "--name", ""], {}, "--name '': a name is 1..100"),
+        (["--home", str(empty), "--name", " padded"], {}, "--name ' padded': a name is"),
+        (["--home", str(tmp_path / "b" / "c"), "--name", "B", "--listen", "nope"], {},
+         "listen must be HOST:PORT"),
+        (["--home", str(tmp_path / "d"), "--name", "D"], {"HASHMESH_API_LISTEN": "8.8.8.8:1"},
+         "api_listen serves plain HTTP and must be a loopback address"),
+    ]  # fmt: skip
+    for args, env, words in cases:
+        assert words in one_line_error(hm("init", *args, env=env))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+    assert list(empty.iterdir()) == []
+    ok("init", "--home", str(empty), "--name", "Fine")  # the same directory, good input
+    assert (empty / "member.key").exists()
