@@ -39,6 +39,14 @@ from protocol.federation import (
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
 
+def _checked_home(ctx: click.Context, param: click.Parameter, home: Path) -> Path:
+    """A node home's config.toml is loaded (and so validated) before any command runs, so
+    garbage or an unknown key is reported by every command exactly as 'serve' reports it."""
+    if NodeHome(home).exists():
+        load_config(home)
+    return home
+
+
 def home_option(f: Any) -> Any:
     return click.option(
         "--home",
@@ -47,6 +55,7 @@ def home_option(f: Any) -> Any:
         default=Path("."),
         show_default="$HASHMESH_HOME or .",
         help="The node home directory.",
+        callback=_checked_home,
     )(f)
 
 
@@ -121,7 +130,10 @@ cli.params.insert(0, verbose_option())
 
 
 @cli.command()
-@home_option
+@click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), envvar="HASHMESH_HOME",
+    default=Path("."), show_default="$HASHMESH_HOME or .", help="The node home directory.",
+)  # fmt: skip
 @click.option("--name", required=True, help="This member's display name.")
 @click.option("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", show_default=True)
 @click.option("--url", default=None, help="URL peers use to reach this node.")
@@ -265,8 +277,10 @@ def federation_join(home: Path, document: Path, as_json: bool) -> None:
     node_home = NodeHome(home).require()
     data = document.read_bytes().rstrip(b"\n")  # as printed by 'federation create'
     fed = verify_genesis(decode_canonical(data, max_bytes=1 << 20))  # type: ignore[arg-type]
-    node_home.install_federation(fed)
-    emit({"federation": fed.id, "name": fed.name}, as_json, f"joined {fed.name!r} ({fed.id})")
+    repaired = node_home.install_federation(fed)
+    note = f"\nreplaced the damaged {node_home.genesis_path}" if repaired else ""
+    emit({"federation": fed.id, "name": fed.name, "repaired": repaired}, as_json,
+         f"joined {fed.name!r} ({fed.id}){note}")  # fmt: skip
 
 
 @federation.command("show")

@@ -35,6 +35,7 @@ from rich.table import Table
 
 from node import audit as engine
 from node.audit import MAX_LISTED, AuditError, AuditResult, Comparison, Snapshot, canonical_json
+from node.config import load_config
 from node.home import NodeHome
 from protocol import Federation, SigningKey
 from protocol.errors import RemoteProtocolError
@@ -93,6 +94,7 @@ def _pinned(home: Path | None, genesis: Path | None) -> tuple[Federation | None,
     if home is None:
         return fed, None
     node_home = NodeHome(home).require()
+    load_config(home)  # validated as by every command
     return fed or node_home.federation(), node_home.key()
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.config import TlsConfig, load_config, normalise_peer, render_config, split_listen
-from node.errors import ConfigError, explain
+from node.errors import ConfigError, NodeError, explain
 from protocol.errors import RemoteProtocolError
 from protocol.federation import Federation, check_name, parse_genesis
 from protocol.keys import SigningKey
@@ -100,21 +100,60 @@ class NodeHome:
         try:
             return parse_genesis(data)
         except RemoteProtocolError as e:
-            raise ConfigError(f"{self.genesis_path} is invalid: {explain(e)}") from e
+            raise ConfigError(
+                f"{self.genesis_path} is damaged ({explain(e)}); re-install it with "
+                f"'hashmesh federation join --home {self.path} GENESIS', GENESIS being the "
+                "federation's signed genesis document (every founder holds a copy)"
+            ) from e
 
     def has_federation(self) -> bool:
         return self.genesis_path.exists()
 
-    def install_federation(self, federation: Federation) -> None:
+    def install_federation(self, federation: Federation) -> bool:
+        """Install the verified genesis; True when it replaced a damaged federation.json.
+
+        A damaged file is replaced only when that is safe: no database yet, or a database
+        that belongs to this very federation. A home of another federation is refused.
+        """
+        repaired = False
         if self.has_federation():
-            current = self.federation()
-            if current.id != federation.id:
-                raise ConfigError(
-                    f"{self.path} already belongs to federation {current.name!r} ({current.id})"
-                )
+            try:
+                current = self.federation()
+            except ConfigError as damaged:
+                self._check_reinstall(federation, damaged)
+                repaired = True
+            else:
+                if current.id != federation.id:
+                    raise ConfigError(
+                        f"{self.path} already belongs to federation {current.name!r} ({current.id})"
+                    )
         tmp = self.genesis_path.with_suffix(".tmp")
         tmp.write_bytes(federation.to_bytes())
         os.replace(tmp, self.genesis_path)
+        return repaired
+
+    def _check_reinstall(self, federation: Federation, damaged: ConfigError) -> None:
+        """Refuse to replace a damaged federation.json with the genesis of another
+        federation than the one the home's database belongs to."""
+        if not self.db_path.exists():
+            return
+        from node.audit_sources import database_federation
+
+        cause = damaged.__cause__
+        what = f"{self.genesis_path} is damaged ({explain(cause) if cause else damaged})"
+        try:
+            stored = database_federation(self.db_path)
+        except NodeError as e:
+            raise ConfigError(
+                f"{what}, and {self.db_path} does not say which federation it holds ({e}); "
+                f"move both aside to start this home over with {federation.name!r}"
+            ) from e
+        if stored.id != federation.id:
+            raise ConfigError(
+                f"{what}; its database {self.db_path} belongs to federation {stored.name!r} "
+                f"({stored.id}), not {federation.name!r} ({federation.id}): join with the "
+                f"genesis of {stored.name!r} to re-install it"
+            )
 
     def runtime(self) -> dict[str, object] | None:
         """The running node's URL and pid, if `hashmesh serve` is running for this home."""

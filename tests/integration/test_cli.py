@@ -298,5 +298,5 @@ def test_bad_input_is_one_line_and_writes_nothing(fed: Fed) -> None:
     assert not (newcomer / "federation.json").exists()
 
     shutil.copy2(tampered, newcomer / "federation.json")  # tampered after joining
-    assert "invalid" in one_line_error(hm("signals", "--home", str(newcomer)))
+    assert "federation.json is damaged" in one_line_error(hm("signals", "--home", str(newcomer)))
     assert not (newcomer / "hashmesh.db").exists()

@@ -262,3 +262,67 @@ def test_a_failing_init_creates_nothing(tmp_path: Path) -> None:
     assert list(empty.iterdir()) == []
     ok("init", "--home", str(empty), "--name", "Fine")  # the same directory, good input
     assert (empty / "member.key").exists()
+
+
+# ---- a damaged federation.json; config.toml checked by every command ------------------------
+
+
+def test_join_reinstalls_a_damaged_genesis_when_safe_and_says_how_otherwise(
+    homes: Homes, tmp_path: Path
+) -> None:
+    other = Homes(tmp_path / "other")  # another federation, properly signed
+    home = tmp_path / "alpha-copy"
+    home.mkdir()
+    for name in ("member.key", "api.token", "config.toml"):
+        (home / name).write_bytes((Path(homes.alpha) / name).read_bytes())
+    (home / "federation.json").write_text("{garbage")
+    damaged = one_line_error(hm("signals", "--home", str(home)))
+    assert "federation.json is damaged (malformed JSON" in damaged
+    assert f"re-install it with 'hashmesh federation join --home {home} GENESIS'" in damaged
+
+    repaired = ok("federation", "join", "--home", str(home), str(homes.genesis))  # no database
+    assert repaired.endswith("replaced the damaged " + str(home / "federation.json") + "\n")
+    ok("add", "--home", str(home), "--hash", "md5:" + "c" * 32)  # now it has a database
+
+    (home / "federation.json").write_text("{garbage")
+    refused = one_line_error(hm("federation", "join", "--home", str(home), str(other.genesis)))
+    assert "federation.json is damaged" in refused
+    assert "belongs to federation 'test federation'" in refused
+    assert "join with the genesis of 'test federation' to re-install it" in refused
+    assert (home / "federation.json").read_text() == "{garbage"
+    again = ok_json("federation", "join", "--home", str(home), str(homes.genesis))
+    assert again["repaired"] is True
+    assert ok_json("signals", "--home", str(home))["signals"][0]["value"] == "c" * 32
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [("not = [valid toml", "config.toml: Invalid value (at line 1, column 8)"),
+     ('name = "x"\nbogus_key = 1\n', "config.toml: unknown key(s): bogus_key"),
+     ('name = "x"\n[gossip]\nintervall_s = 1\n', "unknown key(s) in [gossip]: intervall_s")],
+    ids=["garbage", "unknown-key", "unknown-section-key"],
+)  # fmt: skip
+def test_every_command_reports_a_bad_config_as_serve_does(
+    homes: Homes, tmp_path: Path, config: str, words: str
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("member.key", "api.token", "federation.json"):
+        (home / name).write_bytes((Path(homes.alpha) / name).read_bytes())
+    (home / "config.toml").write_text(config)
+    h = str(home)
+    serve = one_line_error(hm("serve", "--home", h))
+    assert words in serve
+    commands = [
+        ["status"], ["sync"], ["peers"], ["peers", "--home", h, "add", "http://127.0.0.1:9/"],
+        ["signals"], ["add", "--hash", "md5:" + "d" * 32], ["card"], ["export"],
+        ["federation", "show"], ["member", "vote", "remove", "Alpha"], ["match", "--hash",
+        "md5:" + "d" * 32], ["import", str(homes.genesis)], ["retract", "0" * 64],
+        ["audit", "--db", str(home / "hashmesh.db")],
+    ]  # fmt: skip
+    for command in commands if "bogus_key" in config else commands[:3]:  # all, for one
+        with_home = command if "--home" in command else [*command, "--home", h]
+        assert one_line_error(hm(*with_home)) == serve, command
+    assert sorted(p.name for p in home.iterdir()) == [
+        "api.token", "config.toml", "federation.json", "member.key",
+    ]  # fmt: skip
