@@ -22,7 +22,7 @@ import click
 
 from node.backend import LocalApi, open_backend
 from node.config import DEFAULT_PORT, load_config
-from node.errors import ConfigError, InputError, NodeError, explain
+from node.errors import ConfigError, InputError, NodeError, PeerError, explain
 from node.home import NodeHome, init_home
 from node.runtime import tune_for_bulk_records
 from protocol.bodies import VoteBody
@@ -392,21 +392,46 @@ def _membership_lines(status: dict[str, Any]) -> list[str]:
 
 @cli.command()
 @home_option
-@click.option("--peer", default=None, help="Sync with this peer only.")
+@click.option("--peer", default=None, help="Sync with this peer only (one of 'hashmesh peers').")
 @json_option
 def sync(home: Path, peer: str | None, as_json: bool) -> None:
-    """Run one anti-entropy round now with every known peer (or one)."""
+    """Run one anti-entropy round now with every known peer (or one).
+
+    Exits 2 when any peer could not be synced (after printing what was done); an URL that is
+    not a peer of this node is refused, never added ('hashmesh peers add' adds one).
+    """
     from rich.console import Console
 
     node_home, console = NodeHome(home).require(), Console(stderr=True)
+    local = LocalApi.for_home(node_home)
+    if peer is not None:
+        peer = _known_peer(local.call("GET", "/v1/peers")["peers"], peer)
     spinner = console.is_terminal and not as_json
     with console.status("syncing with peers…") if spinner else nullcontext():
-        data = api(node_home, "POST", "/v1/sync", {"peer": peer} if peer else {})
+        data = local.call("POST", "/v1/sync", {"peer": peer} if peer else {})
     lines = [
         f"{r['peer']}: pulled {r['pulled']} (new {r['accepted']}), pushed {r['pushed']}"
         for r in data["reports"]
-    ] + [f"{e['peer']}: {e['error']}" for e in data["errors"]]
+    ] + [f"{e['peer']}: error: {e['error']}" for e in data["errors"]]
     emit(data, as_json, "\n".join(lines) or "no peers")
+    if data["errors"]:
+        first, tried = data["errors"][0], len(data["reports"]) + len(data["errors"])
+        raise PeerError(
+            f"{len(data['errors'])} of {tried} peer(s) could not be synced; first: {first['error']}"
+        )
+
+
+def _known_peer(known: Sequence[dict[str, Any]], url: str) -> str:
+    """url as this node lists it among its peers, or InputError."""
+    from node.config import split_seed
+
+    base, _ = split_seed(url)
+    if any(p["url"] == base for p in known):
+        return url
+    raise InputError(
+        f"{base} is not a peer of this node (see 'hashmesh peers'); add it first with "
+        "'hashmesh peers add URL' (or under peers in config.toml)"
+    )
 
 
 @cli.group(invoke_without_command=True)
@@ -414,7 +439,7 @@ def sync(home: Path, peer: str | None, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def peers(ctx: click.Context, home: Path, as_json: bool) -> None:
-    """List this node's peers (with 'add URL': add one)."""
+    """List this node's peers ('add URL' adds one, 'remove URL' removes one)."""
     if ctx.invoked_subcommand is not None:
         return
     with open_backend(NodeHome(home).require()) as backend:
@@ -427,6 +452,13 @@ def peers(ctx: click.Context, home: Path, as_json: bool) -> None:
     emit({"peers": rows}, as_json, "\n".join(lines) or "no peers")
 
 
+def _peers_home(ctx: click.Context, home: Path) -> Path:
+    """--home given to 'hashmesh peers --home DIR add URL' counts for the subcommand."""
+    if ctx.get_parameter_source("home") is click.core.ParameterSource.DEFAULT and ctx.parent:
+        return Path(ctx.parent.params["home"])
+    return home
+
+
 @peers.command("add")
 @home_option
 @click.argument("url")
@@ -436,17 +468,50 @@ def peers_add(ctx: click.Context, home: Path, url: str, as_json: bool) -> None:
     """Add a peer URL (kept in the store; gossip uses it from now on).
 
     An https peer is contacted once its member's announce pins its TLS key; a seed pinned by
-    hand (URL#spki=HEX) belongs in config.toml's peers or 'hashmesh serve --peer'.
+    hand (URL#spki=HEX) belongs in config.toml's peers or 'hashmesh serve --peer'. A node
+    that serves TLS refuses plain http:// peers.
     """
-    if ctx.get_parameter_source("home") is click.core.ParameterSource.DEFAULT and ctx.parent:
-        home = ctx.parent.params["home"]  # `hashmesh peers --home DIR add URL`
+    from node.config import normalise_peer
+
+    node_home = NodeHome(_peers_home(ctx, home)).require()
     if "#" in url:
         raise InputError(
             f"{url}: pinned seeds go in config.toml 'peers' or 'hashmesh serve --peer URL'"
         )
-    with open_backend(NodeHome(home).require()) as backend:
-        peer = backend.add_peer(url)
+    config, base = load_config(node_home.path), normalise_peer(url)
+    if config.tls.enabled and not base.startswith("https://"):
+        raise InputError(
+            f"{base}: this node serves TLS and never contacts a plain http:// peer; give the "
+            "peer's https:// URL"
+        )
+    if base in config.answers_to:
+        raise InputError(f"{base} is this node's own URL")
+    with open_backend(node_home) as backend:
+        peer = backend.add_peer(base)
     emit(peer, as_json, f"added peer {peer['url']}")
+
+
+@peers.command("remove")
+@home_option
+@click.argument("url")
+@json_option
+@click.pass_context
+def peers_remove(ctx: click.Context, home: Path, url: str, as_json: bool) -> None:
+    """Remove a peer added with 'peers add' (run it while the node is stopped).
+
+    A seed from config.toml is removed there; a URL a member announced in a signed record
+    stays a peer while that member announces it.
+    """
+    from node.config import normalise_peer
+
+    node_home = NodeHome(_peers_home(ctx, home)).require()
+    config, base = load_config(node_home.path), normalise_peer(url.partition("#")[0])
+    if base in config.peers:
+        raise InputError(f"{base} is a seed in {node_home.path / 'config.toml'}: remove it there")
+    with open_backend(node_home) as backend:
+        removed = backend.remove_peer(base)
+    emit({"url": base, "removed": True, "source": removed.get("source")}, as_json,
+         f"removed peer {base}")  # fmt: skip
 
 
 @cli.group()

@@ -495,6 +495,15 @@ class Store:
             (url, orjson.dumps(merged).decode()),
         )
 
+    def remove_peer(self, url: str) -> dict[str, object] | None:
+        """Forget a stored peer; its stored fields, or None if it was not stored."""
+        self._writer_state()
+        row = self.conn.execute("SELECT fields FROM peers WHERE url = ?", (url,)).fetchone()
+        if row is None:
+            return None
+        self.conn.execute("DELETE FROM peers WHERE url = ?", (url,))
+        return {"url": url, **orjson.loads(row[0])}
+
     def peers(self) -> list[dict[str, object]]:
         rows = self.conn.execute("SELECT url, fields FROM peers ORDER BY url")
         return [{"url": url, **orjson.loads(fields)} for url, fields in rows]

@@ -8,16 +8,19 @@ node start one and stop it.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import REPO, found_federation
+from harness import REPO, found_federation, free_port, write_config
 
 from node.home import NodeHome
 
@@ -326,3 +329,91 @@ def test_every_command_reports_a_bad_config_as_serve_does(
     assert sorted(p.name for p in home.iterdir()) == [
         "api.token", "config.toml", "federation.json", "member.key",
     ]  # fmt: skip
+
+
+# ---- sync and peers -------------------------------------------------------------------------
+
+
+class _NotAPeer(http.server.BaseHTTPRequestHandler):
+    """Answers every request 404 with a text body (an URL that is no hashmesh node)."""
+
+    def do_GET(self) -> None:
+        body = b"not here \xff\n"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_a_peer() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotAPeer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sync_refuses_unknown_peers_and_fails_on_unreachable_ones(
+    tmp_path: Path, not_a_peer: str
+) -> None:
+    _, (node, _) = found_federation(tmp_path, ["Alpha", "Beta"])
+    node.peers = []
+    write_config(node)
+    home = str(node.home)
+    node.start()
+    try:
+        nowhere = f"http://127.0.0.1:{free_port()}/"
+        refused = one_line_error(hm("sync", "--home", home, "--peer", nowhere))
+        assert refused == (
+            f"hashmesh: error: bad input: {nowhere} is not a peer of this node (see 'hashmesh "
+            "peers'); add it first with 'hashmesh peers add URL' (or under peers in config.toml)"
+        )
+        assert node.api("GET", "/v1/peers")["peers"] == []
+        assert ok("sync", "--home", home) == "no peers\n"
+
+        ok("peers", "add", "--home", home, nowhere)
+        ok("peers", "add", "--home", home, not_a_peer)
+        result = hm("sync", "--home", home)
+        line = one_line_error(result)
+        assert line.startswith("hashmesh: error: peer error: 2 of 2 peer(s) could not be synced")
+        assert f"{not_a_peer}: error: {not_a_peer} answered 404 to /v1/heads: not here" in (
+            result.stdout
+        )
+        one = hm("sync", "--home", home, "--peer", nowhere, "--json")
+        assert one.returncode == 2 and json.loads(one.stdout)["errors"][0]["peer"] == nowhere
+        status = ok("status", "--home", home)
+        assert f"peer {not_a_peer}  never contacted" in status
+        assert "answered 404 to /v1/heads: not here \ufffd" in status
+        assert "b'" not in status and not CLASS_NAME.search(status), status
+
+        running = one_line_error(hm("peers", "remove", "--home", home, nowhere))
+        assert "holds its peers in memory: stop it" in running
+    finally:
+        node.stop()
+    removed = ok_json("peers", "remove", "--home", home, nowhere)
+    assert removed == {"removed": True, "source": "added", "url": nowhere}
+    assert [p["url"] for p in ok_json("peers", "--home", home)["peers"]] == [not_a_peer]
+    assert "is not a peer added here" in one_line_error(
+        hm("peers", "remove", "--home", home, nowhere)
+    )
+
+
+def test_peers_add_refuses_plain_http_on_a_tls_node(tmp_path: Path) -> None:
+    home = str(tmp_path / "tls-node")
+    ok("init", "--home", home, "--name", "Secure", "--tls")
+    line = one_line_error(hm("peers", "add", "--home", home, "http://peer.example:7400/"))
+    assert line == (
+        "hashmesh: error: bad input: http://peer.example:7400/: this node serves TLS and never "
+        "contacts a plain http:// peer; give the peer's https:// URL"
+    )
+    own = one_line_error(hm("peers", "add", "--home", home, "https://127.0.0.1:7400/"))
+    assert own.endswith("is this node's own URL")
+    assert not (tmp_path / "tls-node" / "hashmesh.db").exists()
