@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from harness import REPO, found_federation, free_port, write_config
 
+from node.demo import demo_images
 from node.home import NodeHome
 
 CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception)\b")
@@ -417,3 +418,87 @@ def test_peers_add_refuses_plain_http_on_a_tls_node(tmp_path: Path) -> None:
     own = one_line_error(hm("peers", "add", "--home", home, "https://127.0.0.1:7400/"))
     assert own.endswith("is this node's own URL")
     assert not (tmp_path / "tls-node" / "hashmesh.db").exists()
+
+
+# ---- --json: one object per command, one style, records nested -----------------------------
+
+
+def one_object(output: str) -> dict[str, Any]:
+    """output is exactly one line holding one JSON object, in the one style of the CLI."""
+    assert output.endswith("\n") and output.count("\n") == 1, output
+    data = json.loads(output)
+    assert isinstance(data, dict)
+    compact = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert output.rstrip("\n") == compact
+    return data
+
+
+def test_json_is_one_compact_object_with_records_nested(fresh: Homes, tmp_path: Path) -> None:
+    alpha, delta = fresh.alpha, fresh.delta
+    newco = tmp_path / "newco"
+    card = tmp_path / "newco.card.json"
+    outputs = {
+        "init": ok("init", "--home", str(newco), "--name", "Newcö", "--json"),
+        "card": ok("card", "--home", str(newco)),
+        "federation show": ok("federation", "show", "--home", alpha, "--json"),
+        "federation join": ok("federation", "join", "--home", alpha, str(fresh.genesis),
+                              "--json"),
+        "add": ok("add", "--home", delta, "--hash", "md5:" + "e" * 32, "--json"),
+    }  # fmt: skip
+    card.write_text(outputs["card"])
+    signal = one_object(outputs["add"])["signals"][0]["id"]
+    backup = tmp_path / "delta.jsonl"
+    ok("export", "--home", delta, "-o", str(backup))
+    outputs |= {
+        "import": ok("import", "--home", alpha, str(backup), "--json"),
+        "opinion": ok("opinion", "--home", alpha, signal, "dispute", "--json"),
+        "retract": ok("retract", "--home", delta, signal, "--json"),
+        "member vote admit": ok("member", "vote", "admit", "--home", alpha, str(card), "--json"),
+        "member vote remove": ok("member", "vote", "remove", "--home", alpha, "delta co",
+                                 "--json"),
+        "signals": ok("signals", "--home", delta, "--all", "--json"),
+        "peers add": ok("peers", "add", "--home", alpha, "http://127.0.0.1:9/", "--json"),
+        "peers": ok("peers", "--home", alpha, "--json"),
+        "peers remove": ok("peers", "remove", "--home", alpha, "http://127.0.0.1:9/", "--json"),
+        "hash": ok("hash", str(demo_images(tmp_path)[0]), "--json"),
+        "audit": ok("audit", "--db", str(Path(alpha) / "hashmesh.db"), "--home", alpha,
+                    "--workers", "1", "--json"),
+        "report": ok("report", "--db", str(Path(alpha) / "hashmesh.db"), "--home", alpha,
+                     "--workers", "1", "--json"),
+        "federation create": ok("federation", "create", "--name", "X", "--threshold", "1",
+                                str(card)),
+    }  # fmt: skip
+    data = {name: one_object(text) for name, text in outputs.items()}
+    assert data["init"]["name"] == "Newcö"  # UTF-8, not \\u escapes
+    for name in ("opinion", "retract", "member vote admit", "member vote remove"):
+        record = data[name]["record"]
+        assert isinstance(record, dict) and record["kind"] == data[name]["kind"], name
+        assert re.fullmatch(r"[0-9a-f]{128}", record["sig"]) and isinstance(record["ts"], int)
+    assert data["retract"]["record"]["body"] == {"signal": signal}
+    listed = {s["id"]: s for s in data["signals"]["signals"]}
+    assert listed[signal]["status"] == "retracted" and isinstance(listed[signal]["ts"], int)
+
+
+def test_every_command_with_json_is_in_the_readme_schema_table() -> None:
+    import click
+
+    from node.cli import cli
+
+    readme = (REPO / "README.md").read_text("utf-8")
+    table = readme.split("### JSON output", 1)[1].split("\n#", 1)[0]
+    documented = {c for row in re.findall(r"^\| (.+?) \|", table, re.M)
+                  for c in re.findall(r"`([a-z][a-z ]*)`", row)}  # fmt: skip
+
+    def walk(group: click.Group, prefix: str = "") -> list[str]:
+        found = []
+        for name, command in group.commands.items():
+            path = f"{prefix}{name}"
+            if any(p.name == "as_json" for p in command.params):
+                found.append(path)
+            if isinstance(command, click.Group):
+                found += walk(command, f"{path} ")
+        return found
+
+    commands = walk(cli)
+    assert len(commands) > 15
+    assert set(commands) <= documented, set(commands) - documented
