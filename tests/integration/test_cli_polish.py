@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -502,3 +503,47 @@ def test_every_command_with_json_is_in_the_readme_schema_table() -> None:
     commands = walk(cli)
     assert len(commands) > 15
     assert set(commands) <= documented, set(commands) - documented
+
+
+# ---- progress of long offline commands ------------------------------------------------------
+
+PROGRESS_LINE = re.compile(r"hashmesh: import: hashes [\d,]+ of [\d,]+ \(\d+%\)")
+
+
+def _hash_list(path: Path, start: int, count: int) -> Path:
+    path.write_text("".join(f"sha256:{i:064x}\n" for i in range(start, start + count)))
+    return path
+
+
+def test_import_and_audit_show_progress_off_a_terminal(fresh: Homes, tmp_path: Path) -> None:
+    home = fresh.alpha
+    forced = hm("import", "--home", home, str(_hash_list(tmp_path / "a.txt", 0, 300)),
+                "--progress")  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stderr.splitlines() == [
+        "hashmesh: import: hashes 0 of 300 (0%)", "hashmesh: import: hashes 300 of 300 (100%)",
+    ]  # fmt: skip
+    assert forced.stdout == "300 hashes: 300 new signals signed, 0 already listed\n"
+
+    quick = hm("import", "--home", home, str(_hash_list(tmp_path / "b.txt", 300, 100)))
+    assert (quick.returncode, quick.stderr) == (0, "")  # one line per 10 s: none yet
+
+    started = time.monotonic()
+    every = {"HASHMESH_PROGRESS_INTERVAL_S": "0.1"}
+    slow = hm("import", "--home", home, str(_hash_list(tmp_path / "c.txt", 400, 2000)), env=every)
+    elapsed = time.monotonic() - started
+    lines = slow.stderr.splitlines()
+    assert slow.returncode == 0 and lines, slow.stderr
+    assert all(PROGRESS_LINE.fullmatch(line) for line in lines), lines
+    assert len(lines) <= elapsed / 0.1 + 1  # at the rate asked for, not one per hash
+    silent = hm("import", "--home", home, str(tmp_path / "c.txt"), "--no-progress",
+                env={"HASHMESH_PROGRESS_INTERVAL_S": "0"})  # fmt: skip
+    assert (silent.returncode, silent.stderr) == (0, "")
+
+    audited = hm("audit", "--db", str(Path(home) / "hashmesh.db"), "--progress", "--json")
+    assert audited.returncode == 0, audited.stderr
+    assert json.loads(audited.stdout)["clean"] is True
+    stages = audited.stderr.splitlines()
+    assert stages[0].startswith("hashmesh: audit: verifying records ")
+    assert "hashmesh: audit: folding state" in stages
+    assert stages[-1] == "hashmesh: audit: done 1 of 1 (100%)"
