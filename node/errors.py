@@ -121,6 +121,8 @@ def explain(error: BaseException, *, kind: bool = True) -> str:
     text = str(error)
     if isinstance(error, RemoteProtocolError):
         ctx, where = error.context, []
+        if ctx.field is not None and text.startswith("must "):  # a message without its subject
+            text = f"{ctx.field} {text}"
         if ctx.author is not None:
             seq = "" if ctx.seq is None else f" seq {ctx.seq}"
             where.append(f"author {ctx.author[:16]}…{seq}")

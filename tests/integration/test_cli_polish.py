@@ -105,6 +105,10 @@ def test_bad_input_without_verbose_is_one_line_in_words(homes: Homes) -> None:
     label = one_line_error(hm("add", "--home", homes.alpha, "--hash", "md5:" + "a" * 32,
                               "--label", "Not A Label!"))  # fmt: skip
     assert "--label" in label
+    retract = one_line_error(hm("retract", "--home", homes.alpha, "xyz"))
+    assert retract == (
+        "hashmesh: error: invalid value: signal must be 64 lowercase hex characters (got 'xyz')"
+    )
 
 
 @pytest.mark.parametrize(
