@@ -36,7 +36,7 @@ from yarl import URL
 from node.audit import AuditError, Row, Snapshot
 from node.audit_checks import ForkRow, part_digests
 from node.config import split_seed
-from node.errors import ConfigError, StoreError
+from node.errors import ConfigError, StoreError, explain
 from node.httpsig import sign_request
 from node.materialise import id8
 from node.schema import APPLICATION_ID, SQLITE_HEADER
@@ -105,7 +105,7 @@ def database_federation(path: Path) -> Federation:
     try:
         return parse_genesis(str(row[0]).encode())
     except RemoteProtocolError as e:
-        raise AuditError(f"{path}: its federation document is invalid: {e.diagnostics()}") from e
+        raise AuditError(f"{path}: its federation document is invalid: {explain(e)}") from e
 
 
 def read_database(path: Path, federation: Federation | None = None) -> Snapshot:

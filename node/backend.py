@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import click
 
 from node.config import normalise_peer
-from node.errors import ApiError, ConfigError
+from node.errors import ApiError, ConfigError, InputError
 from node.home import NodeHome
 from node.homelock import SERVE, HomeBusyError, HomeLock
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
@@ -147,6 +147,7 @@ class Backend(Protocol):
     def members(self) -> list[dict[str, Any]]: ...
     def peers(self) -> list[dict[str, Any]]: ...
     def add_peer(self, url: str) -> dict[str, Any]: ...
+    def remove_peer(self, url: str) -> dict[str, Any]: ...
 
 
 @contextlib.contextmanager
@@ -272,6 +273,12 @@ class ApiBackend:
     def add_peer(self, url: str) -> dict[str, Any]:
         return dict(self.api.call("POST", "/v1/peers", {"url": normalise_peer(url)}))
 
+    def remove_peer(self, url: str) -> dict[str, Any]:
+        raise ConfigError(
+            f"the node running for {self.home.path} holds its peers in memory: stop it, run "
+            "'hashmesh peers remove' again, then start it"
+        )
+
 
 def api_request(body: Body) -> tuple[str, dict[str, Any]]:
     """The local API path and JSON payload that author body."""
@@ -356,3 +363,12 @@ class StoreBackend:
         url = normalise_peer(url)
         self.store.upsert_peer(url, source="added")
         return {"url": url, "source": "added"}
+
+    def remove_peer(self, url: str) -> dict[str, Any]:
+        removed = self.store.remove_peer(normalise_peer(url))
+        if removed is None:
+            announced = [e.get("urls") for e in self.store.endpoints()]
+            if any(isinstance(urls, list) and url in urls for urls in announced):
+                raise InputError(f"{url} is announced by a member: it stays while announced")
+            raise InputError(f"{url} is not a peer added here (see 'hashmesh peers')")
+        return removed

@@ -12,15 +12,17 @@ import json
 import logging
 import os
 import sys
+import traceback
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from node.backend import LocalApi, open_backend
 from node.config import DEFAULT_PORT, load_config
-from node.errors import ConfigError, InputError, NodeError
+from node.errors import ConfigError, InputError, NodeError, PeerError, explain
 from node.home import NodeHome, init_home
 from node.runtime import tune_for_bulk_records
 from protocol.bodies import VoteBody
@@ -37,6 +39,14 @@ from protocol.federation import (
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
 
+def _checked_home(ctx: click.Context, param: click.Parameter, home: Path) -> Path:
+    """A node home's config.toml is loaded (and so validated) before any command runs, so
+    garbage or an unknown key is reported by every command exactly as 'serve' reports it."""
+    if NodeHome(home).exists():
+        load_config(home)
+    return home
+
+
 def home_option(f: Any) -> Any:
     return click.option(
         "--home",
@@ -45,18 +55,32 @@ def home_option(f: Any) -> Any:
         default=Path("."),
         show_default="$HASHMESH_HOME or .",
         help="The node home directory.",
+        callback=_checked_home,
     )(f)
 
 
 def json_option(f: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON object (README: JSON output)."
+    )(f)
+
+
+def json_text(data: Any) -> str:
+    """The one JSON style of every command: one line, keys sorted, UTF-8, no spaces."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def emit(data: Any, as_json: bool, human: str | None = None) -> None:
     if as_json or human is None:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        click.echo(json_text(data))
     else:
         click.echo(human)
+
+
+def authored(answer: dict[str, Any]) -> dict[str, Any]:
+    """A signed record's answer (local API shape) with the record nested as an object."""
+    record = answer.get("record")
+    return answer | ({"record": json.loads(record)} if isinstance(record, str) else {})
 
 
 # ---- talking to a running node ----------------------------------------------------------
@@ -70,27 +94,46 @@ def api(home: NodeHome, method: str, path: str, body: Any = None) -> Any:
 # ---- commands ---------------------------------------------------------------------------
 
 
+_VERBOSE: list[bool] = []  # set by --verbose/-v, before or after the subcommand
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        _VERBOSE.append(True)
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+def verbose_option() -> click.Option:
+    """--verbose/-v, accepted by the group and by every command (``hashmesh add -v``)."""
+    return click.Option(
+        ["--verbose", "-v"], is_flag=True, expose_value=False, is_eager=True,
+        callback=_set_verbose, help="Show tracebacks and debug logs.",
+    )  # fmt: skip
+
+
 @click.group()
-@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(package_name="hashmesh")
-@click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli() -> None:
     """hashmesh: a federated, peer-to-peer exchange of signed hashes of harmful content.
 
     Every command takes --help. Exit status: 0 success; 1 a "no" answer (match found nothing,
-    audit found violations); 2 an error, printed as one line (--verbose for a traceback).
-    The node home is --home DIR or $HASHMESH_HOME.
+    audit found violations); 2 an error or bad usage, printed as one line (--verbose, before
+    or after the command, adds a traceback). The node home is --home DIR or $HASHMESH_HOME.
     """
-    ctx.ensure_object(dict)
-    ctx.obj["verbose"] = verbose
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
+        level=logging.DEBUG if _VERBOSE else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
+cli.params.insert(0, verbose_option())
+
+
 @cli.command()
-@home_option
+@click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), envvar="HASHMESH_HOME",
+    default=Path("."), show_default="$HASHMESH_HOME or .", help="The node home directory.",
+)  # fmt: skip
 @click.option("--name", required=True, help="This member's display name.")
 @click.option("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", show_default=True)
 @click.option("--url", default=None, help="URL peers use to reach this node.")
@@ -149,8 +192,7 @@ def _card(home: NodeHome) -> dict[str, str]:
 @click.option("--role", type=click.Choice(["member", "auditor"]), default="member")
 def card(home: Path, role: str) -> None:
     """Print this member's public card (name, key, URL) as JSON."""
-    data = _card(NodeHome(home).require()) | {"role": role}
-    click.echo(json.dumps(data, sort_keys=True))
+    click.echo(json_text(_card(NodeHome(home).require()) | {"role": role}))
 
 
 @cli.group()
@@ -168,17 +210,51 @@ def _read_json(path: Path) -> Any:
 @federation.command("create")
 @click.option("--name", required=True, help="Federation name.")
 @click.option("--threshold", type=int, required=True, help="Votes needed to admit/remove.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("federation.json"))
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write the draft to FILE (default: print it on standard output).",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @click.argument("cards", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def federation_create(name: str, threshold: int, output: Path, cards: tuple[Path, ...]) -> None:
-    """Draft an unsigned genesis from the founders' CARD files."""
-    founders = []
-    for path in cards:
-        c = _read_json(path)
-        founders.append(Founder(name=c["name"], key=c["key"], role=c.get("role", "member")))
-    document = draft_genesis(name, threshold, founders)
-    output.write_bytes(encode_canonical(document))
+def federation_create(
+    name: str, threshold: int, output: Path | None, force: bool, cards: tuple[Path, ...]
+) -> None:
+    """Draft an unsigned genesis from the founders' CARD files.
+
+    Prints the draft, or writes it to --output; an existing file (perhaps a genesis the
+    founders already signed) is never overwritten without --force.
+    """
+    founders = [Founder(c["name"], c["key"], c["role"]) for c in map(_read_card, cards)]
+    document = encode_canonical(draft_genesis(name, threshold, founders))
+    if output is None:
+        click.echo(document.decode())
+        click.echo("every founder now runs 'hashmesh federation sign FILE' on it", err=True)
+        return
+    write_new(output, document, force=force)
     click.echo(f"wrote {output}: every founder now runs 'hashmesh federation sign {output}'")
+
+
+def write_new(path: Path, data: bytes, *, force: bool) -> None:
+    """Write path whole (a temporary file renamed over it), refusing an existing file
+    unless force."""
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; refusing to overwrite it (pass --force to replace it)")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _read_card(path: Path) -> dict[str, str]:
+    """A member card ('hashmesh card' output): name, key and role."""
+    card = _read_json(path)
+    if not isinstance(card, dict) or not {"name", "key"} <= card.keys():
+        raise InputError(f"{path} is not a member card (JSON with name and key)")
+    return {"name": str(card["name"]), "key": str(card["key"]).strip().lower(),
+            "role": str(card.get("role", "member"))}  # fmt: skip
 
 
 @federation.command("sign")
@@ -199,27 +275,65 @@ def federation_sign(home: Path, document: Path) -> None:
 def federation_join(home: Path, document: Path, as_json: bool) -> None:
     """Verify every founder signature and install the federation in this home."""
     node_home = NodeHome(home).require()
-    fed = verify_genesis(decode_canonical(document.read_bytes(), max_bytes=1 << 20))  # type: ignore[arg-type]
-    node_home.install_federation(fed)
-    emit({"federation": fed.id, "name": fed.name}, as_json, f"joined {fed.name!r} ({fed.id})")
+    data = document.read_bytes().rstrip(b"\n")  # as printed by 'federation create'
+    fed = verify_genesis(decode_canonical(data, max_bytes=1 << 20))  # type: ignore[arg-type]
+    repaired = node_home.install_federation(fed)
+    note = f"\nreplaced the damaged {node_home.genesis_path}" if repaired else ""
+    emit({"federation": fed.id, "name": fed.name, "repaired": repaired}, as_json,
+         f"joined {fed.name!r} ({fed.id}){note}")  # fmt: skip
 
 
 @federation.command("show")
 @home_option
 @json_option
 def federation_show(home: Path, as_json: bool) -> None:
-    """Print the federation's members, roles, threshold and id."""
-    fed = NodeHome(home).require().federation()
+    """Print the federation as this node sees it now: id, threshold, every member (founders,
+    admitted, removed), the label taxonomy and the votes still short of the threshold."""
+    from node.membership_view import members_json, pending_votes
+    from protocol.membership import derive_membership
+
+    node_home = NodeHome(home).require()
+    fed = node_home.federation()
+    membership, records = derive_membership(fed, {}, ()), []
+    if node_home.db_path.exists():
+        from node.store import Store
+
+        with Store.open(node_home.db_path, fed, readonly=True) as store:
+            membership, records = store.membership(), store.membership_records()
     data = {
         "id": fed.id,
         "name": fed.name,
         "threshold": fed.threshold,
         "founders": [f.to_json() for f in fed.founders],
+        "members": members_json(membership),
         "taxonomy": list(fed.taxonomy),
+        "pending_votes": pending_votes(fed, membership, records),
     }
-    lines = [f"{fed.name}  id {fed.id}", f"threshold {fed.threshold}"]
-    lines += [f"  {f.role:8s} {f.name:20s} {f.key}" for f in fed.founders]
-    emit(data, as_json, "\n".join(lines))
+    emit(data, as_json, _federation_text(data))
+
+
+def _federation_text(data: dict[str, Any]) -> str:
+    lines = [
+        f"{data['name']}  id {data['id']}",
+        f"threshold {data['threshold']} (votes to admit or remove a member)",
+        "members",
+    ]
+    for m in data["members"]:
+        how = "founder" if m["founder"] else f"admitted by {', '.join(m['admitted_by'])}"
+        state = "  REMOVED" if m["removed"] else ""
+        lines.append(f"  {m['role']:8s} {m['name']:20s} {m['key']}  {how}{state}")
+    lines.append(
+        "taxonomy  " + " ".join(t + ("NAME" if t.endswith(":") else "") for t in data["taxonomy"])
+    )
+    pending = data["pending_votes"]
+    lines.append("pending votes" + ("" if pending else "  none"))
+    for v in pending:
+        role = f" as {v['role']}" if v["role"] else ""
+        lines.append(
+            f"  {v['action']} {v['name']!r}{role} ({v['member'][:16]}…): {v['votes']} of "
+            f"{v['threshold']} (voted: {', '.join(v['voters'])})"
+        )
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -248,13 +362,17 @@ def status(home: Path, as_json: bool) -> None:
         f"authors {store.get('authors')}  forks {store.get('forks')}",
         f"members {len(data['members'])}  peers {len(data['peers'])}",
     ]
-    lines += [
-        f"  peer {p['url']}  last contact {p['seconds_since_contact']}s ago  "
-        f"behind {p['lag_records']['behind']:,}  ahead {p['lag_records']['ahead']:,}"
-        + (f"  error {p['last_error']}" if p["last_error"] else "")
-        for p in data["peers"]
-    ]
+    lines += [_peer_line(p) for p in data["peers"]]
     emit(data, as_json, "\n".join(lines + _membership_lines(data)))
+
+
+def _peer_line(peer: dict[str, Any]) -> str:
+    since = peer["seconds_since_contact"]
+    contact = "never contacted" if since is None else f"last contact {since}s ago"
+    lag = peer["lag_records"]
+    return f"  peer {peer['url']}  {contact}  behind {lag['behind']:,}  ahead {lag['ahead']:,}" + (
+        f"  error {peer['last_error']}" if peer["last_error"] else ""
+    )
 
 
 def _membership_lines(status: dict[str, Any]) -> list[str]:
@@ -274,21 +392,46 @@ def _membership_lines(status: dict[str, Any]) -> list[str]:
 
 @cli.command()
 @home_option
-@click.option("--peer", default=None, help="Sync with this peer only.")
+@click.option("--peer", default=None, help="Sync with this peer only (one of 'hashmesh peers').")
 @json_option
 def sync(home: Path, peer: str | None, as_json: bool) -> None:
-    """Run one anti-entropy round now with every known peer (or one)."""
+    """Run one anti-entropy round now with every known peer (or one).
+
+    Exits 2 when any peer could not be synced (after printing what was done); an URL that is
+    not a peer of this node is refused, never added ('hashmesh peers add' adds one).
+    """
     from rich.console import Console
 
     node_home, console = NodeHome(home).require(), Console(stderr=True)
+    local = LocalApi.for_home(node_home)
+    if peer is not None:
+        peer = _known_peer(local.call("GET", "/v1/peers")["peers"], peer)
     spinner = console.is_terminal and not as_json
     with console.status("syncing with peers…") if spinner else nullcontext():
-        data = api(node_home, "POST", "/v1/sync", {"peer": peer} if peer else {})
+        data = local.call("POST", "/v1/sync", {"peer": peer} if peer else {})
     lines = [
         f"{r['peer']}: pulled {r['pulled']} (new {r['accepted']}), pushed {r['pushed']}"
         for r in data["reports"]
-    ] + [f"{e['peer']}: {e['error']}" for e in data["errors"]]
+    ] + [f"{e['peer']}: error: {e['error']}" for e in data["errors"]]
     emit(data, as_json, "\n".join(lines) or "no peers")
+    if data["errors"]:
+        first, tried = data["errors"][0], len(data["reports"]) + len(data["errors"])
+        raise PeerError(
+            f"{len(data['errors'])} of {tried} peer(s) could not be synced; first: {first['error']}"
+        )
+
+
+def _known_peer(known: Sequence[dict[str, Any]], url: str) -> str:
+    """url as this node lists it among its peers, or InputError."""
+    from node.config import split_seed
+
+    base, _ = split_seed(url)
+    if any(p["url"] == base for p in known):
+        return url
+    raise InputError(
+        f"{base} is not a peer of this node (see 'hashmesh peers'); add it first with "
+        "'hashmesh peers add URL' (or under peers in config.toml)"
+    )
 
 
 @cli.group(invoke_without_command=True)
@@ -296,7 +439,7 @@ def sync(home: Path, peer: str | None, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def peers(ctx: click.Context, home: Path, as_json: bool) -> None:
-    """List this node's peers (with 'add URL': add one)."""
+    """List this node's peers ('add URL' adds one, 'remove URL' removes one)."""
     if ctx.invoked_subcommand is not None:
         return
     with open_backend(NodeHome(home).require()) as backend:
@@ -309,6 +452,13 @@ def peers(ctx: click.Context, home: Path, as_json: bool) -> None:
     emit({"peers": rows}, as_json, "\n".join(lines) or "no peers")
 
 
+def _peers_home(ctx: click.Context, home: Path) -> Path:
+    """--home given to 'hashmesh peers --home DIR add URL' counts for the subcommand."""
+    if ctx.get_parameter_source("home") is click.core.ParameterSource.DEFAULT and ctx.parent:
+        return Path(ctx.parent.params["home"])
+    return home
+
+
 @peers.command("add")
 @home_option
 @click.argument("url")
@@ -318,17 +468,50 @@ def peers_add(ctx: click.Context, home: Path, url: str, as_json: bool) -> None:
     """Add a peer URL (kept in the store; gossip uses it from now on).
 
     An https peer is contacted once its member's announce pins its TLS key; a seed pinned by
-    hand (URL#spki=HEX) belongs in config.toml's peers or 'hashmesh serve --peer'.
+    hand (URL#spki=HEX) belongs in config.toml's peers or 'hashmesh serve --peer'. A node
+    that serves TLS refuses plain http:// peers.
     """
-    if ctx.get_parameter_source("home") is click.core.ParameterSource.DEFAULT and ctx.parent:
-        home = ctx.parent.params["home"]  # `hashmesh peers --home DIR add URL`
+    from node.config import normalise_peer
+
+    node_home = NodeHome(_peers_home(ctx, home)).require()
     if "#" in url:
         raise InputError(
             f"{url}: pinned seeds go in config.toml 'peers' or 'hashmesh serve --peer URL'"
         )
-    with open_backend(NodeHome(home).require()) as backend:
-        peer = backend.add_peer(url)
+    config, base = load_config(node_home.path), normalise_peer(url)
+    if config.tls.enabled and not base.startswith("https://"):
+        raise InputError(
+            f"{base}: this node serves TLS and never contacts a plain http:// peer; give the "
+            "peer's https:// URL"
+        )
+    if base in config.answers_to:
+        raise InputError(f"{base} is this node's own URL")
+    with open_backend(node_home) as backend:
+        peer = backend.add_peer(base)
     emit(peer, as_json, f"added peer {peer['url']}")
+
+
+@peers.command("remove")
+@home_option
+@click.argument("url")
+@json_option
+@click.pass_context
+def peers_remove(ctx: click.Context, home: Path, url: str, as_json: bool) -> None:
+    """Remove a peer added with 'peers add' (run it while the node is stopped).
+
+    A seed from config.toml is removed there; a URL a member announced in a signed record
+    stays a peer while that member announces it.
+    """
+    from node.config import normalise_peer
+
+    node_home = NodeHome(_peers_home(ctx, home)).require()
+    config, base = load_config(node_home.path), normalise_peer(url.partition("#")[0])
+    if base in config.peers:
+        raise InputError(f"{base} is a seed in {node_home.path / 'config.toml'}: remove it there")
+    with open_backend(node_home) as backend:
+        removed = backend.remove_peer(base)
+    emit({"url": base, "removed": True, "source": removed.get("source")}, as_json,
+         f"removed peer {base}")  # fmt: skip
 
 
 @cli.group()
@@ -347,30 +530,57 @@ def vote() -> None:
 @json_option
 def vote_admit(home: Path, card_file: Path, as_json: bool) -> None:
     """Vote to admit the member whose CARD file ('hashmesh card' output) is given."""
-    c = _read_json(card_file)
-    if not isinstance(c, dict) or not {"name", "key"} <= c.keys():
-        raise InputError(f"{card_file} is not a member card (JSON with name and key)")
-    body = VoteBody("admit", str(c["key"]), name=str(c["name"]), role=str(c.get("role", "member")))
+    c = _read_card(card_file)
+    body = VoteBody("admit", c["key"], name=c["name"], role=c["role"])
     with open_backend(NodeHome(home).require()) as backend:
-        record = backend.author(body)
+        record = authored(backend.author(body))
     emit(record, as_json, f"voted to admit {body.name!r} ({body.member})\n  vote {record['id']}")
 
 
 @vote.command("remove")
 @home_option
-@click.argument("key")
+@click.argument("member")
 @click.option(
     "--after", type=click.IntRange(min=0), default=None,
     help="The member's last seq that keeps counting (default: its head here).",
 )  # fmt: skip
 @json_option
-def vote_remove(home: Path, key: str, after: int | None, as_json: bool) -> None:
-    """Vote to remove the member KEY; its records after seq --after stop counting."""
+def vote_remove(home: Path, member: str, after: int | None, as_json: bool) -> None:
+    """Vote to remove MEMBER (its name, any case, or a unique prefix of its key); its
+    records after seq --after stop counting."""
     with open_backend(NodeHome(home).require()) as backend:
-        seq = backend.head_seq(key.strip().lower()) if after is None else after
-        body = VoteBody("remove", key.strip().lower(), after=seq)
-        record = backend.author(body)
-    emit(record, as_json, f"voted to remove {body.member} after seq {seq}\n  vote {record['id']}")
+        found = resolve_member(backend.members(), member)
+        key = str(found["key"])
+        seq = backend.head_seq(key) if after is None else after
+        body = VoteBody("remove", key, after=seq)
+        record = authored(backend.author(body))
+    emit(
+        record, as_json,
+        f"voted to remove {found['name']!r} ({key}) after seq {seq}\n  vote {record['id']}",
+    )  # fmt: skip
+
+
+def resolve_member(members: Sequence[dict[str, Any]], text: str) -> dict[str, Any]:
+    """The one member that text names: its name (any case) or a prefix of its key or
+    identity; InputError when none or several do."""
+    wanted = text.strip()
+    hexed = wanted.lower()
+    found = [
+        m for m in members
+        if m["name"].casefold() == wanted.casefold()
+        or (hexed and all(c in "0123456789abcdef" for c in hexed)
+            and (m["key"].startswith(hexed) or m["identity"].startswith(hexed)))
+    ]  # fmt: skip
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        names = ", ".join(repr(m["name"]) for m in members)
+        raise InputError(
+            f"no member is named {wanted!r} or has a key starting with it (members: {names}; "
+            "see 'hashmesh federation show')"
+        )
+    which = ", ".join(f"{m['name']!r} ({m['key'][:16]}…)" for m in found)
+    raise InputError(f"{wanted!r} matches {len(found)} members: {which}; give more of the key")
 
 
 @cli.command()
@@ -389,30 +599,36 @@ for _command in (*cli_signals.COMMANDS, *cli_transfer.COMMANDS):
 
 
 def main() -> None:
-    """Entry point with the CLI's one error boundary."""
-    verbose = "--verbose" in sys.argv or "-v" in sys.argv[1:2]
+    """Entry point with the CLI's one error boundary: every failure is one line on stderr,
+    ``hashmesh: error: <kind>: <details>``, and exit 2 (a traceback first with --verbose)."""
     tune_for_bulk_records()
     try:
         code = cli.main(prog_name="hashmesh", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        _fail("aborted")
+    except click.exceptions.NoArgsIsHelpError as e:  # `hashmesh federation`: its help
+        click.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
         sys.exit(EXIT_ERROR)
+    except click.UsageError as e:
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+        _fail(f"usage: {e.format_message()}{where}")
     except click.ClickException as e:
-        e.show()
-        sys.exit(EXIT_ERROR)
+        _fail(e.format_message())
     except (NodeError, ProtocolError) as e:
-        if verbose:
-            raise
-        click.echo(f"hashmesh: error: {e.diagnostics()}", err=True)
-        sys.exit(EXIT_ERROR)
+        _fail(explain(e))
     except SystemExit:
         raise
     except Exception as e:
-        if verbose or os.environ.get("HASHMESH_DEBUG"):
-            raise
-        click.echo(f"hashmesh: error: {type(e).__name__}: {e} (rerun with --verbose)", err=True)
-        sys.exit(EXIT_ERROR)
+        _fail(f"internal error: {e or repr(e)} (rerun with --verbose for a traceback)")
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _fail(message: str) -> NoReturn:
+    """The one error line (after the traceback when --verbose or $HASHMESH_DEBUG asks)."""
+    if _VERBOSE or os.environ.get("HASHMESH_DEBUG"):
+        traceback.print_exc()
+    click.echo(f"hashmesh: error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
 
 
 # ---- commands defined in their own modules ------------------------------------------------
@@ -421,3 +637,15 @@ from node.cli_audit import audit, report  # noqa: E402
 
 cli.add_command(audit)
 cli.add_command(report)
+
+
+def _add_verbose(group: click.Group) -> None:
+    """Give every command --verbose/-v, so it works after the subcommand too."""
+    for command in group.commands.values():
+        if not any(p.name == "verbose" for p in command.params):
+            command.params.append(verbose_option())
+        if isinstance(command, click.Group):
+            _add_verbose(command)
+
+
+_add_verbose(cli)

@@ -9,8 +9,8 @@
 when the sources' frontiers differ, one lacks records another holds, or an author showed them
 different records at one seq -- a split view) and 2 when it could not audit (the CLI's one
 error boundary in ``node.cli.main`` prints the reason). ``--json`` output is canonical JSON with no
-clock readings, so the same source gives the same bytes; progress bars go to stderr on a
-terminal and never with ``--json``.
+clock readings, so the same source gives the same bytes; progress goes to stderr
+(``node.progress``: a bar on a terminal, plain lines elsewhere).
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from rich.table import Table
 
 from node import audit as engine
 from node.audit import MAX_LISTED, AuditError, AuditResult, Comparison, Snapshot, canonical_json
+from node.config import load_config
 from node.home import NodeHome
+from node.progress import progress_lines, progress_mode, progress_option
 from protocol import Federation, SigningKey
 from protocol.errors import RemoteProtocolError
 from protocol.federation import parse_genesis
@@ -71,6 +73,7 @@ _SHARED_OPTIONS = (
         show_default="all CPUs",
         help="Processes verifying signatures.",
     ),
+    progress_option,
     click.option("--json", "as_json", is_flag=True, help="Print canonical JSON."),
 )
 
@@ -93,15 +96,24 @@ def _pinned(home: Path | None, genesis: Path | None) -> tuple[Federation | None,
     if home is None:
         return fed, None
     node_home = NodeHome(home).require()
+    load_config(home)  # validated as by every command
     return fed or node_home.federation(), node_home.key()
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], None]]:
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal:
+def _progress(
+    command: str, show: bool | None, as_json: bool
+) -> Iterator[Callable[[str, int, int | None], None]]:
+    """Progress on stderr (``node.progress``): a bar on a terminal, else plain lines."""
+    mode = progress_mode(show, as_json)
+    if mode is None:
         yield lambda stage, done, total: None
         return
+    if mode == "lines":
+        with progress_lines(command, show) as lines:
+            yield lambda stage, done, total: lines(STAGES.get(stage, stage), done, total)
+        return
+    console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -169,6 +181,7 @@ def audit(
     home: Path | None,
     genesis: Path | None,
     workers: int,
+    show_progress: bool | None,
     as_json: bool,
 ) -> None:
     """Verify a node's records and state with the protocol alone (exit 0 clean, 1 violations,
@@ -177,7 +190,7 @@ def audit(
     fed, key = _pinned(home, genesis)
     snaps = _open_all(specs, fed, key, home)
     try:
-        with _progress(not as_json) as progress:
+        with _progress("audit", show_progress, as_json) as progress:
             if compare:
                 result: AuditResult | Comparison = engine.compare(
                     snaps, workers=workers, progress=progress
@@ -319,6 +332,7 @@ def report(
     home: Path | None,
     genesis: Path | None,
     workers: int,
+    show_progress: bool | None,
     as_json: bool,
 ) -> None:
     """The transparency report of a node's records: HTML with charts, or canonical JSON."""
@@ -328,7 +342,7 @@ def report(
     source = db if db is not None else str(NodeHome(home or Path(".")).db_path)
     (snap,) = _open_all([source], fed, None, None)
     try:
-        with _progress(not as_json) as progress:
+        with _progress("report", show_progress, as_json) as progress:
             loaded = engine.load_records(snap, workers=workers, progress=progress)
     finally:
         snap.close()

@@ -15,9 +15,18 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from node.backend import Backend, LocalApi, SignalQuery, now_ms, open_backend
-from node.cli import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, home_option, json_option
+from node.cli import (
+    EXIT_ERROR,
+    EXIT_NO,
+    EXIT_OK,
+    authored,
+    emit,
+    home_option,
+    json_option,
+    resolve_member,
+)
 from node.config import LimitsConfig, NodeConfig, load_config
-from node.errors import InputError, MediaError
+from node.errors import InputError, MediaError, explain
 from node.formats import HashEntry, parse_expiry, parse_hash
 from node.home import NodeHome
 from protocol.bodies import OpinionBody, RetractBody, SignalBody
@@ -65,7 +74,7 @@ def _labels(home: NodeHome, labels: Sequence[str]) -> tuple[str, ...]:
         checked = normalise_labels(labels)
         check_in_taxonomy(checked, taxonomy)
     except RemoteProtocolError as e:
-        raise InputError(f"--label: {e.diagnostics()}") from e
+        raise InputError(f"--label: {explain(e, kind=False)}") from e
     return checked
 
 
@@ -176,7 +185,7 @@ def retract(home: Path, signal_id: str, reason: str | None, as_json: bool) -> No
     """Withdraw one of this member's signals (by its record ID)."""
     body = RetractBody(signal_id.strip().lower(), reason=reason or None)
     with open_backend(NodeHome(home).require()) as backend:
-        record = backend.author(body)
+        record = authored(backend.author(body))
     emit(record, as_json, f"retracted {body.signal}\n  retraction {record['id']}")
 
 
@@ -204,7 +213,7 @@ def opinion(
     with open_backend(node_home) as backend:
         if backend.signal(body.signal) is None:
             raise InputError(f"no signal {body.signal} on this node (check the ID, or sync)")
-        record = backend.author(body)
+        record = authored(backend.author(body))
     emit(record, as_json, f"{verdict} on {body.signal}\n  opinion {record['id']}")
 
 
@@ -334,7 +343,10 @@ def _hit_line(hit: dict[str, Any]) -> str:
 @home_option
 @click.option("--type", "kind", type=click.Choice(list(SIGNAL_TYPES)), default=None)
 @click.option("--label", default=None, help="Only signals with this label.")
-@click.option("--member", default=None, help="Only this member's signals (name or key).")
+@click.option(
+    "--member", default=None,
+    help="Only this member's signals: its name (any case) or a unique key prefix.",
+)  # fmt: skip
 @click.option("--active/--all", default=True, show_default=True, help="Active signals only.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @json_option
@@ -356,10 +368,7 @@ def signals(
 
 
 def _member_identity(backend: Backend, member: str) -> str:
-    for m in backend.members():
-        if member in (m["name"], m["identity"], m["key"]):
-            return str(m["identity"])
-    raise InputError(f"no member named {member!r} (see 'hashmesh federation show')")
+    return str(resolve_member(backend.members(), member)["identity"])
 
 
 def _signal_line(row: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from node.backend import Backend, SignalQuery, now_ms, open_backend
 from node.cli import emit, home_option, json_option
 from node.cli_signals import contribute, label_option
 from node.config import load_config
-from node.errors import InputError
+from node.errors import InputError, explain
 from node.formats import (
     batches,
     csv_text,
@@ -30,6 +30,7 @@ from node.formats import (
     record_lines,
 )
 from node.home import NodeHome
+from node.progress import progress_lines, progress_mode, progress_option
 from protocol.bodies import SignalBody
 from protocol.errors import RemoteProtocolError
 from protocol.labels import check_in_taxonomy, normalise_labels
@@ -39,15 +40,26 @@ EXPORT_PAGE = 10_000  # signals per page of the csv export (the local API's larg
 
 
 @contextmanager
-def progress(total: int, what: str, quiet: bool) -> Iterator[Any]:
-    """A rich progress bar on a terminal's stderr (none with --json); yields advance(n)."""
+def progress(total: int, what: str, show: bool | None, as_json: bool) -> Iterator[Any]:
+    """Progress of an import on stderr (``node.progress``); yields advance(n)."""
+    mode = progress_mode(show, as_json)
+    if mode == "lines":
+        with progress_lines("import", show) as update:
+            done = [0]
+
+            def advance(n: int) -> None:
+                done[0] += n
+                update(what, done[0], total)
+
+            update(what, 0, total)
+            yield advance
+        return
     from rich import progress as rp
     from rich.console import Console
 
-    console = Console(stderr=True)
     bar = rp.Progress(
         rp.TextColumn(what), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeRemainingColumn(),
-        console=console, disable=quiet or not console.is_terminal,
+        console=Console(stderr=True), disable=mode != "bar",
     )  # fmt: skip
     with bar:
         task = bar.add_task(what, total=total)
@@ -65,10 +77,13 @@ def progress(total: int, what: str, quiet: bool) -> Iterator[Any]:
 )  # fmt: skip
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Write to this file instead of standard output.",
+    help="Write to this file instead of standard output (never over one without --force).",
 )  # fmt: skip
-def export(home: Path, fmt: str, output: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+def export(home: Path, fmt: str, output: Path | None, force: bool) -> None:
     """Export the list: signed records as jsonl, or active signals as csv."""
+    if output is not None and output.exists() and not force:
+        raise InputError(f"{output} exists; refusing to overwrite it (pass --force to replace it)")
     with open_backend(NodeHome(home).require()) as backend, _sink(output) as sink:
         count = _write_jsonl(backend, sink) if fmt == "jsonl" else _write_csv(backend, sink)
     if output is not None:
@@ -123,6 +138,7 @@ def _active_signals(backend: Backend) -> Iterator[dict[str, Any]]:
 @label_option
 @click.option("--note", default=None, help="Hash lists: a note on every new signal.")
 @click.option("--expires", default=None, metavar="DATE|DURATION", help="Hash lists: expiry.")
+@progress_option
 @json_option
 def import_command(
     home: Path,
@@ -130,6 +146,7 @@ def import_command(
     labels: tuple[str, ...],
     note: str | None,
     expires: str | None,
+    show_progress: bool | None,
     as_json: bool,
 ) -> None:
     """Import signed records (jsonl) or a hash list (csv, or TYPE:VALUE lines).
@@ -140,11 +157,12 @@ def import_command(
     """
     node_home = NodeHome(home).require()
     data = file.read_bytes()
+    shown = (show_progress, as_json)
     if is_record_stream(data):
-        result = _import_records(node_home, record_lines(data), as_json)
+        result = _import_records(node_home, record_lines(data), shown)
     else:
         bodies = _hash_list_bodies(node_home, data, str(file), labels, note, expires)
-        result = _import_hashes(node_home, bodies, as_json)
+        result = _import_hashes(node_home, bodies, shown)
     emit(result, as_json, _import_text(result))
     if result.get("rejected_examples"):
         first = result["rejected_examples"][0]
@@ -154,12 +172,14 @@ def import_command(
         )
 
 
-def _import_records(home: NodeHome, lines: Sequence[bytes], quiet: bool) -> dict[str, Any]:
+def _import_records(
+    home: NodeHome, lines: Sequence[bytes], shown: tuple[bool | None, bool]
+) -> dict[str, Any]:
     limits = load_config(home.path).limits
     counts = dict.fromkeys(("accepted", "duplicate", "pending", "rejected"), 0)
     rejected: list[dict[str, Any]] = []
     done = 0
-    with open_backend(home) as backend, progress(len(lines), "records", quiet) as advance:
+    with open_backend(home) as backend, progress(len(lines), "records", *shown) as advance:
         for batch in batches(lines, limits.max_batch_records, limits.max_request_bytes // 2):
             answer = backend.merge(batch)
             for status, n in answer["counts"].items():
@@ -201,14 +221,16 @@ def _hash_list_bodies(
             bodies.append(SignalBody(entry.type, entry.value, merged, note or None, expiry))
             check_authorable(entry.type, entry.value)  # a featureless value (SPEC 5.3)
         except RemoteProtocolError as e:
-            raise InputError(f"{entry.source}: {e.diagnostics()}") from e
+            raise InputError(f"{entry.source}: {explain(e, kind=False)}") from e
     return bodies
 
 
-def _import_hashes(home: NodeHome, bodies: Sequence[SignalBody], quiet: bool) -> dict[str, Any]:
+def _import_hashes(
+    home: NodeHome, bodies: Sequence[SignalBody], shown: tuple[bool | None, bool]
+) -> dict[str, Any]:
     added: list[str] = []
     unique = {(body.type, body.value): body for body in reversed(bodies)}  # first one wins
-    with open_backend(home) as backend, progress(len(bodies), "hashes", quiet) as advance:
+    with open_backend(home) as backend, progress(len(bodies), "hashes", *shown) as advance:
         for body in reversed(unique.values()):
             result = contribute(backend, body)
             if result["new"]:

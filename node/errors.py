@@ -70,3 +70,66 @@ class ApiError(NodeError):
 class InputError(NodeError):
     status = 400
     title = "bad input"
+
+
+# ---- error text for people (the CLI boundary) ----------------------------------------------
+
+PROTOCOL_KINDS = {
+    "OversizeError": "record too large",
+    "InvalidUtf8Error": "not UTF-8",
+    "MalformedJsonError": "malformed JSON",
+    "DuplicateKeyError": "duplicate JSON key",
+    "FloatNotAllowedError": "fractional number",
+    "IntegerRangeError": "integer out of range",
+    "NonCanonicalError": "not canonical JSON",
+    "EncodingError": "not canonical JSON",
+    "UnsupportedVersionError": "unsupported version",
+    "UnknownKindError": "unknown record kind",
+    "UnknownSignalTypeError": "unknown signal type",
+    "InvalidHashError": "invalid hash",
+    "InvalidLabelError": "invalid label",
+    "SchemaError": "invalid value",
+    "FederationMismatchError": "another federation",
+    "SignatureError": "bad signature",
+    "SeqGapError": "gap in a log",
+    "PrevMismatchError": "broken chain",
+    "ChainError": "broken chain",
+    "MembershipError": "not a member",
+    "ForkEvidenceError": "invalid fork evidence",
+    "GenesisError": "invalid federation document",
+    "SyncError": "invalid sync message",
+    "LocalProtocolError": "not allowed",
+}
+"""The words the CLI prints for a protocol error's class (never the class name itself)."""
+
+
+def error_kind(error: BaseException) -> str:
+    """What kind of error this is, in words ("invalid hash", "bad signature")."""
+    if isinstance(error, NodeError):
+        return error.title
+    for cls in type(error).__mro__:
+        if cls.__name__ in PROTOCOL_KINDS:
+            return PROTOCOL_KINDS[cls.__name__]
+    return "error"
+
+
+def explain(error: BaseException, *, kind: bool = True) -> str:
+    """One line for an operator: the kind of error (optional), the message, and for a protocol
+    error where it was found and the offending value -- no class names, no "expected None"."""
+    from protocol.errors import RemoteProtocolError
+
+    text = str(error)
+    if isinstance(error, RemoteProtocolError):
+        ctx, where = error.context, []
+        if ctx.field is not None and text.startswith("must "):  # a message without its subject
+            text = f"{ctx.field} {text}"
+        if ctx.author is not None:
+            seq = "" if ctx.seq is None else f" seq {ctx.seq}"
+            where.append(f"author {ctx.author[:16]}…{seq}")
+        if ctx.record_id is not None:
+            where.append(f"record {ctx.record_id}")
+        if ctx.actual is not None:
+            expected = f"expected {ctx.expected}, " if ctx.expected is not None else ""
+            where.append(f"{expected}got {ctx.actual!r}")
+        text += f" ({'; '.join(where)})" if where else ""
+    return f"{error_kind(error)}: {text}" if kind else text

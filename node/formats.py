@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from node.errors import InputError
+from node.errors import InputError, explain
 from protocol.errors import RemoteProtocolError
 from protocol.labels import normalise_labels
 from protocol.signal_types import canonical_value
@@ -84,7 +84,7 @@ def _entry(kind: str, value: str, labels: Sequence[str], source: str) -> HashEnt
     try:
         return HashEntry(kind, canonical_value(kind, value), normalise_labels(labels), source)
     except RemoteProtocolError as e:
-        raise InputError(f"{source}: {e.diagnostics()}") from e
+        raise InputError(f"{source}: {explain(e, kind=False)}") from e
 
 
 def parse_expiry(text: str | None, now_ms: int) -> int | None:

@@ -351,8 +351,8 @@ class Gossip:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             metrics.syncs.labels("unreachable").inc()
-            self._failed(peer, f"unreachable: {type(e).__name__}: {e}")
-            raise PeerError(f"{peer.url} is unreachable: {e}") from e
+            self._failed(peer, f"unreachable: {str(e) or 'timed out'}")
+            raise PeerError(f"{peer.url} is unreachable: {str(e) or 'timed out'}") from e
         except (RemoteProtocolError, PeerError) as e:
             metrics.syncs.labels("misbehaved").inc()
             self._failed(peer, f"misbehaved: {e}")
@@ -376,10 +376,10 @@ class Gossip:
         if status == 403:
             raise NotCountedError(
                 f"{peer.url} does not count this node's key as a member (not admitted yet, "
-                f"removed, or frozen by a fork): {data[:200]!r}"
+                f"removed, or frozen by a fork): {answer_text(data)}"
             )
         if status != 200:
-            raise PeerError(f"{peer.url} answered {status} to /v1/heads: {data[:200]!r}")
+            raise PeerError(f"{peer.url} answered {status} to /v1/heads: {answer_text(data)}")
         theirs = parse_frontier(_json(data))
         peer.behind, peer.ahead = lag(local, theirs)
         await self._merge_forks(theirs, peer)
@@ -403,7 +403,7 @@ class Gossip:
             peer, "GET", f"/v1/log/{page.author}", params=page.query()
         )
         if status != 200:
-            raise PeerError(f"{peer.url} answered {status} to /v1/log: {data[:200]!r}")
+            raise PeerError(f"{peer.url} answered {status} to /v1/log: {answer_text(data)}")
         lines = split_ndjson(data, page.limit)
         check_log_page(lines, page)
         return lines
@@ -501,7 +501,7 @@ class Gossip:
         path = "/v1/records" if relay else "/v1/records?relay=0"
         status, data, _ = await self._request(peer, "POST", path, join_ndjson(lines))
         if status not in (200, 422):
-            raise PeerError(f"{peer.url} answered {status} to a push: {data[:200]!r}")
+            raise PeerError(f"{peer.url} answered {status} to a push: {answer_text(data)}")
         if _pending_count(data):
             self.repair(peer)
 
@@ -611,6 +611,19 @@ def _cancel_jobs(group: list[PreparedMerge]) -> None:
     for prepared in group:
         if prepared.job is not None:
             prepared.job.cancel()
+
+
+def answer_text(data: bytes) -> str:
+    """A peer's error answer as text for people: a problem body's title and detail, else
+    the first 200 characters decoded (never a bytes repr)."""
+    try:
+        problem = orjson.loads(data)
+        if isinstance(problem, dict) and (problem.get("title") or problem.get("detail")):
+            parts = [str(problem[k]) for k in ("title", "detail") if problem.get(k)]
+            return ": ".join(parts)[:300]
+    except orjson.JSONDecodeError:
+        pass
+    return data[:200].decode("utf-8", errors="replace").strip() or "(empty answer)"
 
 
 def _json(data: bytes) -> object:

@@ -19,13 +19,14 @@ import datetime
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.config import TlsConfig, normalise_peer, render_config, split_listen
-from node.errors import ConfigError
+from node.config import TlsConfig, load_config, normalise_peer, render_config, split_listen
+from node.errors import ConfigError, NodeError, explain
 from protocol.errors import RemoteProtocolError
-from protocol.federation import Federation, parse_genesis
+from protocol.federation import Federation, check_name, parse_genesis
 from protocol.keys import SigningKey
 
 KEY_FILE = "member.key"
@@ -99,21 +100,60 @@ class NodeHome:
         try:
             return parse_genesis(data)
         except RemoteProtocolError as e:
-            raise ConfigError(f"{self.genesis_path} is invalid: {e.diagnostics()}") from e
+            raise ConfigError(
+                f"{self.genesis_path} is damaged ({explain(e)}); re-install it with "
+                f"'hashmesh federation join --home {self.path} GENESIS', GENESIS being the "
+                "federation's signed genesis document (every founder holds a copy)"
+            ) from e
 
     def has_federation(self) -> bool:
         return self.genesis_path.exists()
 
-    def install_federation(self, federation: Federation) -> None:
+    def install_federation(self, federation: Federation) -> bool:
+        """Install the verified genesis; True when it replaced a damaged federation.json.
+
+        A damaged file is replaced only when that is safe: no database yet, or a database
+        that belongs to this very federation. A home of another federation is refused.
+        """
+        repaired = False
         if self.has_federation():
-            current = self.federation()
-            if current.id != federation.id:
-                raise ConfigError(
-                    f"{self.path} already belongs to federation {current.name!r} ({current.id})"
-                )
+            try:
+                current = self.federation()
+            except ConfigError as damaged:
+                self._check_reinstall(federation, damaged)
+                repaired = True
+            else:
+                if current.id != federation.id:
+                    raise ConfigError(
+                        f"{self.path} already belongs to federation {current.name!r} ({current.id})"
+                    )
         tmp = self.genesis_path.with_suffix(".tmp")
         tmp.write_bytes(federation.to_bytes())
         os.replace(tmp, self.genesis_path)
+        return repaired
+
+    def _check_reinstall(self, federation: Federation, damaged: ConfigError) -> None:
+        """Refuse to replace a damaged federation.json with the genesis of another
+        federation than the one the home's database belongs to."""
+        if not self.db_path.exists():
+            return
+        from node.audit_sources import database_federation
+
+        cause = damaged.__cause__
+        what = f"{self.genesis_path} is damaged ({explain(cause) if cause else damaged})"
+        try:
+            stored = database_federation(self.db_path)
+        except NodeError as e:
+            raise ConfigError(
+                f"{what}, and {self.db_path} does not say which federation it holds ({e}); "
+                f"move both aside to start this home over with {federation.name!r}"
+            ) from e
+        if stored.id != federation.id:
+            raise ConfigError(
+                f"{what}; its database {self.db_path} belongs to federation {stored.name!r} "
+                f"({stored.id}), not {federation.name!r} ({federation.id}): join with the "
+                f"genesis of {stored.name!r} to re-install it"
+            )
 
     def runtime(self) -> dict[str, object] | None:
         """The running node's URL and pid, if `hashmesh serve` is running for this home."""
@@ -151,13 +191,18 @@ def init_home(
 
     Refuses an existing home. ``tls=None`` chooses: HTTPS unless the node listens on loopback
     and announces a loopback URL (then nothing it serves leaves this host); the choice is
-    written into config.toml explicitly.
+    written into config.toml explicitly. All or nothing: every input is checked first, and if
+    anything fails while writing, what was created is removed again (no half-made home).
     """
-    from node.tls import create_certificate, loopback_only, url_hosts
+    from node.tls import loopback_only
 
     home = NodeHome(path)
     if home.exists():
         raise ConfigError(f"{path} is already a node home; refusing to overwrite its key")
+    try:
+        check_name(name)
+    except RemoteProtocolError as e:
+        raise ConfigError(f"--name {name!r}: {explain(e, kind=False)}") from e
     host = split_listen(listen)[0]
     if tls is None:
         tls = not loopback_only(host, normalise_peer(url) if url else None)
@@ -167,13 +212,39 @@ def init_home(
             "or pass --no-tls (plain HTTP, e.g. behind a TLS-terminating proxy)"
         )
     config = render_config(name, listen, url, peers, tls=tls)  # validates before writing
-    path.mkdir(parents=True, exist_ok=True)
+    top = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+    before = set(path.iterdir()) if path.is_dir() else set()
+    try:
+        _write_home(home, config, name=name, hosts=[host, *_url_hosts(url)], seed=seed)
+        load_config(path)  # what every command reads next must load
+    except BaseException:
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+        elif path.is_dir():
+            for created in set(path.iterdir()) - before:
+                created.unlink()
+        raise
+    return home
+
+
+def _url_hosts(url: str | None) -> list[str]:
+    from node.tls import url_hosts
+
+    return url_hosts(url) if url else []
+
+
+def _write_home(
+    home: NodeHome, config: str, *, name: str, hosts: list[str], seed: bytes | None
+) -> None:
+    from node.tls import create_certificate
+
+    home.path.mkdir(parents=True, exist_ok=True)
     key = SigningKey(seed if seed is not None else secrets.token_bytes(32))
     _write_secret(home.key_path, key.seed.hex())
     _write_secret(home.token_path, secrets.token_urlsafe(32))
     defaults = TlsConfig()
-    hosts = [host, *(url_hosts(url) if url else [])]
     now = datetime.datetime.now(datetime.UTC)
-    create_certificate(path / defaults.cert, path / defaults.key, name=name, hosts=hosts, now=now)
-    (path / "config.toml").write_text(config, "utf-8")
-    return home
+    create_certificate(
+        home.path / defaults.cert, home.path / defaults.key, name=name, hosts=hosts, now=now
+    )
+    (home.path / "config.toml").write_text(config, "utf-8")

@@ -376,13 +376,16 @@ class Store:
         fork_seqs = dict(
             self.conn.execute("SELECT key, fork_seq FROM keys WHERE fork_seq IS NOT NULL")
         )
-        records = [
+        return derive(self.federation, heads, fork_seqs, self.membership_records())
+
+    def membership_records(self) -> list[Record]:
+        """Every stored vote and rotate record (what membership is derived from)."""
+        return [
             trusted_record(raw, rid.hex())
             for rid, raw in self.conn.execute(
                 "SELECT id, raw FROM records WHERE kind IN ('vote', 'rotate')"
             )
         ]
-        return derive(self.federation, heads, fork_seqs, records)
 
     # -- signals -------------------------------------------------------------------------
 
@@ -491,6 +494,15 @@ class Store:
             "INSERT OR REPLACE INTO peers (url, fields) VALUES (?, ?)",
             (url, orjson.dumps(merged).decode()),
         )
+
+    def remove_peer(self, url: str) -> dict[str, object] | None:
+        """Forget a stored peer; its stored fields, or None if it was not stored."""
+        self._writer_state()
+        row = self.conn.execute("SELECT fields FROM peers WHERE url = ?", (url,)).fetchone()
+        if row is None:
+            return None
+        self.conn.execute("DELETE FROM peers WHERE url = ?", (url,))
+        return {"url": url, **orjson.loads(row[0])}
 
     def peers(self) -> list[dict[str, object]]:
         rows = self.conn.execute("SELECT url, fields FROM peers ORDER BY url")
