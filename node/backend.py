@@ -274,10 +274,7 @@ class ApiBackend:
         return dict(self.api.call("POST", "/v1/peers", {"url": normalise_peer(url)}))
 
     def remove_peer(self, url: str) -> dict[str, Any]:
-        raise ConfigError(
-            f"the node running for {self.home.path} holds its peers in memory: stop it, run "
-            "'hashmesh peers remove' again, then start it"
-        )
+        return dict(self.api.call("DELETE", "/v1/peers?" + urllib.parse.urlencode({"url": url})))
 
 
 def api_request(body: Body) -> tuple[str, dict[str, Any]]:

@@ -497,7 +497,7 @@ def peers_add(ctx: click.Context, home: Path, url: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def peers_remove(ctx: click.Context, home: Path, url: str, as_json: bool) -> None:
-    """Remove a peer added with 'peers add' (run it while the node is stopped).
+    """Remove a peer added with 'peers add' (on a running node too).
 
     A seed from config.toml is removed there; a URL a member announced in a signed record
     stays a peer while that member announces it.

@@ -169,6 +169,14 @@ class Gossip:
             peer.pin, peer.pin_source = peer.seed_pin, "seed"
         return peer
 
+    def remove_peer(self, url: str) -> PeerState | None:
+        """Stop contacting a peer added by hand; a sync already running with it finishes."""
+        peer = self.peers.get(url)
+        if peer is None or peer.source != "added":
+            return None
+        log.info("removed peer %s", url, extra={"peer": url})
+        return self.peers.pop(url)
+
     async def learn_peers(self) -> None:
         """Add the URLs members announced in signed records (except this member's own), and
         drop the nodes of members that lost the peer protocol (``apply_membership``).

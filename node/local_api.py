@@ -50,7 +50,7 @@ from node.api_input import (
     require_content_type,
 )
 from node.app import NODE, Node, now_ms, problem
-from node.errors import ApiError, PeerError
+from node.errors import ApiError, ConfigError, PeerError
 from node.matching import MATCH_FIELDS, Upload, hash_upload, match_hashes, match_images
 from node.peer_api import frontier
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
@@ -393,6 +393,37 @@ async def add_peer(request: web.Request, node: Node) -> web.StreamResponse:
 
 
 @local
+async def remove_peer(request: web.Request, node: Node) -> web.StreamResponse:
+    """Forget a peer added by hand (``?url=``); seeds live in config.toml and announced URLs
+    stay peers while their member announces them."""
+    from node.config import normalise_peer
+    from node.gossip import GOSSIP
+
+    q = query_params(request, ("url",))
+    if not q.get("url"):
+        raise ApiError(
+            "url is required: the peer URL to remove", title="missing query parameter url"
+        )
+    try:
+        url = normalise_peer(q["url"].partition("#")[0])
+    except ConfigError as e:
+        raise ApiError(f"url: {e}", title="invalid query parameter url") from e
+    if url in node.config.peers:
+        raise ApiError(f"{url} is a seed in config.toml: remove it there", status=409,
+                       title="peer is a configured seed")  # fmt: skip
+    gossip = request.app[GOSSIP]
+    peer = gossip.peers.get(url)
+    if peer is not None and peer.source != "added":
+        raise ApiError(f"{url} is announced by a member: it stays a peer while announced",
+                       status=409, title="peer is announced")  # fmt: skip
+    stored = await node.store.write(lambda s: s.remove_peer(url))
+    gossip.remove_peer(url)
+    if stored is None and peer is None:
+        raise ApiError(f"{url} is not a peer added here", status=404, title="no such peer")
+    return web.json_response({"url": url, "removed": True, "source": "added"})
+
+
+@local
 async def post_sync(request: web.Request, node: Node) -> web.StreamResponse:
     from node.config import split_seed
     from node.gossip import GOSSIP
@@ -404,7 +435,10 @@ async def post_sync(request: web.Request, node: Node) -> web.StreamResponse:
         raise ApiError("peer must be a peer URL", title="invalid peer")
     seed = split_seed(wanted) if wanted else None  # a malformed URL must not become a peer
     await gossip.learn_peers()
-    peers = [gossip.add_peer(seed[0], "added", seed[1])] if seed else list(gossip.peers.values())
+    if seed is not None and seed[0] not in gossip.peers:
+        raise ApiError(f"{seed[0]} is not a peer of this node: add it first (POST /v1/peers)",
+                       status=404, title="no such peer")  # fmt: skip
+    peers = [gossip.peers[seed[0]]] if seed else list(gossip.peers.values())
     reports, errors = [], []
     for peer in peers:
         try:
@@ -488,6 +522,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/match", post_match)
     r.add_get("/v1/peers", get_peers)
     r.add_post("/v1/peers", add_peer)
+    r.add_delete("/v1/peers", remove_peer)
     r.add_post("/v1/sync", post_sync)
     r.add_get("/v1/records", export_records)
     r.add_post("/v1/import", import_records)

@@ -293,5 +293,7 @@ def test_systemd_unit_header_installs_as_the_readme_does() -> None:
     block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
     steps = [line.strip() for line in block.splitlines() if not line.startswith("journalctl")]
     assert [s for s in steps if s] == [s for s in header if s in steps]
-    order = [s.split()[0] + " " + s.split()[1] for s in steps if s and not s.startswith(("#", "--"))]
+    order = [
+        s.split()[0] + " " + s.split()[1] for s in steps if s and not s.startswith(("#", "--"))
+    ]
     assert order.index("sudo -u") < order.index("systemctl daemon-reload")

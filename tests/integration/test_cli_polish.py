@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -400,12 +401,20 @@ def test_sync_refuses_unknown_peers_and_fails_on_unreachable_ones(
         assert "answered 404 to /v1/heads: not here \ufffd" in status
         assert "b'" not in status and not CLASS_NAME.search(status), status
 
-        running = one_line_error(hm("peers", "remove", "--home", home, nowhere))
-        assert "holds its peers in memory: stop it" in running
+        with pytest.raises(urllib.error.HTTPError) as unknown:
+            node.api("POST", "/v1/sync", {"peer": f"http://127.0.0.1:{free_port()}/"})
+        assert unknown.value.code == 404
+        assert "not a peer of this node" in json.loads(unknown.value.read())["detail"]
+        assert len(node.api("GET", "/v1/peers")["peers"]) == 2  # the unknown URL was not kept
+
+        removed = ok_json("peers", "remove", "--home", home, nowhere)  # through the running node
+        assert removed == {"removed": True, "source": "added", "url": nowhere}
+        assert [p["url"] for p in node.api("GET", "/v1/peers")["peers"]] == [not_a_peer]
+        assert "is not a peer added here" in one_line_error(
+            hm("peers", "remove", "--home", home, nowhere)
+        )
     finally:
         node.stop()
-    removed = ok_json("peers", "remove", "--home", home, nowhere)
-    assert removed == {"removed": True, "source": "added", "url": nowhere}
     assert [p["url"] for p in ok_json("peers", "--home", home)["peers"]] == [not_a_peer]
     assert "is not a peer added here" in one_line_error(
         hm("peers", "remove", "--home", home, nowhere)
