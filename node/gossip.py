@@ -158,16 +158,20 @@ class Gossip:
 
     def add_peer(self, url: str, source: str = "added", pin: str | None = None) -> PeerState:
         """A peer by URL; ``pin`` (or the config seed's ``#spki=``) pins it until an announce."""
-        if url == self.node.config.url:
-            raise PeerError("that URL is this node's own URL", status=400)
-        reason = barred_reason(url, pin, self.claims, self.lost)
-        if reason is not None:
-            raise PeerBarredError(f"{url} is not contacted: {reason}")
+        self.check_contactable(url, pin)
         peer = self.peers.setdefault(url, PeerState(url, source))
         peer.seed_pin = pin or self.node.config.seed_pins.get(url) or peer.seed_pin
         if peer.seed_pin and peer.pin_source in (None, "tofu"):
             peer.pin, peer.pin_source = peer.seed_pin, "seed"
         return peer
+
+    def check_contactable(self, url: str, pin: str | None = None) -> None:
+        """Raise unless url may be a peer: not this node's own URL, not barred (SPEC 10.6)."""
+        if url == self.node.config.url:
+            raise PeerError("that URL is this node's own URL", status=400)
+        reason = barred_reason(url, pin, self.claims, self.lost)
+        if reason is not None:
+            raise PeerBarredError(f"{url} is not contacted: {reason}")
 
     def remove_peer(self, url: str) -> PeerState | None:
         """Stop contacting a peer added by hand; a sync already running with it finishes."""

@@ -436,6 +436,7 @@ async def post_sync(request: web.Request, node: Node) -> web.StreamResponse:
     seed = split_seed(wanted) if wanted else None  # a malformed URL must not become a peer
     await gossip.learn_peers()
     if seed is not None and seed[0] not in gossip.peers:
+        gossip.check_contactable(*seed)  # this node's own URL: 400; a barred one: 409
         raise ApiError(f"{seed[0]} is not a peer of this node: add it first (POST /v1/peers)",
                        status=404, title="no such peer")  # fmt: skip
     peers = [gossip.peers[seed[0]]] if seed else list(gossip.peers.values())

@@ -514,7 +514,7 @@ for query in [
 # wrong methods and unknown routes: aiohttp's own 405 and 404, as problem bodies
 for method, path in [
     ("DELETE", S), ("PUT", OWN), ("DELETE", OWN), ("GET", RETRACT), ("GET", OPINIONS),
-    ("GET", "/v1/votes"), ("GET", "/v1/hash"), ("GET", "/v1/match"), ("DELETE", "/v1/peers"),
+    ("GET", "/v1/votes"), ("GET", "/v1/hash"), ("GET", "/v1/match"), ("PUT", "/v1/peers"),
     ("GET", "/v1/sync"), ("PUT", "/v1/records"), ("GET", "/v1/import"), ("POST", "/v1/status"),
     ("POST", "/metrics"), ("POST", "/healthz"), ("POST", "/readyz"),
 ]:  # fmt: skip
