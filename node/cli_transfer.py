@@ -54,12 +54,15 @@ def progress(total: int, what: str, show: bool | None, as_json: bool) -> Iterato
             update(what, 0, total)
             yield advance
         return
+    if mode is None:
+        yield lambda n: None
+        return
     from rich import progress as rp
     from rich.console import Console
 
     bar = rp.Progress(
         rp.TextColumn(what), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TimeRemainingColumn(),
-        console=Console(stderr=True), disable=mode != "bar",
+        console=Console(stderr=True),
     )  # fmt: skip
     with bar:
         task = bar.add_task(what, total=total)
