@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from protocol.bodies import RotateBody, VoteBody
 from protocol.federation import Federation
@@ -252,3 +253,46 @@ def _finish(
         caps={key: caps.get(key) if counted_role(key) else 0 for key in counted},
         freezes={k: v for k, v in sorted(all_freezes.items()) if k in counted},
     )
+
+
+class MembershipChange(NamedTuple):
+    """One difference between two memberships (``membership_changes``).
+
+    ``what`` is one of: ``admitted`` (a new identity; ``detail`` its role), ``unadmitted`` (an
+    admission no longer holds, e.g. a voter forked), ``removed``, ``reinstated``, ``rotated``
+    (``key`` is the new key of ``identity``), ``frozen`` (``key``'s log counts through
+    ``seq`` only; ``detail`` the reason: fork, removed, rotated) and ``thawed`` (a freeze that
+    no longer holds: SPEC 7.5, only a removal's can).
+    """
+
+    what: str
+    identity: str
+    key: str | None = None
+    seq: int | None = None
+    detail: str | None = None
+
+
+def membership_changes(old: Membership, new: Membership) -> list[MembershipChange]:
+    """What changed from old to new: members admitted, unadmitted, removed, reinstated,
+    keys rotated, logs frozen or thawed -- in a fixed order."""
+    changes: list[MembershipChange] = []
+    for identity in sorted(old.members.keys() | new.members.keys()):
+        before, after = old.members.get(identity), new.members.get(identity)
+        if before is None and after is not None:
+            changes.append(MembershipChange("admitted", identity, identity, detail=after.role))
+        elif before is not None and after is None:
+            changes.append(MembershipChange("unadmitted", identity, identity))
+        if before is None or after is None:
+            continue
+        if before.removed != after.removed:
+            changes.append(MembershipChange("removed" if after.removed else "reinstated", identity))
+        for key in after.keys[len(before.keys) :]:
+            changes.append(MembershipChange("rotated", identity, key))
+    for key in sorted(old.freezes.keys() | new.freezes.keys()):
+        was, now = old.freezes.get(key), new.freezes.get(key)
+        owner = new.owner.get(key) or old.owner.get(key, key)
+        if now is not None and was != now:
+            changes.append(MembershipChange("frozen", owner, key, now[0], now[1]))
+        elif now is None and was is not None:
+            changes.append(MembershipChange("thawed", owner, key, was[0], was[1]))
+    return changes
