@@ -372,6 +372,35 @@ async def post_match(request: web.Request, node: Node) -> web.StreamResponse:
     return problem(422, "image could not be hashed", detail, errors=errors, results=results)
 
 
+LOOKUP_PARAMS = ("signal_type", "signal", "radius", "max_hits")
+# python-threatexchange's names for hashmesh's types (it has no phash, dhash or sha1).
+PYTX_TYPE_NAMES = {"video_md5": "md5", "video_sha256": "sha256"}
+
+
+@local
+async def lookup(request: web.Request, node: Node) -> web.StreamResponse:
+    """One hash by GET, in the shape HMA's lookup takes (``signal_type``, ``signal``): the
+    same answer as ``POST /v1/match`` for that hash, with provenance and tallies."""
+    q = query_params(request, LOOKUP_PARAMS)
+    for name in ("signal_type", "signal"):
+        if not q.get(name):
+            raise ApiError(f"{name} is required", title=f"missing query parameter {name}")
+    kind = PYTX_TYPE_NAMES.get(q["signal_type"], q["signal_type"])
+    if kind not in SIGNAL_TYPES:
+        names = sorted({*SIGNAL_TYPES, *PYTX_TYPE_NAMES})
+        got = q["signal_type"][:40]
+        raise ApiError(f"signal_type must be one of {', '.join(names)}, got {got!r}",
+                       title="invalid query parameter signal_type")  # fmt: skip
+    body: dict[str, Any] = {"type": kind, "value": q["signal"]}
+    if "radius" in q:
+        body["radius"] = int_param(q, "radius", 0, 0)
+    if "max_hits" in q:
+        body["max_hits"] = int_param(q, "max_hits", 1, 1)
+    answer = await match_hashes(node, body)
+    result = answer["results"][0]
+    return web.json_response({"signal_type": q["signal_type"], **result})
+
+
 @local
 async def get_peers(request: web.Request, node: Node) -> web.StreamResponse:
     from node.gossip import GOSSIP
@@ -521,6 +550,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/votes", add_vote)
     r.add_post("/v1/hash", post_hash)
     r.add_post("/v1/match", post_match)
+    r.add_get("/v1/lookup", lookup)
     r.add_get("/v1/peers", get_peers)
     r.add_post("/v1/peers", add_peer)
     r.add_delete("/v1/peers", remove_peer)
