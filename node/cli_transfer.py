@@ -34,6 +34,7 @@ from node.progress import progress_lines, progress_mode, progress_option
 from protocol.bodies import SignalBody
 from protocol.errors import RemoteProtocolError
 from protocol.labels import check_in_taxonomy, normalise_labels
+from protocol.records import decode_record
 from protocol.signal_types import check_authorable
 
 EXPORT_PAGE = 10_000  # signals per page of the csv export (the local API's largest page)
@@ -75,8 +76,11 @@ def progress(total: int, what: str, show: bool | None, as_json: bool) -> Iterato
 @click.command()
 @home_option
 @click.option(
-    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
-    help="jsonl: every stored signed record (a verifiable backup); csv: active signals.",
+    "--format", "fmt", type=click.Choice(["jsonl", "csv", "stix"]), default="jsonl",
+    show_default=True,
+    help="jsonl: every stored signed record (a verifiable backup); csv: active signals; "
+    "stix: a STIX 2.1 bundle of every signal, member, opinion and sighting (needs the "
+    "'stix' extra: pip install 'hashmesh[stix]').",
 )  # fmt: skip
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -84,13 +88,14 @@ def progress(total: int, what: str, show: bool | None, as_json: bool) -> Iterato
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 def export(home: Path, fmt: str, output: Path | None, force: bool) -> None:
-    """Export the list: signed records as jsonl, or active signals as csv."""
+    """Export the list: signed records as jsonl, active signals as csv, or STIX 2.1."""
     if output is not None and output.exists() and not force:
         raise InputError(f"{output} exists; refusing to overwrite it (pass --force to replace it)")
+    writers = {"jsonl": _write_jsonl, "csv": _write_csv, "stix": _write_stix}
     with open_backend(NodeHome(home).require()) as backend, _sink(output) as sink:
-        count = _write_jsonl(backend, sink) if fmt == "jsonl" else _write_csv(backend, sink)
+        count = writers[fmt](backend, sink)
     if output is not None:
-        what = "records" if fmt == "jsonl" else "active signals"
+        what = {"jsonl": "records", "csv": "active signals", "stix": "STIX objects"}[fmt]
         click.echo(f"exported {count} {what} to {output}", err=True)
 
 
@@ -113,6 +118,18 @@ def _write_jsonl(backend: Backend, sink: IO[bytes]) -> int:
         sink.write(record + b"\n")
         count += 1
     return count
+
+
+def _write_stix(backend: Backend, sink: IO[bytes]) -> int:
+    try:
+        from node.stix import stix_bundle
+    except ImportError as e:  # pragma: no cover - the extra is installed in tests
+        raise InputError("STIX export needs the stix extra: pip install 'hashmesh[stix]'") from e
+    federation = backend.federation
+    records = (decode_record(line, federation.id) for line in backend.records())
+    bundle = stix_bundle(records, federation, now_ms())
+    sink.write(bundle.serialize(pretty=False, ensure_ascii=False).encode() + b"\n")
+    return len(bundle.objects)
 
 
 def _write_csv(backend: Backend, sink: IO[bytes]) -> int:

@@ -1,5 +1,5 @@
 """The bridges to tools members already run, against a real node: lookup by hash in HMA's
-shape (``GET /v1/lookup``).
+shape (``GET /v1/lookup``) and the STIX 2.1 export.
 
 One federation of two founders for the module; only ``a`` runs (``hashmesh serve``).
 """
@@ -7,6 +7,9 @@ One federation of two founders for the module; only ``a`` runs (``hashmesh serve
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import NodeProc, found_federation
+from harness import REPO, NodeProc, found_federation
 
 from node.home import NodeHome
+from protocol.bodies import Body, OpinionBody
 from protocol.federation import Federation
+from protocol.records import Record, sign_record
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +104,77 @@ def test_lookup_refuses_bad_input_by_name(fed: Fed, params: dict[str, str], titl
     status, problem = get(fed.a, "/v1/lookup", **params)
     assert status == 400, problem
     assert problem["title"].startswith(title), problem
+
+
+# ---- STIX 2.1 export ------------------------------------------------------------------------
+
+
+def hm(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
+    return subprocess.run([sys.executable, "-m", "node", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=60, check=False)  # fmt: skip
+
+
+def import_ndjson(node: NodeProc, data: bytes) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{node.local_port}/v1/import", data, method="POST",
+        headers={"Authorization": f"Bearer {NodeHome(node.home).token()}",
+                 "Content-Type": "application/x-ndjson"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return dict(json.loads(answer.read()))
+
+
+def signed(fed: Fed, who: NodeProc, seq: int, prev: str | None, body: Body) -> Record:
+    return sign_record(NodeHome(who.home).key(), fed=fed.federation.id, seq=seq, prev=prev,
+                       ts=1_700_000_000_000 + seq, body=body)  # fmt: skip
+
+
+def test_stix_export_parses_and_round_trips_ids_labels_and_opinions(fed: Fed) -> None:
+    stix2 = pytest.importorskip("stix2", reason="the stix extra (stix2) is not installed")
+    url = add(fed.a, "url", "https://example.org/watch?v=1")
+    gone = add(fed.a, "sha256", "ab" * 32, labels=(LABEL, "behaviour:graphic-violence"))
+    fed.a.api("POST", f"/v1/signals/{gone}/retract", {"reason": "mistake"})
+    first = signed(fed, fed.b, 1, None, OpinionBody(url, "dispute", (LABEL,), "a news report"))
+    second = signed(fed, fed.b, 2, first.id, OpinionBody(gone, "seen", (), "on our platform"))
+    data = b"".join(r.canonical + b"\n" for r in (first, second))
+    imported = import_ndjson(fed.a, data)
+    assert imported["counts"]["accepted"] == 2, imported
+
+    out = fed.root / "bundle.json"
+    result = hm("export", "--home", str(fed.a.home), "--format", "stix", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    bundle = stix2.parse(out.read_text(), allow_custom=False)
+    by_type: dict[str, list[Any]] = {}
+    for obj in bundle.objects:
+        by_type.setdefault(obj.type, []).append(obj)
+    signals = fed.a.api("GET", "/v1/signals?active=false&limit=1000")["signals"]
+    signals += fed.a.api("GET", "/v1/signals?active=true&limit=1000")["signals"]
+    indicators = {i.external_references[0].external_id: i for i in by_type["indicator"]}
+    assert set(indicators) == {s["id"] for s in signals}
+    for s in signals:
+        indicator = indicators[s["id"]]
+        assert list(indicator.get("labels", [])) == s["labels"]
+        assert indicator.revoked == (s["status"] == "retracted")
+        assert s["value"] in indicator.pattern
+    assert (
+        "file:hashes.x_pdq"
+        in indicators[next(s["id"] for s in signals if s["type"] == "pdq")].pattern
+    )
+    assert {i.name for i in by_type["identity"]} == {"a", "b"}
+    (opinion,) = by_type["opinion"]
+    assert opinion.opinion == "disagree" and opinion.explanation == "a news report"
+    assert opinion.object_refs == [indicators[url].id]
+    assert opinion.external_references[0].external_id == first.id
+    (sighting,) = by_type["sighting"]
+    assert (
+        sighting.sighting_of_ref == indicators[gone].id
+        and sighting.description == "on our platform"
+    )
+
+    again = fed.root / "again.json"
+    assert (
+        hm("export", "--home", str(fed.a.home), "--format", "stix", "-o", str(again)).returncode
+        == 0
+    )
+    assert {o.id for o in stix2.parse(again.read_text()).objects} == {o.id for o in bundle.objects}
