@@ -3,13 +3,9 @@
 ``fold_state`` counts, for every member key, the records of its log up to a limit, and reads
 signals, retractions, opinions and announcements from them. The database keeps exactly those
 effects in tables, and in ``counted`` the range each key is materialised for: (member identity,
-key generation, through seq). After a merge the new membership gives new ranges; only the
-difference is applied:
-
-- same identity and generation, higher limit: add the effects of the new records (the common
-  case: a log grew; the records are in memory);
-- lower limit (a fork, a removal, a rotation): remove the effects of the records past it;
-- another identity or generation (admission or rotation undone or redone): remove all, add all.
+key generation, through seq). After a merge the ledger (``protocol.ledger``) answers which
+ranges stop and start counting (``Uncount``, ``Count``: usually a log that grew, whose records
+are still in memory); only those are applied.
 
 Every effect is stored with its (generation, seq) and the derived values are computed from the
 rows rather than from arrival order, so the result never depends on the order of the steps:
@@ -32,11 +28,11 @@ import orjson
 from protocol import Membership, Record
 from protocol.batch import trusted_record
 from protocol.bodies import AnnounceBody, OpinionBody, RetractBody, SignalBody
+from protocol.ledger import Count, Counted, Uncount
 
 if TYPE_CHECKING:
     from node.merge import WriterState
 
-Counted = tuple[str, int, int]  # (member identity, key generation, counted through seq)
 _Range = tuple[int, Record, bool]  # (records.row, record, stored in this merge)
 _RANGE_ROWS: Final = "SELECT row FROM records WHERE author = ? AND seq > ? AND seq <= ?"
 _CHUNK_RECORDS: Final = 5000
@@ -71,15 +67,6 @@ def _target(conn: sqlite3.Connection, rid: bytes) -> tuple[Any, ...] | None:
         "LEFT JOIN signals s ON s.row = r.row WHERE r.id8 = ? AND r.id = ?",
         (id8(rid), rid),
     ).fetchone()
-
-
-def counted_of(membership: Membership) -> dict[str, Counted]:
-    """Every key whose records count, with its identity, generation and limit."""
-    return {
-        key: (membership.owner[key], membership.generation(key), limit)
-        for key, limit in membership.limits.items()
-        if limit > 0
-    }
 
 
 def is_active(expires: int | None, retracted_by: bytes | None, now_ms: int) -> bool:
@@ -148,18 +135,24 @@ class Materialiser:
             self.state.orphans.discard(rid)
             self._adopted.add(rid)
 
-    def apply(self, counted: dict[str, Counted]) -> None:
-        """Go from the materialised ranges (``state.counted``) to counted."""
-        removes, adds = _diff(self.state.counted, counted)
+    def apply(
+        self,
+        uncounts: Sequence[Uncount],
+        counts: Sequence[Count],
+        counted: dict[str, Counted | None],
+    ) -> None:
+        """Remove the effects of the ranges that stop counting, add those of the ranges that
+        start (``protocol.ledger.Settlement``), and record the new ranges in ``counted``."""
         targets: set[tuple[int, bytes]] = set()
-        for key, lo, hi in removes:
+        for key, lo, hi in uncounts:
             targets.update(self._remove(self.state.refs[key], lo, hi))
         for member, target in sorted(targets):
             self._refresh(member, target)
         fresh: list[tuple[Counted, _Range]] = []
         stored: list[tuple[str, Counted, int]] = []
-        for key, entry, lo in adds:
-            mine = self._in_memory(key, lo, entry[2])
+        for key, identity, gen, lo, hi in counts:
+            entry = (identity, gen, hi)
+            mine = self._in_memory(key, lo, hi)
             if mine is None:
                 stored.append((key, entry, lo))
             else:
@@ -170,8 +163,7 @@ class Materialiser:
         for key, entry, lo in stored:
             for chunk in self._stored_range(self.state.refs[key], lo, entry[2]):
                 self._add([(entry, item) for item in chunk])
-        self._write_counted(self.state.counted, counted)
-        self.state.counted = counted
+        self._write_counted(counted)
 
     # -- adding --------------------------------------------------------------------------
 
@@ -320,40 +312,18 @@ class Materialiser:
 
     # -- the frontier --------------------------------------------------------------------
 
-    def _write_counted(self, old: dict[str, Counted], new: dict[str, Counted]) -> None:
-        for key in old.keys() - new.keys():
-            self.conn.execute("DELETE FROM counted WHERE key = ?", (self.state.refs[key],))
+    def _write_counted(self, counted: dict[str, Counted | None]) -> None:
+        for key, entry in counted.items():
+            if entry is None:
+                self.conn.execute("DELETE FROM counted WHERE key = ?", (self.state.refs[key],))
         self.conn.executemany(
             "INSERT OR REPLACE INTO counted (key, member, gen, through) VALUES (?, ?, ?, ?)",
             [
-                (self.ref_of(key), self.ref_of(identity), gen, through)
-                for key, (identity, gen, through) in new.items()
-                if old.get(key) != (identity, gen, through)
+                (self.ref_of(key), self.ref_of(entry[0]), entry[1], entry[2])
+                for key, entry in counted.items()
+                if entry is not None
             ],
         )
-
-
-def _diff(
-    old: dict[str, Counted], new: dict[str, Counted]
-) -> tuple[list[tuple[str, int, int]], list[tuple[str, Counted, int]]]:
-    """Ranges to remove (key, lo, hi) and to add (key, new entry, lo) to go from old to new."""
-    removes: list[tuple[str, int, int]] = []
-    adds: list[tuple[str, Counted, int]] = []
-    for key in sorted(old.keys() | new.keys()):
-        o, n = old.get(key), new.get(key)
-        if o == n:
-            continue
-        if o is not None and n is not None and o[:2] == n[:2]:
-            if n[2] > o[2]:
-                adds.append((key, n, o[2]))
-            else:
-                removes.append((key, n[2], o[2]))
-            continue
-        if o is not None:
-            removes.append((key, 0, o[2]))
-        if n is not None:
-            adds.append((key, n, 0))
-    return removes, adds
 
 
 def write_membership(conn: sqlite3.Connection, membership: Membership) -> None:

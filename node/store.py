@@ -36,16 +36,7 @@ import orjson
 from node import store_read as reads
 from node.errors import StoreError, StoreRefusedError
 from node.materialise import Keyer, SignalChange, id8
-from node.merge import (
-    Merger,
-    MergeResult,
-    MergeStatus,
-    Outcome,
-    WriterState,
-    derive,
-    load_state,
-    membership_error,
-)
+from node.merge import Merger, MergeResult, MergeStatus, Outcome, WriterState, load_state
 from node.schema import open_database, quick_check
 from node.store_read import SignalQuery
 from node.verify_pool import Verified, VerifyJob, VerifyPool, verify_inline
@@ -63,6 +54,7 @@ from protocol import (
 )
 from protocol.batch import trusted_record
 from protocol.bodies import SignalBody
+from protocol.ledger import membership_error, membership_of_stored
 from protocol.records import is_record_id, record_id_of
 from protocol.signal_types import check_authorable
 
@@ -247,9 +239,8 @@ class Store:
                 else:
                     merger.reject(index, item)
             accepted, changes = merger.finish()
-            membership = state.membership if merger.derived else None
             outcomes = [merger.outcomes[i] for i in range(size)]
-            return MergeResult(outcomes, accepted, changes, merger.forks, membership)
+            return MergeResult(outcomes, accepted, changes, merger.forks, merger.membership)
 
         return self._transaction(run)
 
@@ -279,10 +270,8 @@ class Store:
         state = self._writer_state()
         head = state.heads.get(key.public)
         seq = 1 if head is None else head.seq + 1
-        if not state.membership.accepts(key.public, seq):
-            probe = sign_record(key, fed=self.federation.id, seq=seq, prev=None if head is None
-                                else head.id, ts=ts, body=body)  # fmt: skip
-            error = membership_error(state.membership, probe)
+        if not state.ledger.may_author(key.public, seq):
+            error = membership_error(state.membership, key.public, seq)
             raise LocalProtocolError(f"this key may not author records here: {error}")
         record = sign_record(
             key, fed=self.federation.id, seq=seq, prev=None if head is None else head.id, ts=ts,
@@ -382,7 +371,7 @@ class Store:
                 "SELECT id, raw FROM records WHERE kind IN ('vote', 'rotate')"
             )
         ]
-        return derive(self.federation, heads, fork_seqs, records)
+        return membership_of_stored(self.federation, heads, fork_seqs, records)
 
     # -- signals -------------------------------------------------------------------------
 
