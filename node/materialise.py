@@ -8,10 +8,11 @@ ranges stop and start counting (``Uncount``, ``Count``: usually a log that grew,
 are still in memory); only those are applied.
 
 Every effect is stored with its (generation, seq) and the derived values are computed from the
-rows rather than from arrival order, so the result never depends on the order of the steps:
-``retracted_by`` is the retraction with the lowest (generation, seq) among the signal member's
-retractions of it (recomputed whenever one is added or removed), an opinion or announcement
-counts if no later one of the same member exists (decided when read). Removing and re-adding
+rows rather than from arrival order, so the result never depends on the order of the steps.
+The rules are ``protocol.fold``'s, applied to rows: ``retracted_by`` is the
+``first_retraction`` of those that ``retraction_applies`` to the signal (recomputed whenever
+one is added or removed); which opinion or announcement counts (``latest``,
+``opinion_counts``) is decided when read (``node.store_read``). Removing and re-adding
 records reuses their ``records.row``, so a signal keeps its row -- the match index key --
 forever.
 """
@@ -28,6 +29,7 @@ import orjson
 from protocol import Membership, Record
 from protocol.batch import trusted_record
 from protocol.bodies import AnnounceBody, OpinionBody, RetractBody, SignalBody
+from protocol.fold import first_retraction, is_active, retraction_applies
 from protocol.ledger import Count, Counted, Uncount
 
 if TYPE_CHECKING:
@@ -67,10 +69,6 @@ def _target(conn: sqlite3.Connection, rid: bytes) -> tuple[Any, ...] | None:
         "LEFT JOIN signals s ON s.row = r.row WHERE r.id8 = ? AND r.id = ?",
         (id8(rid), rid),
     ).fetchone()
-
-
-def is_active(expires: int | None, retracted_by: bytes | None, now_ms: int) -> bool:
-    return retracted_by is None and (expires is None or expires > now_ms)
 
 
 def id8(record_id: bytes) -> int:
@@ -253,7 +251,7 @@ class Materialiser:
         for (_, member, target, _, _, rid), found in zip(retracts, targets, strict=True):
             if found is None:
                 self.state.orphans.add(target)
-            elif found[0] is not None and found[1] == member:
+            elif found[0] is not None and retraction_applies(found[1], member):
                 if found[5] is None and counts[(member, target)] == 1:
                     self._retract(found, target, bytes.fromhex(rid))
                 else:
@@ -262,7 +260,7 @@ class Materialiser:
     def _retract(self, found: tuple[Any, ...], target: bytes, rid: bytes) -> None:
         row, _, type_, value, expires, _ = found
         self.conn.execute("UPDATE signals SET retracted_by = ? WHERE row = ?", (rid, row))
-        before = is_active(expires, None, self.received_ms)
+        before = is_active(expires, False, self.received_ms)
         self._tracker.note(row, target.hex(), type_, value, before=before, after=False)
 
     def _refresh(self, member: int, target: bytes) -> None:
@@ -275,16 +273,19 @@ class Materialiser:
         if found is None:
             return
         row, type_, value, expires, old = found
-        first = self.conn.execute(
-            "SELECT r.id FROM retractions t JOIN records r ON r.row = t.row "
-            "WHERE t.signal = ? AND t.member = ? ORDER BY t.gen, t.seq LIMIT 1",
-            (target, member),
-        ).fetchone()
-        new = None if first is None else first[0]
+        retractions = self.conn.execute(
+            "SELECT t.member, t.gen, t.seq, r.id FROM retractions t "
+            "JOIN records r ON r.row = t.row WHERE t.signal = ?",
+            (target,),
+        )
+        new = first_retraction(
+            (gen, seq, rid) for who, gen, seq, rid in retractions if retraction_applies(member, who)
+        )
         if new != old:
             self.conn.execute("UPDATE signals SET retracted_by = ? WHERE row = ?", (new, row))
             now = self.received_ms
-            before, after = is_active(expires, old, now), is_active(expires, new, now)
+            before = is_active(expires, old is not None, now)
+            after = is_active(expires, new is not None, now)
             self._tracker.note(row, target.hex(), type_, value, before=before, after=after)
 
     # -- removing ------------------------------------------------------------------------
@@ -299,7 +300,7 @@ class Materialiser:
         ).fetchall()
         labels: list[tuple[str, int]] = []
         for row, rid, type_, value, expires, retracted_by, label_json in removed:
-            before = is_active(expires, retracted_by, self.received_ms)
+            before = is_active(expires, retracted_by is not None, self.received_ms)
             self._tracker.note(row, rid.hex(), type_, value, before=before, after=False)
             labels.extend((label, row) for label in orjson.loads(label_json))
         self.conn.executemany("DELETE FROM signal_labels WHERE label = ? AND row = ?", labels)

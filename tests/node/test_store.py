@@ -35,6 +35,7 @@ from protocol import (
     sign_record,
 )
 from protocol.bodies import rotation
+from protocol.fold import is_active
 
 ACCEPTED, DUPLICATE, PENDING, REJECTED = (
     MergeStatus.ACCEPTED,
@@ -457,7 +458,7 @@ def test_signal_queries(tmp_path: Path) -> None:
     hits = store.lookup("sha256", f"{1:064x}", now_ms=NOW)
     assert sorted(h["id"] for h in hits) == sorted([a[0].id, b[0].id])
     hit = next(h for h in hits if h["id"] == a[0].id)
-    assert hit["tallies"] == {"confirm": 0, "dispute": 1, "seen": 1}
+    assert hit["tallies"] == {"confirm": 0, "dispute": 1, "seen": 0}  # d: on its own signal
     assert (hit["member_name"], hit["labels"], hit["status"]) == ("founder-0", ["entity:alpha"],
                                                                   "active")  # fmt: skip
     assert hit["author"] == hit["member"] == FOUNDERS[0].public and hit["seq"] == 1
@@ -485,6 +486,25 @@ def test_signal_queries(tmp_path: Path) -> None:
         "pending": 0, "members": 3,
     }  # fmt: skip
     assert store.record(a[0].id) == a[0].canonical and store.record("zz") is None
+
+
+def test_the_active_filter_is_the_protocol_rule(tmp_path: Path) -> None:
+    """``store_read.ACTIVE`` (SQL, for listings and the index) decides as
+    ``protocol.fold.is_active`` does, at every time around each expiry."""
+    store = new_store(tmp_path)
+    bodies = [sig(n, expires=e) for n, e in enumerate([None, NOW - 1, NOW, NOW + 1, None, NOW])]
+    a = chain(FOUNDERS[0], bodies)
+    retracts = chain(FOUNDERS[0], [RetractBody(a[4].id), RetractBody(a[5].id)], start=7,
+                     prev=a[-1].id)  # fmt: skip
+    store.merge([r.canonical for r in a + retracts], received_ms=NOW)
+    for now in (NOW - 2, NOW - 1, NOW, NOW + 1, NOW + 2):
+        rows = store.signals(now_ms=now, limit=100)
+        expected = {r["id"] for r in rows if is_active(r["expires"], r["retracted_by"] is not None,
+                                                       now)}  # fmt: skip
+        assert {r["id"] for r in store.signals(now_ms=now, active=True)} == expected
+        assert {r["id"] for r in rows if r["status"] == "active"} == expected
+        assert len(list(store.active_signals_for_index(now_ms=now))) == len(expected)
+        assert store.stats(now_ms=now)["active_signals"] == len(expected)
 
 
 def test_endpoints_are_the_latest_announcements(tmp_path: Path) -> None:
