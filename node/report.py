@@ -6,9 +6,9 @@ records with ``protocol.fold_state`` and counts, from the counted records only,
 - signals added, retracted, expired, disputed and confirmed -- per member identity, per label
   (``(unlabelled)`` for signals without labels) and per UTC month of the record's ``ts``;
   "disputed"/"confirmed" means at least one member's *latest* counted opinion on the signal
-  is that verdict (SPEC 8.3: a member's opinion on its own signal does not count); a signal is counted under the month of its own ``ts``, its retraction
-  under the month of the retract record, its dispute under the month of the earliest such
-  latest opinion;
+  is that verdict (SPEC 8.3: a member's opinion on its own signal does not count); a signal
+  is counted under the month of its own ``ts``, its retraction under the month of the retract
+  record, its dispute under the month of the earliest such latest opinion;
 - opinions given per member (latest verdicts);
 - the time from a signal to its first dispute (the earliest counted ``dispute`` opinion on it,
   whoever gave it and whatever they think now, but never its own contributor's: SPEC 8.3):
