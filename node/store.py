@@ -52,11 +52,11 @@ from protocol import (
     SigningKey,
     sign_record,
 )
+from protocol.authoring import Target
 from protocol.batch import trusted_record
-from protocol.bodies import SignalBody
-from protocol.ledger import membership_error, membership_of_stored
+from protocol.bodies import OpinionBody, RetractBody
+from protocol.ledger import membership_of_stored
 from protocol.records import is_record_id, record_id_of
-from protocol.signal_types import check_authorable
 
 __all__ = [
     "AsyncStore",
@@ -264,15 +264,12 @@ class Store:
 
     def append_local_result(self, key: SigningKey, body: Body, *, ts: int) -> MergeResult:
         """``append_local``, with the merge result (its signal changes feed the match index).
-        A featureless signal value is refused (SPEC 5.3: valid, but never authored)."""
-        if isinstance(body, SignalBody):
-            check_authorable(body.type, body.value)
+
+        Every record this node signs is signed here, after ``protocol.authoring`` said that
+        this member may sign this body now (``AuthoringError`` if not: SPEC 4.5)."""
         state = self._writer_state()
+        seq = state.ledger.check_authoring(key.public, body, self._target(body, ts))
         head = state.heads.get(key.public)
-        seq = 1 if head is None else head.seq + 1
-        if not state.ledger.may_author(key.public, seq):
-            error = membership_error(state.membership, key.public, seq)
-            raise LocalProtocolError(f"this key may not author records here: {error}")
         record = sign_record(
             key, fed=self.federation.id, seq=seq, prev=None if head is None else head.id, ts=ts,
             body=body,
@@ -281,6 +278,13 @@ class Store:
         if result.outcomes[0].status is not MergeStatus.ACCEPTED:
             raise LocalProtocolError(f"own record was not accepted: {result.outcomes[0]}")
         return result
+
+    def _target(self, body: Body, now_ms: int) -> Target | None:
+        """The counted signal a retract or opinion names, as the authoring rules see it."""
+        if not isinstance(body, RetractBody | OpinionBody):
+            return None
+        row = reads.signal(self.conn, body.signal, now_ms=now_ms)
+        return None if row is None else Target(str(row["member"]), row["retracted_by"] is not None)
 
     def _writer_state(self) -> WriterState:
         if self._state is None:

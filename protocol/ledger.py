@@ -45,6 +45,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final, NamedTuple, Protocol
 
+from protocol.authoring import Target, check_authoring
+from protocol.bodies import Body
 from protocol.chain import ForkEvidence, Head, check_successor, fork_evidence
 from protocol.encoding import MAX_SAFE_INTEGER
 from protocol.errors import (
@@ -290,6 +292,18 @@ class Ledger:
         """Could a record of author at seq count under the current view (SPEC 7.5)?"""
         self._refresh()
         return self.membership.accepts(author, seq)
+
+    def check_authoring(self, author: str, body: Body, target: Target | None = None) -> int:
+        """Raise ``AuthoringError`` unless author may sign body as its next record now
+        (``protocol.authoring``, with this ledger's membership and votes); that seq."""
+        self._refresh()
+        head = self.heads.get(author)
+        seq = 1 if head is None else head.seq + 1
+        check_authoring(
+            self.federation, self.membership, author, seq, body, target=target,
+            votes=self.membership_records,
+        )  # fmt: skip
+        return seq
 
     # -- offering ------------------------------------------------------------------------
 

@@ -35,6 +35,15 @@ from protocol import (
     sign_record,
 )
 from protocol.bodies import rotation
+from protocol.errors import (
+    AlreadyRetractedError,
+    AlreadyVotedError,
+    InvalidLabelError,
+    NotAMemberError,
+    NotContributorError,
+    OwnSignalError,
+    UnknownSignalError,
+)
 from protocol.fold import is_active
 
 ACCEPTED, DUPLICATE, PENDING, REJECTED = (
@@ -439,13 +448,43 @@ def test_reopen_keeps_everything_and_readers_follow_the_writer(tmp_path: Path) -
 def test_append_local_extends_the_own_log(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     first = store.append_local(FOUNDERS[1], sig(1, "entity:alpha"), ts=T0)
-    second = store.append_local(FOUNDERS[1], OpinionBody(first.id, "confirm"), ts=T0 + 1)
+    second = store.append_local(FOUNDERS[1], OpinionBody("ab" * 32, "confirm"), ts=T0 + 1)
     assert (first.seq, second.seq, second.prev) == (1, 2, first.id)
     assert store.log(FOUNDERS[1].public) == [first.canonical, second.canonical]
     with pytest.raises(LocalProtocolError, match="not a member"):
         store.append_local(key(30), sig(2), ts=T0)
     result = store.append_local_result(FOUNDERS[1], RetractBody(first.id), ts=T0 + 2)
     assert [(c.id, c.active) for c in result.signal_changes] == [(first.id, False)]
+
+
+def test_authoring_refusals_sign_nothing(tmp_path: Path) -> None:
+    """Every write path ends in append_local, which asks protocol.authoring first: a refused
+    body is never signed, and the store is as it was (issue 14: already retracted, already
+    voted, own signal)."""
+    store = new_store(tmp_path)
+    a, b = FOUNDERS[0], FOUNDERS[1]
+    mine = store.append_local(a, sig(1, "entity:alpha"), ts=T0)
+    gone = store.append_local(a, sig(2), ts=T0)
+    store.append_local(a, RetractBody(gone.id), ts=T0)
+    admit = VoteBody("admit", key(31).public, name="newcomer", role="member")
+    store.append_local(a, admit, ts=T0)
+    before = (store.heads(), store.materialised_state(now_ms=NOW))
+    refused = [
+        (a, RetractBody(gone.id), AlreadyRetractedError),
+        (a, OpinionBody(mine.id, "confirm"), OwnSignalError),
+        (b, OpinionBody(gone.id, "dispute"), AlreadyRetractedError),
+        (a, admit, AlreadyVotedError),
+        (b, RetractBody(mine.id), NotContributorError),
+        (b, RetractBody("ab" * 32), UnknownSignalError),
+        (a, sig(3, "spam"), InvalidLabelError),
+        (key(30), sig(3), NotAMemberError),
+    ]
+    for author, body, error in refused:
+        with pytest.raises(error):
+            store.append_local(author, body, ts=T0)
+    assert (store.heads(), store.materialised_state(now_ms=NOW)) == before
+    store.append_local(b, OpinionBody(mine.id, "dispute"), ts=T0)  # another member's: fine
+    assert store.signal(mine.id, now_ms=NOW)["tallies"]["dispute"] == 1
 
 
 def test_signal_queries(tmp_path: Path) -> None:
