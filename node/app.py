@@ -36,7 +36,7 @@ from aiohttp import web
 
 from node.config import NodeConfig
 from node.deadlines import counting, read_deadlines
-from node.errors import ApiError, NodeError
+from node.errors import ApiError, NodeError, refused
 from node.home import NodeHome
 from node.httpsig import RequestVerifier
 from node.matchindex import MatchIndex
@@ -45,7 +45,7 @@ from node.store import AsyncStore, MergeResult, SignalChange
 from node.tls import NodeTls, load_node_tls
 from protocol.bodies import AnnounceBody, Body
 from protocol.chain import ForkEvidence
-from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.errors import AuthoringError, LocalProtocolError, RemoteProtocolError
 from protocol.federation import Federation
 from protocol.keys import SigningKey
 from protocol.membership import Membership
@@ -160,6 +160,8 @@ class Node:
         """Sign body as this member's next record, store it, index it, and gossip it."""
         try:
             result = await self.store.append_local_result(self.key, body, ts=now_ms())
+        except AuthoringError as e:  # protocol.authoring said no (SPEC 4.5)
+            raise refused(e) from e
         except LocalProtocolError as e:
             raise ApiError(f"this node cannot author that record: {e}", status=409) from e
         await self.merged(result, source=None)

@@ -11,8 +11,9 @@ Mutating commands (add, retract, opinion, member vote, peers add, import) work w
 - ``StoreBackend`` when no node runs: the command takes the home's lock (``node.homelock``,
   the one ``hashmesh serve`` holds while it runs), opens the store as its one writer
   (``Store.open(..., create=True)``), signs with the member key and merges; the next
-  ``hashmesh serve`` gossips what was written. The checks the local API makes (taxonomy, "only
-  the contributor retracts", own records must be accepted) are made here too.
+  ``hashmesh serve`` gossips what was written. The authoring rules (taxonomy, "only the
+  contributor retracts", ...) are the store's, as through the API: ``Store.append_local``
+  asks ``protocol.authoring`` before it signs.
 
 The lock decides, not ``node.json``: a node that holds it is reached through its API (or, while
 it starts and has no API yet, the command is refused), and no node can start while an offline
@@ -35,14 +36,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import click
 
 from node.config import normalise_peer
-from node.errors import ApiError, ConfigError, InputError
+from node.errors import ApiError, ConfigError, InputError, refused
 from node.home import NodeHome
 from node.homelock import SERVE, HomeBusyError, HomeLock
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
-from protocol.errors import LocalProtocolError
+from protocol.errors import AuthoringError, LocalProtocolError
 from protocol.federation import Federation
 from protocol.keys import SigningKey
-from protocol.labels import check_in_taxonomy
 from protocol.membership import Membership
 
 if TYPE_CHECKING:  # the store (SQLite, verify pool) loads only when a command needs it
@@ -308,25 +308,13 @@ class StoreBackend:
 
     def author(self, body: Body) -> dict[str, Any]:
         api_request(body)  # the same kinds as through the API
-        self._check(body)
         try:
             record = self.store.append_local(self.key, body, ts=now_ms())
+        except AuthoringError as e:  # protocol.authoring said no, as the API would
+            raise refused(e) from e
         except LocalProtocolError as e:
             raise ApiError(f"this node cannot author that record: {e}", status=409) from e
         return {"id": record.id, "seq": record.seq, "kind": record.kind, "record": record.text}
-
-    def _check(self, body: Body) -> None:
-        """What the local API checks before it signs (node.local_api)."""
-        if isinstance(body, SignalBody | OpinionBody):
-            check_in_taxonomy(body.labels, self.federation.taxonomy)
-        if isinstance(body, RetractBody):
-            row = self.signal(body.signal)
-            if row is None:
-                raise ApiError(f"no signal {body.signal}", status=404)
-            if row["member"] != self.identity():
-                raise ApiError(
-                    "only the member that contributed a signal can retract it", status=403
-                )
 
     def merge(self, batch: Sequence[bytes]) -> dict[str, Any]:
         return _merge_json(self.store.merge(batch, received_ms=now_ms()))

@@ -29,10 +29,11 @@ from node.config import LimitsConfig, NodeConfig, load_config
 from node.errors import InputError, MediaError, explain
 from node.formats import HashEntry, parse_expiry, parse_hash
 from node.home import NodeHome
+from protocol.authoring import check_body
 from protocol.bodies import OpinionBody, RetractBody, SignalBody
-from protocol.errors import RemoteProtocolError
-from protocol.labels import check_in_taxonomy, normalise_labels
-from protocol.signal_types import SIGNAL_TYPES, check_authorable
+from protocol.errors import InvalidLabelError, RemoteProtocolError
+from protocol.labels import normalise_labels
+from protocol.signal_types import SIGNAL_TYPES
 
 if TYPE_CHECKING:
     from node.hashing import MediaHashes
@@ -68,14 +69,24 @@ def hash_file(path: Path, limits: LimitsConfig | None = None) -> MediaHashes:
 
 
 def _labels(home: NodeHome, labels: Sequence[str]) -> tuple[str, ...]:
-    """--label values in record form, admitted by the federation's taxonomy."""
-    taxonomy = home.federation().taxonomy
+    """--label values in record form (the taxonomy is the signing point's to check)."""
     try:
-        checked = normalise_labels(labels)
-        check_in_taxonomy(checked, taxonomy)
+        return normalise_labels(labels)
     except RemoteProtocolError as e:
         raise InputError(f"--label: {explain(e, kind=False)}") from e
-    return checked
+
+
+def check_bodies(home: NodeHome, bodies: Sequence[SignalBody], sources: Sequence[str]) -> None:
+    """``protocol.authoring.check_body`` -- what the signing point checks first -- for every
+    body before any is signed, so that a command signs all of its records or none."""
+    federation = home.federation()
+    for body, source in zip(bodies, sources, strict=True):
+        try:
+            check_body(federation, body)
+        except InvalidLabelError as e:
+            raise InputError(f"--label: {explain(e, kind=False)}") from e
+        except RemoteProtocolError as e:
+            raise InputError(f"{source}: {explain(e, kind=False)}") from e
 
 
 # ---- add --------------------------------------------------------------------------------
@@ -122,10 +133,9 @@ def add(
     config = load_config(node_home.path)
     entries = [parse_hash(h) for h in hashes]
     entries += _file_entries(files, types or FILE_TYPES, config, allow_low_quality)
-    for entry in entries:
-        _check_authorable(entry)
     checked, expiry = _labels(node_home, labels), parse_expiry(expires, now_ms())
     bodies = [SignalBody(e.type, e.value, checked, note or None, expiry) for e in entries]
+    check_bodies(node_home, bodies, [e.source or e.type for e in entries])
     with open_backend(node_home) as backend:
         results = [contribute(backend, body) for body in bodies]
     emit({"signals": results}, as_json, "\n".join(_added_line(r) for r in results))
@@ -149,14 +159,6 @@ def _file_entries(
         signals = hashes.as_signals()
         entries += [HashEntry(t, signals[t], (), str(path)) for t in types]
     return entries
-
-
-def _check_authorable(entry: HashEntry) -> None:
-    """A featureless value is never signed (SPEC 5.3), checked before anything is written."""
-    try:
-        check_authorable(entry.type, entry.value)
-    except RemoteProtocolError as e:
-        raise InputError(f"{entry.source or entry.type}: {e}") from e
 
 
 def contribute(backend: Backend, body: SignalBody) -> dict[str, Any]:

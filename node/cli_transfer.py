@@ -31,11 +31,11 @@ from node.formats import (
 )
 from node.home import NodeHome
 from node.progress import progress_lines, progress_mode, progress_option
+from protocol.authoring import check_body
 from protocol.bodies import SignalBody
 from protocol.errors import RemoteProtocolError
-from protocol.labels import check_in_taxonomy, normalise_labels
+from protocol.labels import normalise_labels
 from protocol.records import decode_record
-from protocol.signal_types import check_authorable
 
 EXPORT_PAGE = 10_000  # signals per page of the csv export (the local API's largest page)
 
@@ -232,14 +232,14 @@ def _hash_list_bodies(
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise InputError(f"{source}: not UTF-8 text: {e}") from e
-    taxonomy, expiry = home.federation().taxonomy, parse_expiry(expires, now_ms())
+    federation, expiry = home.federation(), parse_expiry(expires, now_ms())
     bodies = []
     for entry in parse_hash_list(text, source):
         try:
             merged = normalise_labels([*labels, *entry.labels])
-            check_in_taxonomy(merged, taxonomy)
-            bodies.append(SignalBody(entry.type, entry.value, merged, note or None, expiry))
-            check_authorable(entry.type, entry.value)  # a featureless value (SPEC 5.3)
+            body = SignalBody(entry.type, entry.value, merged, note or None, expiry)
+            check_body(federation, body)  # what the signing point checks first (4.5)
+            bodies.append(body)
         except RemoteProtocolError as e:
             raise InputError(f"{entry.source}: {explain(e, kind=False)}") from e
     return bodies

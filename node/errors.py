@@ -18,6 +18,8 @@ Every error has ``diagnostics()`` for the CLI boundary and ``status`` for the HT
 
 from __future__ import annotations
 
+from protocol.errors import AuthoringError
+
 
 class NodeError(Exception):
     """Root of the node's errors."""
@@ -133,3 +135,9 @@ def explain(error: BaseException, *, kind: bool = True) -> str:
             where.append(f"{expected}got {ctx.actual!r}")
         text += f" ({'; '.join(where)})" if where else ""
     return f"{error_kind(error)}: {text}" if kind else text
+
+
+def refused(error: AuthoringError) -> ApiError:
+    """A refusal of the authoring rules (``protocol.authoring``) as the local API answers it:
+    its status (403, 404, 409, 422) and title ("already retracted", "own signal", ...)."""
+    return ApiError(str(error), status=error.status, title=error.title)

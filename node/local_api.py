@@ -53,13 +53,14 @@ from node.app import NODE, Node, now_ms, problem
 from node.errors import ApiError, ConfigError, PeerError
 from node.matching import MATCH_FIELDS, Upload, hash_upload, match_hashes, match_images
 from node.peer_api import frontier
+from protocol.authoring import check_body
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
 from protocol.encoding import MAX_SAFE_INTEGER, encode_canonical
 from protocol.errors import RemoteProtocolError
-from protocol.labels import check_in_taxonomy, check_labels, normalise_labels
+from protocol.labels import check_labels, normalise_labels
 from protocol.membership import Membership
 from protocol.records import is_record_id
-from protocol.signal_types import SIGNAL_TYPES, canonical_value, check_authorable
+from protocol.signal_types import SIGNAL_TYPES, canonical_value
 
 if TYPE_CHECKING:
     from node.store import Store
@@ -92,9 +93,7 @@ def _labels(node: Node, raw: object) -> tuple[str, ...]:
         return ()
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise ApiError("labels must be a list of strings", title="invalid labels")
-    labels = normalise_labels(raw)
-    check_in_taxonomy(labels, node.federation.taxonomy)
-    return labels
+    return normalise_labels(raw)  # the taxonomy is the signing point's (protocol.authoring)
 
 
 def _optional_str(body: dict[str, Any], key: str) -> str | None:
@@ -277,7 +276,7 @@ async def _add_upload(request: web.Request, node: Node) -> web.StreamResponse:
     bodies = [SignalBody(k, signals[k], labels, note=upload.fields.get("note"))
               for k in UPLOAD_TYPES]  # fmt: skip
     for body in bodies:  # a degenerate value is refused even when allowed, before any is signed
-        check_authorable(body.type, body.value)
+        check_body(node.federation, body)
     records = [await node.author(body) for body in bodies]
     return web.json_response(
         {
@@ -301,13 +300,6 @@ def _signal_id(request: web.Request) -> str:
 async def retract_signal(request: web.Request, node: Node) -> web.StreamResponse:
     signal_id = _signal_id(request)
     body = await optional_json_body(request, ("reason",))
-    now = now_ms()
-    row = await node.store.read(lambda s: s.signal(signal_id, now_ms=now))
-    if row is None:
-        raise ApiError(f"no signal {signal_id}", status=404, title="no such signal")
-    if row["member"] != node.identity:
-        raise ApiError("only the member that contributed a signal can retract it", status=403,
-                       title="not this member's signal")  # fmt: skip
     return await _author(node, RetractBody(signal_id, reason=_optional_str(body, "reason")))
 
 

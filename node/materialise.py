@@ -3,19 +3,16 @@
 ``fold_state`` counts, for every member key, the records of its log up to a limit, and reads
 signals, retractions, opinions and announcements from them. The database keeps exactly those
 effects in tables, and in ``counted`` the range each key is materialised for: (member identity,
-key generation, through seq). After a merge the new membership gives new ranges; only the
-difference is applied:
-
-- same identity and generation, higher limit: add the effects of the new records (the common
-  case: a log grew; the records are in memory);
-- lower limit (a fork, a removal, a rotation): remove the effects of the records past it;
-- another identity or generation (admission or rotation undone or redone): remove all, add all.
+key generation, through seq). After a merge the ledger (``protocol.ledger``) answers which
+ranges stop and start counting (``Uncount``, ``Count``: usually a log that grew, whose records
+are still in memory); only those are applied.
 
 Every effect is stored with its (generation, seq) and the derived values are computed from the
-rows rather than from arrival order, so the result never depends on the order of the steps:
-``retracted_by`` is the retraction with the lowest (generation, seq) among the signal member's
-retractions of it (recomputed whenever one is added or removed), an opinion or announcement
-counts if no later one of the same member exists (decided when read). Removing and re-adding
+rows rather than from arrival order, so the result never depends on the order of the steps.
+The rules are ``protocol.fold``'s, applied to rows: ``retracted_by`` is the
+``first_retraction`` of those that ``retraction_applies`` to the signal (recomputed whenever
+one is added or removed); which opinion or announcement counts (``latest``,
+``opinion_counts``) is decided when read (``node.store_read``). Removing and re-adding
 records reuses their ``records.row``, so a signal keeps its row -- the match index key --
 forever.
 """
@@ -32,11 +29,12 @@ import orjson
 from protocol import Membership, Record
 from protocol.batch import trusted_record
 from protocol.bodies import AnnounceBody, OpinionBody, RetractBody, SignalBody
+from protocol.fold import first_retraction, is_active, retraction_applies
+from protocol.ledger import Count, Counted, Uncount
 
 if TYPE_CHECKING:
     from node.merge import WriterState
 
-Counted = tuple[str, int, int]  # (member identity, key generation, counted through seq)
 _Range = tuple[int, Record, bool]  # (records.row, record, stored in this merge)
 _RANGE_ROWS: Final = "SELECT row FROM records WHERE author = ? AND seq > ? AND seq <= ?"
 _CHUNK_RECORDS: Final = 5000
@@ -71,19 +69,6 @@ def _target(conn: sqlite3.Connection, rid: bytes) -> tuple[Any, ...] | None:
         "LEFT JOIN signals s ON s.row = r.row WHERE r.id8 = ? AND r.id = ?",
         (id8(rid), rid),
     ).fetchone()
-
-
-def counted_of(membership: Membership) -> dict[str, Counted]:
-    """Every key whose records count, with its identity, generation and limit."""
-    return {
-        key: (membership.owner[key], membership.generation(key), limit)
-        for key, limit in membership.limits.items()
-        if limit > 0
-    }
-
-
-def is_active(expires: int | None, retracted_by: bytes | None, now_ms: int) -> bool:
-    return retracted_by is None and (expires is None or expires > now_ms)
 
 
 def id8(record_id: bytes) -> int:
@@ -148,18 +133,24 @@ class Materialiser:
             self.state.orphans.discard(rid)
             self._adopted.add(rid)
 
-    def apply(self, counted: dict[str, Counted]) -> None:
-        """Go from the materialised ranges (``state.counted``) to counted."""
-        removes, adds = _diff(self.state.counted, counted)
+    def apply(
+        self,
+        uncounts: Sequence[Uncount],
+        counts: Sequence[Count],
+        counted: dict[str, Counted | None],
+    ) -> None:
+        """Remove the effects of the ranges that stop counting, add those of the ranges that
+        start (``protocol.ledger.Settlement``), and record the new ranges in ``counted``."""
         targets: set[tuple[int, bytes]] = set()
-        for key, lo, hi in removes:
+        for key, lo, hi in uncounts:
             targets.update(self._remove(self.state.refs[key], lo, hi))
         for member, target in sorted(targets):
             self._refresh(member, target)
         fresh: list[tuple[Counted, _Range]] = []
         stored: list[tuple[str, Counted, int]] = []
-        for key, entry, lo in adds:
-            mine = self._in_memory(key, lo, entry[2])
+        for key, identity, gen, lo, hi in counts:
+            entry = (identity, gen, hi)
+            mine = self._in_memory(key, lo, hi)
             if mine is None:
                 stored.append((key, entry, lo))
             else:
@@ -170,8 +161,7 @@ class Materialiser:
         for key, entry, lo in stored:
             for chunk in self._stored_range(self.state.refs[key], lo, entry[2]):
                 self._add([(entry, item) for item in chunk])
-        self._write_counted(self.state.counted, counted)
-        self.state.counted = counted
+        self._write_counted(counted)
 
     # -- adding --------------------------------------------------------------------------
 
@@ -261,7 +251,7 @@ class Materialiser:
         for (_, member, target, _, _, rid), found in zip(retracts, targets, strict=True):
             if found is None:
                 self.state.orphans.add(target)
-            elif found[0] is not None and found[1] == member:
+            elif found[0] is not None and retraction_applies(found[1], member):
                 if found[5] is None and counts[(member, target)] == 1:
                     self._retract(found, target, bytes.fromhex(rid))
                 else:
@@ -270,7 +260,7 @@ class Materialiser:
     def _retract(self, found: tuple[Any, ...], target: bytes, rid: bytes) -> None:
         row, _, type_, value, expires, _ = found
         self.conn.execute("UPDATE signals SET retracted_by = ? WHERE row = ?", (rid, row))
-        before = is_active(expires, None, self.received_ms)
+        before = is_active(expires, False, self.received_ms)
         self._tracker.note(row, target.hex(), type_, value, before=before, after=False)
 
     def _refresh(self, member: int, target: bytes) -> None:
@@ -283,16 +273,19 @@ class Materialiser:
         if found is None:
             return
         row, type_, value, expires, old = found
-        first = self.conn.execute(
-            "SELECT r.id FROM retractions t JOIN records r ON r.row = t.row "
-            "WHERE t.signal = ? AND t.member = ? ORDER BY t.gen, t.seq LIMIT 1",
-            (target, member),
-        ).fetchone()
-        new = None if first is None else first[0]
+        retractions = self.conn.execute(
+            "SELECT t.member, t.gen, t.seq, r.id FROM retractions t "
+            "JOIN records r ON r.row = t.row WHERE t.signal = ?",
+            (target,),
+        )
+        new = first_retraction(
+            (gen, seq, rid) for who, gen, seq, rid in retractions if retraction_applies(member, who)
+        )
         if new != old:
             self.conn.execute("UPDATE signals SET retracted_by = ? WHERE row = ?", (new, row))
             now = self.received_ms
-            before, after = is_active(expires, old, now), is_active(expires, new, now)
+            before = is_active(expires, old is not None, now)
+            after = is_active(expires, new is not None, now)
             self._tracker.note(row, target.hex(), type_, value, before=before, after=after)
 
     # -- removing ------------------------------------------------------------------------
@@ -307,7 +300,7 @@ class Materialiser:
         ).fetchall()
         labels: list[tuple[str, int]] = []
         for row, rid, type_, value, expires, retracted_by, label_json in removed:
-            before = is_active(expires, retracted_by, self.received_ms)
+            before = is_active(expires, retracted_by is not None, self.received_ms)
             self._tracker.note(row, rid.hex(), type_, value, before=before, after=False)
             labels.extend((label, row) for label in orjson.loads(label_json))
         self.conn.executemany("DELETE FROM signal_labels WHERE label = ? AND row = ?", labels)
@@ -320,40 +313,18 @@ class Materialiser:
 
     # -- the frontier --------------------------------------------------------------------
 
-    def _write_counted(self, old: dict[str, Counted], new: dict[str, Counted]) -> None:
-        for key in old.keys() - new.keys():
-            self.conn.execute("DELETE FROM counted WHERE key = ?", (self.state.refs[key],))
+    def _write_counted(self, counted: dict[str, Counted | None]) -> None:
+        for key, entry in counted.items():
+            if entry is None:
+                self.conn.execute("DELETE FROM counted WHERE key = ?", (self.state.refs[key],))
         self.conn.executemany(
             "INSERT OR REPLACE INTO counted (key, member, gen, through) VALUES (?, ?, ?, ?)",
             [
-                (self.ref_of(key), self.ref_of(identity), gen, through)
-                for key, (identity, gen, through) in new.items()
-                if old.get(key) != (identity, gen, through)
+                (self.ref_of(key), self.ref_of(entry[0]), entry[1], entry[2])
+                for key, entry in counted.items()
+                if entry is not None
             ],
         )
-
-
-def _diff(
-    old: dict[str, Counted], new: dict[str, Counted]
-) -> tuple[list[tuple[str, int, int]], list[tuple[str, Counted, int]]]:
-    """Ranges to remove (key, lo, hi) and to add (key, new entry, lo) to go from old to new."""
-    removes: list[tuple[str, int, int]] = []
-    adds: list[tuple[str, Counted, int]] = []
-    for key in sorted(old.keys() | new.keys()):
-        o, n = old.get(key), new.get(key)
-        if o == n:
-            continue
-        if o is not None and n is not None and o[:2] == n[:2]:
-            if n[2] > o[2]:
-                adds.append((key, n, o[2]))
-            else:
-                removes.append((key, n[2], o[2]))
-            continue
-        if o is not None:
-            removes.append((key, 0, o[2]))
-        if n is not None:
-            adds.append((key, n, 0))
-    return removes, adds
 
 
 def write_membership(conn: sqlite3.Connection, membership: Membership) -> None:

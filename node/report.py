@@ -5,13 +5,14 @@ records with ``protocol.fold_state`` and counts, from the counted records only,
 
 - signals added, retracted, expired, disputed and confirmed -- per member identity, per label
   (``(unlabelled)`` for signals without labels) and per UTC month of the record's ``ts``;
-  "disputed"/"confirmed" means at least one member's *latest* opinion on the signal is that
-  verdict (SPEC 8.3); a signal is counted under the month of its own ``ts``, its retraction
-  under the month of the retract record, its dispute under the month of the earliest such
-  latest opinion;
+  "disputed"/"confirmed" means at least one member's *latest* counted opinion on the signal
+  is that verdict (SPEC 8.3: a member's opinion on its own signal does not count); a signal
+  is counted under the month of its own ``ts``, its retraction under the month of the retract
+  record, its dispute under the month of the earliest such latest opinion;
 - opinions given per member (latest verdicts);
 - the time from a signal to its first dispute (the earliest counted ``dispute`` opinion on it,
-  whoever gave it and whatever they think now): median and p90 by nearest rank, in ms of
+  whoever gave it and whatever they think now, but never its own contributor's: SPEC 8.3):
+  median and p90 by nearest rank, in ms of
   *log time* -- record timestamps are advisory (SPEC 12.5), set by their authors and never
   checked against a clock, so these durations are what the authors claim;
 - retraction, dispute and confirmation rates as numerator/denominator and integer
@@ -39,7 +40,7 @@ from node.audit import records_digest
 from protocol import Federation, Record, fold_state
 from protocol.bodies import OpinionBody
 from protocol.encoding import JsonValue, encode_canonical
-from protocol.fold import SignalState, State, signal_status
+from protocol.fold import SignalState, State, opinion_counts, signal_status
 
 METRICS: Final = ("signals_added", "retracted", "expired", "disputed", "confirmed")
 VERDICT_METRICS: Final = {
@@ -242,12 +243,14 @@ def _members(state: State, by_member: Counter) -> list[JsonValue]:
 
 def _time_to_dispute(state: State, counted: Mapping[str, Record]) -> dict[str, JsonValue]:
     first: dict[str, int] = {}
+    owner = state.membership.owner
     for record in counted.values():
         body = record.body
         if (
             isinstance(body, OpinionBody)
             and body.verdict == "dispute"
             and body.signal in state.signals
+            and opinion_counts(owner[record.author], state.signals[body.signal].member)
         ):
             first[body.signal] = min(record.ts, first.get(body.signal, record.ts))
     deltas = sorted(ts - state.signals[sid].ts for sid, ts in first.items())

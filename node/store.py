@@ -36,16 +36,7 @@ import orjson
 from node import store_read as reads
 from node.errors import StoreError, StoreRefusedError
 from node.materialise import Keyer, SignalChange, id8
-from node.merge import (
-    Merger,
-    MergeResult,
-    MergeStatus,
-    Outcome,
-    WriterState,
-    derive,
-    load_state,
-    membership_error,
-)
+from node.merge import Merger, MergeResult, MergeStatus, Outcome, WriterState, load_state
 from node.schema import open_database, quick_check
 from node.store_read import SignalQuery
 from node.verify_pool import Verified, VerifyJob, VerifyPool, verify_inline
@@ -61,10 +52,11 @@ from protocol import (
     SigningKey,
     sign_record,
 )
+from protocol.authoring import Target
 from protocol.batch import trusted_record
-from protocol.bodies import SignalBody
+from protocol.bodies import OpinionBody, RetractBody
+from protocol.ledger import membership_of_stored
 from protocol.records import is_record_id, record_id_of
-from protocol.signal_types import check_authorable
 
 __all__ = [
     "AsyncStore",
@@ -247,9 +239,8 @@ class Store:
                 else:
                     merger.reject(index, item)
             accepted, changes = merger.finish()
-            membership = state.membership if merger.derived else None
             outcomes = [merger.outcomes[i] for i in range(size)]
-            return MergeResult(outcomes, accepted, changes, merger.forks, membership)
+            return MergeResult(outcomes, accepted, changes, merger.forks, merger.membership)
 
         return self._transaction(run)
 
@@ -273,17 +264,12 @@ class Store:
 
     def append_local_result(self, key: SigningKey, body: Body, *, ts: int) -> MergeResult:
         """``append_local``, with the merge result (its signal changes feed the match index).
-        A featureless signal value is refused (SPEC 5.3: valid, but never authored)."""
-        if isinstance(body, SignalBody):
-            check_authorable(body.type, body.value)
+
+        Every record this node signs is signed here, after ``protocol.authoring`` said that
+        this member may sign this body now (``AuthoringError`` if not: SPEC 4.5)."""
         state = self._writer_state()
+        seq = state.ledger.check_authoring(key.public, body, self._target(body, ts))
         head = state.heads.get(key.public)
-        seq = 1 if head is None else head.seq + 1
-        if not state.membership.accepts(key.public, seq):
-            probe = sign_record(key, fed=self.federation.id, seq=seq, prev=None if head is None
-                                else head.id, ts=ts, body=body)  # fmt: skip
-            error = membership_error(state.membership, probe)
-            raise LocalProtocolError(f"this key may not author records here: {error}")
         record = sign_record(
             key, fed=self.federation.id, seq=seq, prev=None if head is None else head.id, ts=ts,
             body=body,
@@ -292,6 +278,13 @@ class Store:
         if result.outcomes[0].status is not MergeStatus.ACCEPTED:
             raise LocalProtocolError(f"own record was not accepted: {result.outcomes[0]}")
         return result
+
+    def _target(self, body: Body, now_ms: int) -> Target | None:
+        """The counted signal a retract or opinion names, as the authoring rules see it."""
+        if not isinstance(body, RetractBody | OpinionBody):
+            return None
+        row = reads.signal(self.conn, body.signal, now_ms=now_ms)
+        return None if row is None else Target(str(row["member"]), row["retracted_by"] is not None)
 
     def _writer_state(self) -> WriterState:
         if self._state is None:
@@ -376,7 +369,7 @@ class Store:
         fork_seqs = dict(
             self.conn.execute("SELECT key, fork_seq FROM keys WHERE fork_seq IS NOT NULL")
         )
-        return derive(self.federation, heads, fork_seqs, self.membership_records())
+        return membership_of_stored(self.federation, heads, fork_seqs, self.membership_records())
 
     def membership_records(self) -> list[Record]:
         """Every stored vote and rotate record (what membership is derived from)."""

@@ -2,8 +2,13 @@
 
 Every signal answer is one statement over ``signals`` (which repeats its record's id, author
 and seq, so the large ``records`` rows are never read), the two ``keys`` it names, its member's
-name, and the verdicts of the latest opinion of every member on it. Status is computed here,
-from ``retracted_by`` and ``expires`` at the ``now_ms`` the caller passes: expiry needs no write.
+name, and every opinion row on it. Which of those count is decided here with
+``protocol.fold``'s rules (each member's ``latest``, not on its own signal: ``opinion_counts``;
+``tally``), as is status (``signal_status``, from ``retracted_by`` and ``expires`` at the
+``now_ms`` the caller passes: expiry needs no write). The one rule written in SQL is
+``ACTIVE``, the filter form of ``protocol.fold.is_active`` over the same two columns, which a
+listing of millions of signals needs; ``tests/node/test_store.py`` checks it against the
+protocol function.
 """
 
 from __future__ import annotations
@@ -16,30 +21,26 @@ from typing import Any, Final
 import orjson
 
 from node.materialise import id8
-from protocol.fold import signal_status
+from protocol.fold import latest, opinion_counts, signal_status, tally
 from protocol.records import is_record_id
 
 _PAGE_ROWS: Final = 10_000
 _MAX_PARAMS: Final = 500
-_ACTIVE: Final = "s.retracted_by IS NULL AND (s.expires IS NULL OR s.expires > :now)"
-_LATEST: Final = """NOT EXISTS (SELECT 1 FROM {t} l WHERE {same} AND l.member = o.member
-    AND (l.gen > o.gen OR (l.gen = o.gen AND l.seq > o.seq)))"""
-LATEST_OPINION: Final = _LATEST.format(t="opinions", same="l.signal = o.signal")
-LATEST_ANNOUNCE: Final = _LATEST.format(t="announces", same="1")
+# protocol.fold.is_active(expires, retracted_by is not None, :now), as a filter
+ACTIVE: Final = "s.retracted_by IS NULL AND (s.expires IS NULL OR s.expires > :now)"
 
-
-_SIGNAL_ROWS: Final = f"""
+_SIGNAL_ROWS: Final = """
 SELECT s.row, s.id, a.key, m.key, mb.name, s.type, s.value, s.labels, s.note, s.expires, s.ts,
-    s.seq, s.retracted_by,
-    (SELECT group_concat(o.verdict) FROM opinions o WHERE o.signal = s.id AND {LATEST_OPINION})
+    s.seq, s.retracted_by, s.member,
+    (SELECT group_concat(o.member || ' ' || o.gen || ' ' || o.seq || ' ' || o.verdict)
+     FROM opinions o WHERE o.signal = s.id)
 FROM signals s
 JOIN keys a ON a.ref = s.author
 JOIN keys m ON m.ref = s.member
 LEFT JOIN members mb ON mb.identity = m.key
 """
 _LOOKUP: Final = (
-    _SIGNAL_ROWS + " WHERE s.vkey = ? AND s.type = ? AND s.value = ? AND s.retracted_by IS NULL "
-    "AND (s.expires IS NULL OR s.expires > ?)"
+    _SIGNAL_ROWS + f" WHERE s.vkey = :vkey AND s.type = :type AND s.value = :value AND {ACTIVE}"
 )
 
 
@@ -65,7 +66,7 @@ class SignalQuery:
             clauses.append("m.key = :member")
             params["member"] = self.member
         if self.active is not None:
-            clauses.append(_ACTIVE if self.active else f"NOT ({_ACTIVE})")
+            clauses.append(ACTIVE if self.active else f"NOT ({ACTIVE})")
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
@@ -92,7 +93,7 @@ def signal(conn: sqlite3.Connection, record_id: str, *, now_ms: int) -> dict[str
 def lookup(
     conn: sqlite3.Connection, vkey: int, type_: str, value: str, *, now_ms: int
 ) -> list[dict[str, object]]:
-    rows = conn.execute(_LOOKUP, (vkey, type_, value, now_ms))
+    rows = conn.execute(_LOOKUP, {"vkey": vkey, "type": type_, "value": value, "now": now_ms})
     return [signal_json(row, now_ms) for row in rows]
 
 
@@ -113,7 +114,7 @@ def active_signals(conn: sqlite3.Connection, *, now_ms: int) -> Iterator[tuple[i
     after = 0
     while True:
         rows = conn.execute(
-            f"SELECT s.row, s.type, s.value FROM signals s WHERE s.row > :after AND {_ACTIVE} "
+            f"SELECT s.row, s.type, s.value FROM signals s WHERE s.row > :after AND {ACTIVE} "
             "ORDER BY s.row LIMIT :limit",
             {"after": after, "now": now_ms, "limit": _PAGE_ROWS},
         ).fetchall()
@@ -151,8 +152,8 @@ def stats(conn: sqlite3.Connection, *, now_ms: int) -> tuple[dict[str, int], int
         return int(conn.execute(sql, {"now": now_ms}).fetchone()[0])
 
     signals, active, next_expiry = conn.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE {_ACTIVE}), "
-        f"min(s.expires) FILTER (WHERE {_ACTIVE}) FROM signals s",
+        f"SELECT count(*), count(*) FILTER (WHERE {ACTIVE}), "
+        f"min(s.expires) FILTER (WHERE {ACTIVE}) FROM signals s",
         {"now": now_ms},
     ).fetchone()
     counts = {
@@ -170,10 +171,7 @@ def stats(conn: sqlite3.Connection, *, now_ms: int) -> tuple[dict[str, int], int
 def signal_json(row: tuple[Any, ...], now_ms: int) -> dict[str, object]:
     """One row of ``_SIGNAL_ROWS`` as the API shows a signal."""
     (r, rid, author, member, name, type_, value, labels, note, expires, ts, seq, retracted_by,
-     verdicts) = row  # fmt: skip
-    tallies = {"confirm": 0, "dispute": 0, "seen": 0}
-    for verdict in verdicts.split(",") if verdicts else ():
-        tallies[verdict] += 1
+     member_ref, opinions) = row  # fmt: skip
     return {
         "id": rid.hex(),
         "row": r,
@@ -189,8 +187,19 @@ def signal_json(row: tuple[Any, ...], now_ms: int) -> dict[str, object]:
         "seq": seq,
         "status": signal_status(expires, retracted_by is not None, now_ms),
         "retracted_by": None if retracted_by is None else retracted_by.hex(),
-        "tallies": tallies,
+        "tallies": _tallies(opinions, member_ref),
     }
+
+
+def _tallies(opinions: str | None, signal_member: int) -> dict[str, int]:
+    """The tallies of a signal from its opinion rows ("member gen seq verdict", comma
+    separated): each member's latest opinion counts, unless the signal is its own."""
+    given: dict[int, list[tuple[int, int, str]]] = {}
+    for text in opinions.split(",") if opinions else ():
+        member, gen, seq, verdict = text.split(" ")
+        given.setdefault(int(member), []).append((int(gen), int(seq), verdict))
+    counted = [latest(c) for m, c in given.items() if opinion_counts(m, signal_member)]
+    return tally(v for v in counted if v is not None)
 
 
 # -- the state, rendered like protocol.fold.State.to_json() -------------------------------------
@@ -198,14 +207,15 @@ def signal_json(row: tuple[Any, ...], now_ms: int) -> dict[str, object]:
 
 def render_state(conn: sqlite3.Connection, now_ms: int) -> dict[str, object]:
     """The materialised tables in the shape of ``protocol.fold.State.to_json()``."""
+    signals = _render_signals(conn, now_ms)
     return {
         "members": _render_members(conn),
         "freezes": [
             {"key": key, "seq": seq, "reason": reason}
             for key, seq, reason in conn.execute("SELECT * FROM freezes ORDER BY key")
         ],
-        "signals": _render_signals(conn, now_ms),
-        "opinions": _render_opinions(conn),
+        "signals": signals,
+        "opinions": _render_opinions(conn, {str(s["id"]): s["member"] for s in signals}),
         "endpoints": endpoints(conn),
         "forks": [
             {"author": author, "seq": seq, "records": [first, second]}
@@ -258,38 +268,37 @@ def _render_signals(conn: sqlite3.Connection, now_ms: int) -> list[dict[str, obj
     return sorted(signals, key=lambda s: str(s["id"]))
 
 
-def _render_opinions(conn: sqlite3.Connection) -> list[dict[str, object]]:
+def _render_opinions(
+    conn: sqlite3.Connection, signal_members: dict[str, object]
+) -> list[dict[str, object]]:
+    """Each member's latest opinion on each signal, unless the signal is its own."""
     rows = conn.execute(
-        "SELECT o.signal, m.key, o.verdict, o.labels, r.id FROM opinions o "
-        f"JOIN keys m ON m.ref = o.member JOIN records r ON r.row = o.row WHERE {LATEST_OPINION}"
+        "SELECT o.signal, m.key, o.gen, o.seq, o.verdict, o.labels, r.id FROM opinions o "
+        "JOIN keys m ON m.ref = o.member JOIN records r ON r.row = o.row"
     )
-    opinions = [
-        {
-            "signal": signal.hex(),
-            "member": member,
-            "verdict": verdict,
-            "labels": orjson.loads(labels),
-            "record": rid.hex(),
-        }
-        for signal, member, verdict, labels, rid in rows
+    given: dict[tuple[str, str], list[tuple[int, int, dict[str, object]]]] = {}
+    for signal, member, gen, seq, verdict, labels, rid in rows:
+        opinion = {"signal": signal.hex(), "member": member, "verdict": verdict,
+                   "labels": orjson.loads(labels), "record": rid.hex()}  # fmt: skip
+        given.setdefault((signal.hex(), member), []).append((gen, seq, opinion))
+    counted = [
+        latest(candidates)
+        for (signal, member), candidates in sorted(given.items())
+        if opinion_counts(member, signal_members.get(signal))
     ]
-    return sorted(opinions, key=lambda o: (str(o["signal"]), str(o["member"])))
+    return [opinion for opinion in counted if opinion is not None]
 
 
 def endpoints(conn: sqlite3.Connection) -> list[dict[str, object]]:
     """Every member's latest counted announcement, like ``Endpoint.to_json()``, by member."""
     rows = conn.execute(
-        "SELECT m.key, o.name, o.urls, o.tls, r.id FROM announces o "
-        f"JOIN keys m ON m.ref = o.member JOIN records r ON r.row = o.row WHERE {LATEST_ANNOUNCE}"
+        "SELECT m.key, o.gen, o.seq, o.name, o.urls, o.tls, r.id FROM announces o "
+        "JOIN keys m ON m.ref = o.member JOIN records r ON r.row = o.row"
     )
-    endpoints = [
-        {
-            "member": member,
-            "name": name,
-            "urls": orjson.loads(urls),
-            "tls": tls,
-            "record": rid.hex(),
-        }
-        for member, name, urls, tls, rid in rows
-    ]
-    return sorted(endpoints, key=lambda e: str(e["member"]))
+    announced: dict[str, list[tuple[int, int, dict[str, object]]]] = {}
+    for member, gen, seq, name, urls, tls, rid in rows:
+        endpoint = {"member": member, "name": name, "urls": orjson.loads(urls), "tls": tls,
+                    "record": rid.hex()}  # fmt: skip
+        announced.setdefault(member, []).append((gen, seq, endpoint))
+    chosen = [latest(candidates) for _, candidates in sorted(announced.items())]
+    return [endpoint for endpoint in chosen if endpoint is not None]

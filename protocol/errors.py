@@ -3,7 +3,18 @@
 Tree::
 
     ProtocolError                    root: anything protocol/ raises on purpose
-    ├── LocalProtocolError           the caller broke an API contract (a bug on our side)
+    ├── LocalProtocolError           the local side tried what the protocol forbids, or broke
+    │   │                            an API contract (a bug on our side)
+    │   └── AuthoringError           this member may not sign this body now (SPEC 4.5);
+    │       │                        ``title`` and ``status`` for the CLI and the local API
+    │       ├── NotAMemberError      the key is not a member's                        (409)
+    │       ├── AuditorError         an auditor authors nothing                       (409)
+    │       ├── ClosedLogError       a removed, forked or rotated-away key             (409)
+    │       ├── UnknownSignalError   a retract names no counted signal                (404)
+    │       ├── NotContributorError  only the contributor retracts                    (403)
+    │       ├── AlreadyRetractedError  retract or opinion on a retracted signal       (409)
+    │       ├── AlreadyVotedError    the identity cast this vote already              (409)
+    │       └── OwnSignalError       an opinion on the member's own signal            (422)
     └── RemoteProtocolError          bytes from outside do not satisfy the protocol
         ├── EncodingError            not the canonical JSON of SPEC section 2
         │   ├── OversizeError        more than MAX_RECORD_BYTES, checked before parsing
@@ -47,7 +58,53 @@ class ProtocolError(Exception):
 
 
 class LocalProtocolError(ProtocolError):
-    """The caller used the API wrongly; never caused by remote bytes."""
+    """The local side tried what the protocol forbids, or used the API wrongly; never
+    caused by remote bytes."""
+
+
+class AuthoringError(LocalProtocolError):
+    """This member may not sign this body now (``protocol.authoring``, SPEC 4.5)."""
+
+    status: int = 409
+    title: str = "may not author"
+
+    def diagnostics(self) -> str:
+        return f"{self.title}: {self}"
+
+
+class NotAMemberError(AuthoringError):
+    title = "not a member"
+
+
+class AuditorError(AuthoringError):
+    title = "an auditor authors nothing"
+
+
+class ClosedLogError(AuthoringError):
+    title = "log closed"
+
+
+class UnknownSignalError(AuthoringError):
+    status = 404
+    title = "no such signal"
+
+
+class NotContributorError(AuthoringError):
+    status = 403
+    title = "not this member's signal"
+
+
+class AlreadyRetractedError(AuthoringError):
+    title = "already retracted"
+
+
+class AlreadyVotedError(AuthoringError):
+    title = "already voted"
+
+
+class OwnSignalError(AuthoringError):
+    status = 422
+    title = "own signal"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,21 @@ the same ``State`` in any order and with any duplication. Its parts:
 - signals: every counted signal, with status ``retracted`` (a counted ``retract`` by the same
   member identity names it), else ``expired`` (``expires <= now_ms``), else ``active``;
 - opinions: per (signal, member identity) the latest counted opinion, where later means a later
-  key generation, then a higher seq; tallies count the latest verdicts;
+  key generation, then a higher seq, unless the signal is the identity's own; tallies count
+  the latest verdicts;
 - endpoints: per member identity, its latest counted ``announce``.
+
+Each rule is one small function below (``signal_status``, ``is_active``,
+``retraction_applies``, ``first_retraction``, ``latest``, ``opinion_counts``, ``tally``); the
+node's materialised state (``node.materialise``, ``node.store_read``) decides with the same
+functions, over rows instead of records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from protocol.bodies import AnnounceBody, OpinionBody, RetractBody, SignalBody
 from protocol.chain import ForkEvidence, find_forks, linked_prefix
@@ -27,6 +34,7 @@ from protocol.membership import Member, Membership, derive_membership
 from protocol.records import Record
 
 SIGNAL_STATUSES = ("active", "expired", "retracted")
+VERDICTS = ("confirm", "dispute", "seen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +124,11 @@ class State:
         return self.membership.members
 
     def tallies(self) -> dict[str, dict[str, int]]:
-        """Per signal id: how many members' latest opinion is confirm, dispute, seen."""
-        out: dict[str, dict[str, int]] = {}
+        """Per signal id: how many members' counted latest opinion is confirm, dispute, seen."""
+        verdicts: dict[str, list[str]] = {}
         for (signal, _), opinion in self.opinions.items():
-            counts = out.setdefault(signal, {"confirm": 0, "dispute": 0, "seen": 0})
-            counts[opinion.verdict] += 1
-        return out
+            verdicts.setdefault(signal, []).append(opinion.verdict)
+        return {signal: tally(v) for signal, v in verdicts.items()}
 
     def active_signals(self) -> list[SignalState]:
         return [s for s in self.signals.values() if s.active]
@@ -176,16 +183,25 @@ def fold_state(records: Iterable[Record], federation: Federation, now_ms: int) -
         (r for r in unique.values() if membership.counts(r)),
         key=lambda r: (membership.generation(r.author), r.seq, r.author),
     )
+    signals = _signals(counted, membership, now_ms)
     return State(
         membership=membership,
-        signals=_signals(counted, membership, now_ms),
-        opinions=_opinions(counted, membership),
+        signals=signals,
+        opinions=_opinions(counted, membership, signals),
         endpoints=_endpoints(counted, membership),
         forks=forks,
     )
 
 
+# -- the rules: one small function each, used by fold_state and by the node's materialised
+# -- state (node.materialise, node.store_read), so that the two cannot decide differently.
+
+T = TypeVar("T")
+Position = tuple[int, int]  # (key generation, seq): a place in an identity's history (8.1)
+
+
 def signal_status(expires: int | None, retracted: bool, now_ms: int) -> str:
+    """A counted signal's status at now_ms (SPEC 8.2)."""
     if retracted:
         return "retracted"
     if expires is not None and expires <= now_ms:
@@ -193,19 +209,67 @@ def signal_status(expires: int | None, retracted: bool, now_ms: int) -> str:
     return "active"
 
 
+def is_active(expires: int | None, retracted: bool, now_ms: int) -> bool:
+    """Is a counted signal active at now_ms (SPEC 8.2)?"""
+    return not retracted and (expires is None or expires > now_ms)
+
+
+def retraction_applies(signal_member: object, retract_member: object) -> bool:
+    """Does a counted retract by retract_member withdraw a signal of signal_member? Only the
+    identity that contributed a signal retracts it, under any of its keys (SPEC 8.2)."""
+    return signal_member == retract_member
+
+
+def first_retraction(candidates: Iterable[tuple[int, int, T]]) -> T | None:
+    """Of an identity's counted retractions of one signal, as (generation, seq, id): the one
+    that retracts it -- the first in the identity's history (SPEC 8.2)."""
+    return min(candidates, key=_position, default=(0, 0, None))[2]
+
+
+def latest(candidates: Iterable[tuple[int, int, T]]) -> T | None:
+    """Of an identity's counted opinions on one signal (or its announcements), as
+    (generation, seq, value): the one that counts -- the latest in its history (8.3, 8.4)."""
+    return max(candidates, key=_position, default=(0, 0, None))[2]
+
+
+def _position(candidate: tuple[int, int, object]) -> Position:
+    return candidate[0], candidate[1]
+
+
+def opinion_counts(opinion_member: object, signal_member: object | None) -> bool:
+    """Does an identity's opinion count, given the identity of the counted signal it names
+    (None: no such counted signal)? A member's opinion on its own signal does not (8.3)."""
+    return opinion_member != signal_member
+
+
+def tally(verdicts: Iterable[str]) -> dict[str, int]:
+    """How many of the counted latest opinions on a signal have each verdict (8.3)."""
+    counts = dict.fromkeys(VERDICTS, 0)
+    for verdict in verdicts:
+        counts[verdict] += 1
+    return counts
+
+
 def _signals(counted: list[Record], membership: Membership, now_ms: int) -> dict[str, SignalState]:
-    retractions: dict[tuple[str, str], str] = {}  # (identity, signal id) -> first retract id
+    # signal id -> (retracting identity, generation, seq, retract id) of each counted retract
+    retractions: dict[str, list[tuple[str, int, int, str]]] = {}
     for record in counted:
         if isinstance(record.body, RetractBody):
-            key = (membership.owner[record.author], record.body.signal)
-            retractions.setdefault(key, record.id)
+            who, generation = membership.owner[record.author], membership.generation(record.author)
+            retractions.setdefault(record.body.signal, []).append(
+                (who, generation, record.seq, record.id)
+            )
     signals: dict[str, SignalState] = {}
     for record in counted:
         body = record.body
         if not isinstance(body, SignalBody):
             continue
         member = membership.owner[record.author]
-        retracted_by = retractions.get((member, record.id))
+        retracted_by = first_retraction(
+            (generation, seq, rid)
+            for who, generation, seq, rid in retractions.get(record.id, ())
+            if retraction_applies(member, who)
+        )
         signals[record.id] = SignalState(
             id=record.id,
             author=record.author,
@@ -223,23 +287,34 @@ def _signals(counted: list[Record], membership: Membership, now_ms: int) -> dict
     return signals
 
 
-def _opinions(counted: list[Record], membership: Membership) -> dict[tuple[str, str], OpinionState]:
-    latest: dict[tuple[str, str], OpinionState] = {}
-    for record in counted:  # in (generation, seq) order: later opinions replace earlier ones
+def _opinions(
+    counted: list[Record], membership: Membership, signals: Mapping[str, SignalState]
+) -> dict[tuple[str, str], OpinionState]:
+    given: dict[tuple[str, str], list[tuple[int, int, OpinionState]]] = {}
+    for record in counted:
         body = record.body
         if isinstance(body, OpinionBody):
             member = membership.owner[record.author]
-            latest[(body.signal, member)] = OpinionState(
-                body.signal, member, body.verdict, body.labels, record.id
-            )
-    return latest
+            opinion = OpinionState(body.signal, member, body.verdict, body.labels, record.id)
+            position = (membership.generation(record.author), record.seq)
+            given.setdefault((body.signal, member), []).append((*position, opinion))
+    latest_given = {key: latest(candidates) for key, candidates in given.items()}
+    return {
+        (signal, member): opinion
+        for (signal, member), opinion in latest_given.items()
+        if opinion is not None
+        and opinion_counts(member, getattr(signals.get(signal), "member", None))
+    }
 
 
 def _endpoints(counted: list[Record], membership: Membership) -> dict[str, Endpoint]:
-    latest: dict[str, Endpoint] = {}
+    announced: dict[str, list[tuple[int, int, Endpoint]]] = {}
     for record in counted:
         body = record.body
         if isinstance(body, AnnounceBody):
             member = membership.owner[record.author]
-            latest[member] = Endpoint(member, body.name, body.urls, body.tls, record.id)
-    return latest
+            endpoint = Endpoint(member, body.name, body.urls, body.tls, record.id)
+            position = (membership.generation(record.author), record.seq)
+            announced.setdefault(member, []).append((*position, endpoint))
+    chosen = {member: latest(candidates) for member, candidates in announced.items()}
+    return {member: endpoint for member, endpoint in chosen.items() if endpoint is not None}

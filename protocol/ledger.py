@@ -45,6 +45,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final, NamedTuple, Protocol
 
+from protocol.authoring import Target, check_authoring
+from protocol.bodies import Body
 from protocol.chain import ForkEvidence, Head, check_successor, fork_evidence
 from protocol.encoding import MAX_SAFE_INTEGER
 from protocol.errors import (
@@ -119,8 +121,12 @@ class DropHeld(NamedTuple):
 class LogReader(Protocol):
     """What the ledger reads of the stored records (the node answers from its database)."""
 
-    def stored_at(self, author: str, seq: int) -> Sequence[Record]:
-        """The stored records of author at seq, first stored first."""
+    def stored_ids(self, author: str, seq: int) -> Sequence[str]:
+        """The ids of the stored records of author at seq, first stored first."""
+        ...
+
+    def stored_record(self, record_id: str) -> Record:
+        """A stored record."""
         ...
 
     def held_records(self, ids: Sequence[str]) -> Sequence[Record]:
@@ -225,8 +231,10 @@ class _Batch:
     """What the ledger remembers until the batch settles."""
 
     deferred: list[_Deferred] = field(default_factory=list)
-    grown: set[str] = field(default_factory=set)  # authors whose head moved
-    stored: dict[tuple[str, int], list[Record]] = field(default_factory=dict)  # not yet readable
+    # the records stored in this batch, which the reader may not hold yet: per author the
+    # records that extended its head (consecutive seqs), and the forks' second records
+    grown: dict[str, list[Record]] = field(default_factory=dict)
+    forked: dict[tuple[str, int], Record] = field(default_factory=dict)
     held: dict[str, tuple[Record, object]] = field(default_factory=dict)  # id -> (record, tag)
     promote: set[str] = field(default_factory=set)
     caps: dict[str, int] = field(default_factory=dict)  # author -> highest seq it may author
@@ -285,6 +293,18 @@ class Ledger:
         self._refresh()
         return self.membership.accepts(author, seq)
 
+    def check_authoring(self, author: str, body: Body, target: Target | None = None) -> int:
+        """Raise ``AuthoringError`` unless author may sign body as its next record now
+        (``protocol.authoring``, with this ledger's membership and votes); that seq."""
+        self._refresh()
+        head = self.heads.get(author)
+        seq = 1 if head is None else head.seq + 1
+        check_authoring(
+            self.federation, self.membership, author, seq, body, target=target,
+            votes=self.membership_records,
+        )  # fmt: skip
+        return seq
+
     # -- offering ------------------------------------------------------------------------
 
     def offer(self, record: Record, tag: object = None) -> list[Outcome]:
@@ -323,8 +343,10 @@ class Ledger:
 
     def _may_extend(self, record: Record) -> bool:
         """``_accepts`` for the common case, cached per author until the membership changes."""
-        self._refresh()
-        caps = self._batch.caps
+        batch = self._batch
+        if batch.dirty:
+            self._refresh()
+        caps = batch.caps
         cap = caps.get(record.author)
         if cap is None:
             m = self.membership
@@ -350,20 +372,24 @@ class Ledger:
 
     def _known_seq(self, record: Record, tag: object) -> Outcome:
         """At or below its author's head: a duplicate, or a fork."""
-        stored = self._stored_at(record.author, record.seq)
-        if not stored:
+        first, ids = self._stored_at(record.author, record.seq)
+        if first is None:
             raise LocalProtocolError(
                 f"the log reader holds no record of {record.author[:16]}… at seq {record.seq}, "
                 "below the author's head"
             )
-        if any(r.id == record.id for r in stored):
+        if record.id in ids:
             return Outcome(record, Verdict.DUPLICATE, tag)
         if not self._accepts(record):
             return self._defer(record, tag)
         self.fork_seqs[record.author] = record.seq
-        self._batch.dirty = True
-        self._note_stored(record)
-        return Outcome(record, Verdict.FORK, tag, evidence=fork_evidence(stored[0], record))
+        batch = self._batch
+        batch.dirty = True
+        batch.forked[(record.author, record.seq)] = record
+        self._note_membership(record)
+        proof = fork_evidence(first if isinstance(first, Record) else self.reader.stored_record(
+            first), record)  # fmt: skip
+        return Outcome(record, Verdict.FORK, tag, evidence=proof)
 
     def _defer(self, record: Record, tag: object) -> Outcome:
         self._batch.deferred.append(_Deferred(record, tag, self._batch.epoch))
@@ -381,18 +407,21 @@ class Ledger:
         author = record.author
         self.heads[author] = Head(author, record.seq, record.id)
         batch = self._batch
-        batch.grown.add(author)
-        self._note_stored(record)
+        grown = batch.grown.get(author)
+        if grown is None:
+            batch.grown[author] = [record]
+        else:
+            grown.append(record)
+        if record.body.KIND in MEMBERSHIP_KINDS:
+            self._note_membership(record)
         if author in self._held:
             batch.promote.add(author)
         return Outcome(record, Verdict.ACCEPTED, tag)
 
-    def _note_stored(self, record: Record) -> None:
-        batch = self._batch
-        batch.stored.setdefault((record.author, record.seq), []).append(record)
+    def _note_membership(self, record: Record) -> None:
         if record.body.KIND in MEMBERSHIP_KINDS:
             self.membership_records.append(record)
-            batch.dirty = True
+            self._batch.dirty = True
 
     def _hold(self, record: Record, tag: object) -> Outcome:
         """Beyond a gap in its author's log: held until the gap fills."""
@@ -446,11 +475,26 @@ class Ledger:
             found.update((r.id, (r, None)) for r in self.reader.held_records(missing))
         return [found[i] for i in ids]
 
-    def _stored_at(self, author: str, seq: int) -> list[Record]:
-        stored = list(self.reader.stored_at(author, seq))
-        known = {r.id for r in stored}
-        stored += [r for r in self._batch.stored.get((author, seq), ()) if r.id not in known]
-        return stored
+    def _stored_at(self, author: str, seq: int) -> tuple[Record | str | None, Sequence[str]]:
+        """The first record stored at (author, seq) (itself, or its id: the reader has it)
+        and the ids of all stored there, this batch's records included."""
+        ids = self.reader.stored_ids(author, seq)
+        batch = self._batch
+        grown = batch.grown.get(author)
+        mine = [] if not grown or not grown[0].seq <= seq <= grown[-1].seq else [
+            grown[seq - grown[0].seq]]  # fmt: skip
+        forked = batch.forked.get((author, seq)) if batch.forked else None
+        if forked is not None:
+            mine.append(forked)
+        first: Record | str | None = ids[0] if ids else None
+        if not mine:
+            return first, ids
+        ids = list(ids)
+        for record in mine:
+            if record.id not in ids:
+                ids.append(record.id)
+                first = record if first is None else first
+        return first, ids
 
     # -- settling ------------------------------------------------------------------------
 
@@ -480,10 +524,6 @@ class Ledger:
         self.counted = new
         self._batch = _Batch()
         return settlement
-
-    def abandon(self) -> None:
-        """Forget the batch (the caller could not persist it and reloads from its store)."""
-        self._batch = _Batch()
 
     def _retry_deferred(self) -> list[Outcome]:
         outcomes: list[Outcome] = []

@@ -702,7 +702,7 @@ def _opinion_replacement() -> list[Record]:
     b.add(OpinionBody(s.id, "confirm", ("behaviour:glorification",)))
     c.add(OpinionBody(s.id, "seen"))
     b.add(OpinionBody(s.id, "dispute", (), "not this group"))  # replaces bob's confirm
-    a.add(OpinionBody(s.id, "confirm"))
+    a.add(OpinionBody(s.id, "confirm"))  # on its own signal: does not count (8.3)
     lg["dave"].add(OpinionBody(s.id, "dispute"))  # an auditor's records never count
     return [*a.records, *b.records, *c.records, *lg["dave"].records]
 

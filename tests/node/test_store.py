@@ -35,6 +35,16 @@ from protocol import (
     sign_record,
 )
 from protocol.bodies import rotation
+from protocol.errors import (
+    AlreadyRetractedError,
+    AlreadyVotedError,
+    InvalidLabelError,
+    NotAMemberError,
+    NotContributorError,
+    OwnSignalError,
+    UnknownSignalError,
+)
+from protocol.fold import is_active
 
 ACCEPTED, DUPLICATE, PENDING, REJECTED = (
     MergeStatus.ACCEPTED,
@@ -438,13 +448,43 @@ def test_reopen_keeps_everything_and_readers_follow_the_writer(tmp_path: Path) -
 def test_append_local_extends_the_own_log(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     first = store.append_local(FOUNDERS[1], sig(1, "entity:alpha"), ts=T0)
-    second = store.append_local(FOUNDERS[1], OpinionBody(first.id, "confirm"), ts=T0 + 1)
+    second = store.append_local(FOUNDERS[1], OpinionBody("ab" * 32, "confirm"), ts=T0 + 1)
     assert (first.seq, second.seq, second.prev) == (1, 2, first.id)
     assert store.log(FOUNDERS[1].public) == [first.canonical, second.canonical]
     with pytest.raises(LocalProtocolError, match="not a member"):
         store.append_local(key(30), sig(2), ts=T0)
     result = store.append_local_result(FOUNDERS[1], RetractBody(first.id), ts=T0 + 2)
     assert [(c.id, c.active) for c in result.signal_changes] == [(first.id, False)]
+
+
+def test_authoring_refusals_sign_nothing(tmp_path: Path) -> None:
+    """Every write path ends in append_local, which asks protocol.authoring first: a refused
+    body is never signed, and the store is as it was (issue 14: already retracted, already
+    voted, own signal)."""
+    store = new_store(tmp_path)
+    a, b = FOUNDERS[0], FOUNDERS[1]
+    mine = store.append_local(a, sig(1, "entity:alpha"), ts=T0)
+    gone = store.append_local(a, sig(2), ts=T0)
+    store.append_local(a, RetractBody(gone.id), ts=T0)
+    admit = VoteBody("admit", key(31).public, name="newcomer", role="member")
+    store.append_local(a, admit, ts=T0)
+    before = (store.heads(), store.materialised_state(now_ms=NOW))
+    refused = [
+        (a, RetractBody(gone.id), AlreadyRetractedError),
+        (a, OpinionBody(mine.id, "confirm"), OwnSignalError),
+        (b, OpinionBody(gone.id, "dispute"), AlreadyRetractedError),
+        (a, admit, AlreadyVotedError),
+        (b, RetractBody(mine.id), NotContributorError),
+        (b, RetractBody("ab" * 32), UnknownSignalError),
+        (a, sig(3, "spam"), InvalidLabelError),
+        (key(30), sig(3), NotAMemberError),
+    ]
+    for author, body, error in refused:
+        with pytest.raises(error):
+            store.append_local(author, body, ts=T0)
+    assert (store.heads(), store.materialised_state(now_ms=NOW)) == before
+    store.append_local(b, OpinionBody(mine.id, "dispute"), ts=T0)  # another member's: fine
+    assert store.signal(mine.id, now_ms=NOW)["tallies"]["dispute"] == 1
 
 
 def test_signal_queries(tmp_path: Path) -> None:
@@ -457,7 +497,7 @@ def test_signal_queries(tmp_path: Path) -> None:
     hits = store.lookup("sha256", f"{1:064x}", now_ms=NOW)
     assert sorted(h["id"] for h in hits) == sorted([a[0].id, b[0].id])
     hit = next(h for h in hits if h["id"] == a[0].id)
-    assert hit["tallies"] == {"confirm": 0, "dispute": 1, "seen": 1}
+    assert hit["tallies"] == {"confirm": 0, "dispute": 1, "seen": 0}  # d: on its own signal
     assert (hit["member_name"], hit["labels"], hit["status"]) == ("founder-0", ["entity:alpha"],
                                                                   "active")  # fmt: skip
     assert hit["author"] == hit["member"] == FOUNDERS[0].public and hit["seq"] == 1
@@ -485,6 +525,25 @@ def test_signal_queries(tmp_path: Path) -> None:
         "pending": 0, "members": 3,
     }  # fmt: skip
     assert store.record(a[0].id) == a[0].canonical and store.record("zz") is None
+
+
+def test_the_active_filter_is_the_protocol_rule(tmp_path: Path) -> None:
+    """``store_read.ACTIVE`` (SQL, for listings and the index) decides as
+    ``protocol.fold.is_active`` does, at every time around each expiry."""
+    store = new_store(tmp_path)
+    bodies = [sig(n, expires=e) for n, e in enumerate([None, NOW - 1, NOW, NOW + 1, None, NOW])]
+    a = chain(FOUNDERS[0], bodies)
+    retracts = chain(FOUNDERS[0], [RetractBody(a[4].id), RetractBody(a[5].id)], start=7,
+                     prev=a[-1].id)  # fmt: skip
+    store.merge([r.canonical for r in a + retracts], received_ms=NOW)
+    for now in (NOW - 2, NOW - 1, NOW, NOW + 1, NOW + 2):
+        rows = store.signals(now_ms=now, limit=100)
+        expected = {r["id"] for r in rows if is_active(r["expires"], r["retracted_by"] is not None,
+                                                       now)}  # fmt: skip
+        assert {r["id"] for r in store.signals(now_ms=now, active=True)} == expected
+        assert {r["id"] for r in rows if r["status"] == "active"} == expected
+        assert len(list(store.active_signals_for_index(now_ms=now))) == len(expected)
+        assert store.stats(now_ms=now)["active_signals"] == len(expected)
 
 
 def test_endpoints_are_the_latest_announcements(tmp_path: Path) -> None:

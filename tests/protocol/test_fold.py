@@ -250,15 +250,29 @@ def test_latest_opinion_replaces_earlier_ones() -> None:
     b1 = w.add("b", OpinionBody(s.id, "confirm", ("entity:y",)))
     c1 = w.add("c", OpinionBody(s.id, "seen"))
     b2 = w.add("b", OpinionBody(s.id, "dispute", (), "no"))
-    a1 = w.add("a", OpinionBody(s.id, "confirm"))
+    a1 = w.add("a", OpinionBody(s.id, "confirm"))  # on its own signal: does not count
     state = fold([b2, s, a1, c1, b1])
     assert {k: (o.verdict, o.record) for k, o in state.opinions.items()} == {
-        (s.id, A): ("confirm", a1.id),
         (s.id, B): ("dispute", b2.id),
         (s.id, C): ("seen", c1.id),
     }
     assert state.opinions[(s.id, B)].labels == ()
-    assert state.tallies() == {s.id: {"confirm": 1, "dispute": 1, "seen": 1}}
+    assert state.tallies() == {s.id: {"confirm": 0, "dispute": 1, "seen": 1}}
+
+
+def test_an_opinion_on_ones_own_signal_does_not_count() -> None:
+    """Whatever its verdict, under any key of the identity, in any order (SPEC 8.3); an
+    opinion on an id that is no counted signal (yet) counts."""
+    w = World()
+    s = w.add("a", sig("x"))
+    mine = w.add("a", OpinionBody(s.id, "confirm"))
+    rotate = w.add("a", rotation(KEYS["a2"], fed=FED.id, old=A))
+    later = w.add("a2", OpinionBody(s.id, "dispute"))
+    theirs = w.add("b", OpinionBody(s.id, "seen"))
+    assert list(fold([later, theirs, rotate, mine, s]).opinions) == [(s.id, B)]
+    assert fold([later, rotate, mine, s]).tallies() == {}
+    unknown = World().add("a", OpinionBody("ab" * 32, "seen"))
+    assert list(fold([unknown]).opinions) == [("ab" * 32, A)]
 
 
 def test_opinions_on_different_signals_are_separate() -> None:

@@ -107,8 +107,11 @@ class MemoryLog:
         self.stored: dict[tuple[str, int], list[Record]] = {}
         self.held: dict[str, Record] = {}
 
-    def stored_at(self, author: str, seq: int) -> Sequence[Record]:
-        return self.stored.get((author, seq), [])
+    def stored_ids(self, author: str, seq: int) -> Sequence[str]:
+        return [r.id for r in self.stored.get((author, seq), [])]
+
+    def stored_record(self, record_id: str) -> Record:
+        return next(r for rs in self.stored.values() for r in rs if r.id == record_id)
 
     def held_records(self, ids: Sequence[str]) -> Sequence[Record]:
         return [self.held[i] for i in ids]
