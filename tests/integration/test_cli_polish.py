@@ -143,14 +143,13 @@ def _voted_against(output: str) -> str:
 
 def test_member_arguments_take_a_name_in_any_case_or_a_key_prefix(fresh: Homes) -> None:
     delta_key, alpha_key = fresh.keys["Delta Co"], fresh.keys["Alpha"]
-    by_name = ok("member", "vote", "remove", "--home", fresh.alpha, "Delta Co", "--json")
-    by_case = ok("member", "vote", "remove", "--home", fresh.alpha, "dELTA cO", "--json")
-    by_prefix = ok("member", "vote", "remove", "--home", fresh.delta, alpha_key[:6], "--json")
-    assert [_voted_against(o) for o in (by_name, by_case, by_prefix)] == [
-        delta_key, delta_key, alpha_key,
-    ]  # fmt: skip
-    human = ok("member", "vote", "remove", "--home", fresh.alpha, delta_key.upper())
+    human = ok("member", "vote", "remove", "--home", fresh.alpha, "Delta Co")
     assert human.startswith(f"voted to remove 'Delta Co' ({delta_key}) after seq ")
+    by_prefix = ok("member", "vote", "remove", "--home", fresh.delta, alpha_key[:6], "--json")
+    assert _voted_against(by_prefix) == alpha_key
+    for same in ("dELTA cO", delta_key.upper()):  # the same member again: already voted
+        again = one_line_error(hm("member", "vote", "remove", "--home", fresh.alpha, same))
+        assert f"already voted to remove {delta_key[:16]}" in again, again
     ok("add", "--home", fresh.alpha, "--hash", "md5:" + "a" * 32)
     listed = ok_json("signals", "--home", fresh.alpha, "--member", "ALPHA")["signals"]
     assert [s["member_name"] for s in listed] == ["Alpha"]
