@@ -364,6 +364,32 @@ async def post_match(request: web.Request, node: Node) -> web.StreamResponse:
     return problem(422, "image could not be hashed", detail, errors=errors, results=results)
 
 
+CHANGES_PARAMS = ("after", "limit", "epoch")
+MAX_FEED_PAGE = 10_000
+
+
+@local
+async def get_changes(request: web.Request, node: Node) -> web.StreamResponse:
+    """The change feed after a cursor (``node.changefeed``): ``{"epoch", "changes": [{"cursor",
+    "ts", "kind", "id", "signal"}], "next", "last"}``. With ``epoch`` (the one the reader
+    holds), a feed of another epoch, or a cursor beyond its end, is 409: start over from 0."""
+    q = query_params(request, CHANGES_PARAMS)
+    after = int_param(q, "after", 0, 0)
+    limit = int_param(q, "limit", 1000, 1, MAX_FEED_PAGE)
+    now = now_ms()
+    await node.store.write(lambda s: s.sweep_expiries(now))
+    page = await node.store.read(lambda s: s.changes(after, limit, now_ms=now))
+    stale = q.get("epoch") not in (None, page["epoch"])
+    if stale or after > int(page["last"]):  # type: ignore[call-overload]
+        why = "another node_epoch" if stale else f"cursor {after} beyond the feed's end"
+        return problem(409, "change feed restarted",
+                       f"{why}: the database was rebuilt or restored; start over from cursor 0",
+                       epoch=page["epoch"], last=page["last"])  # fmt: skip
+    changes: list[dict[str, Any]] = page["changes"]  # type: ignore[assignment]
+    page["next"] = changes[-1]["cursor"] if changes else after
+    return web.json_response(page)
+
+
 LOOKUP_PARAMS = ("signal_type", "signal", "radius", "max_hits")
 # python-threatexchange's names for hashmesh's types (it has no phash, dhash or sha1).
 PYTX_TYPE_NAMES = {"video_md5": "md5", "video_sha256": "sha256"}
@@ -543,6 +569,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/hash", post_hash)
     r.add_post("/v1/match", post_match)
     r.add_get("/v1/lookup", lookup)
+    r.add_get("/v1/changes", get_changes)
     r.add_get("/v1/peers", get_peers)
     r.add_post("/v1/peers", add_peer)
     r.add_delete("/v1/peers", remove_peer)

@@ -45,6 +45,7 @@ from typing import Final
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from node import changefeed
 from node.errors import StoreError, StoreRefusedError
 from protocol import Federation
 
@@ -177,6 +178,11 @@ CREATE TABLE peers (url TEXT PRIMARY KEY, fields TEXT NOT NULL) WITHOUT ROWID;
 def _initial(db: sqlite_utils.Database) -> None:
     db.executescript(_INITIAL)
     db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+
+
+@MIGRATIONS(name="0002_change_feed")
+def _change_feed(db: sqlite_utils.Database) -> None:
+    changefeed.create(db.conn)
 
 
 @functools.cache

@@ -33,6 +33,7 @@ from typing import Final, TypeVar
 
 import orjson
 
+from node import changefeed
 from node import store_read as reads
 from node.errors import StoreError, StoreRefusedError
 from node.materialise import Keyer, SignalChange, id8
@@ -232,6 +233,7 @@ class Store:
         self, verified: Iterator[tuple[int, Verified]], size: int, received_ms: int
     ) -> MergeResult:
         def run(state: WriterState) -> MergeResult:
+            before = state.membership
             merger = Merger(self.conn, self.federation, state, received_ms)
             for index, item in verified:
                 if isinstance(item, Record):
@@ -239,6 +241,11 @@ class Store:
                 else:
                     merger.reject(index, item)
             accepted, changes = merger.finish()
+            activations = ((c.row, c.id, c.active) for c in changes)
+            after = merger.membership
+            moved = changefeed.moved_keys(before, after) if after is not None else set()
+            feed = changefeed.merge_changes(self.conn, received_ms, activations, accepted, moved)
+            changefeed.append(self.conn, feed)
             outcomes = [merger.outcomes[i] for i in range(size)]
             return MergeResult(outcomes, accepted, changes, merger.forks, merger.membership)
 
@@ -477,6 +484,25 @@ class Store:
         return quick_check(self.conn)
 
     # -- peers and settings --------------------------------------------------------------
+
+    def changes(self, after: int, limit: int, *, now_ms: int) -> dict[str, object]:
+        """A page of the change feed after a cursor (``node.changefeed``), each entry with its
+        signal's state now (None when the node no longer holds it)."""
+        entries = [
+            {"cursor": cursor, "ts": ts, "kind": kind, "id": signal,
+             "signal": reads.signal(self.conn, signal, now_ms=now_ms)}
+            for cursor, ts, signal, kind in changefeed.page(self.conn, after, limit)
+        ]  # fmt: skip
+        last = changefeed.last_cursor(self.conn)
+        return {"epoch": changefeed.epoch(self.conn), "changes": entries, "last": last}
+
+    def feed_position(self) -> tuple[str, int]:
+        """(node_epoch, last cursor) of the change feed."""
+        return changefeed.epoch(self.conn), changefeed.last_cursor(self.conn)
+
+    def sweep_expiries(self, now_ms: int) -> int:
+        """Enter the feed's ``expired`` entries up to now_ms (a write)."""
+        return self._transaction(lambda _: changefeed.sweep_expiries(self.conn, now_ms))
 
     def upsert_peer(self, url: str, **fields: object) -> None:
         """Create or update a peer; fields are merged into the stored ones (JSON values)."""

@@ -378,7 +378,9 @@ def test_check_refuses_damage_deep_in_the_file(tmp_path: Path) -> None:
                     received_ms=NOW)  # fmt: skip
     path = tmp_path / "node.db"
     data = bytearray(path.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)
+    page = 16384  # node.schema.PAGE_SIZE: zero a page's header, not its free space
+    middle = len(data) // page // 2 * page
+    data[middle : middle + 4096] = bytes(4096)
     path.write_bytes(bytes(data))
     with pytest.raises(StoreRefusedError, match="corrupt"):
         Store.open(path, FED, check=True)
