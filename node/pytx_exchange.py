@@ -25,8 +25,6 @@ Synchronous, on the standard library's HTTP client (pytx and HMA call exchanges
 synchronously).
 """
 
-from __future__ import annotations
-
 import json
 import os
 import typing as t
@@ -59,7 +57,7 @@ class HashmeshCredentials(auth.CredentialHelper):
         self.token = token
 
     @classmethod
-    def _from_str(cls, s: str) -> HashmeshCredentials | None:
+    def _from_str(cls, s: str) -> "HashmeshCredentials | None":
         return cls(s.strip()) if s.strip() else None
 
     def _are_valid(self) -> bool:
@@ -75,10 +73,18 @@ class _Required:
 class HashmeshCollabConfig(CollaborationConfigWithDefaults, _Required):
     """Which signals of the federation to fetch."""
 
-    labels: list[str] = field(default_factory=list)  # any of these (empty: all)
-    members: list[str] = field(default_factory=list)  # member names or identities (empty: all)
-    drop_disputed: bool = False  # drop a signal that any member disputes
-    min_confirmations: int = 0
+    labels: t.List[str] = field(  # noqa: UP006 - pytx's CLI reads the typing form
+        default_factory=list, metadata={"help": "only signals with any of these labels"}
+    )
+    members: t.List[str] = field(  # noqa: UP006
+        default_factory=list, metadata={"help": "only these members' signals (names or keys)"}
+    )
+    drop_disputed: bool = field(
+        default=False, metadata={"help": "leave out a signal that any member disputes"}
+    )
+    min_confirmations: int = field(
+        default=0, metadata={"help": "only signals confirmed by at least this many members"}
+    )
 
     def __post_init__(self) -> None:
         self.api = API_NAME
@@ -168,7 +174,7 @@ class HashmeshSignalExchangeAPI(
     @classmethod
     def for_collab(
         cls, collab: HashmeshCollabConfig, credentials: HashmeshCredentials | None = None
-    ) -> HashmeshSignalExchangeAPI:
+    ) -> "HashmeshSignalExchangeAPI":
         return cls(collab, credentials or HashmeshCredentials.get(cls))
 
     # ---- HTTP -------------------------------------------------------------------------

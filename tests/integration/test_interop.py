@@ -284,3 +284,31 @@ def test_pytx_fetch_follows_the_node_resumes_and_restarts_on_a_new_epoch(fed: Fe
     assert pickle.loads(stale.checkpoint).is_stale()
     stale.fetch(api, types)
     assert set(stale.held()) == active_ids(fed.a)
+
+
+def test_the_threatexchange_cli_fetches_the_node_with_the_extension(
+    fed: Fed, tmp_path: Path
+) -> None:
+    """pytx's own CLI, the extension registered as its docs say: fetch, then its dataset."""
+    pytest.importorskip("node.pytx_exchange", reason="the threatexchange extra is absent")
+    cli = Path(sys.executable).parent / "threatexchange"
+    env = dict(os.environ, HOME=str(tmp_path), HASHMESH_API_TOKEN=NodeHome(fed.a.home).token())
+
+    def tx(*args: str) -> str:
+        done = subprocess.run([str(cli), *args], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done.stdout + done.stderr
+
+    add(fed.a, "pdq", PDQ)
+    tx("config", "extensions", "add", "node.pytx_exchange")
+    url = f"http://127.0.0.1:{fed.a.local_port}"
+    tx("config", "collab", "edit", "hashmesh", "fed", "--create", "--node-url", url)
+    assert "Up to date" in tx("fetch")
+    counts = dict(line.split(": ") for line in tx("dataset", "-S").split("\n") if ": " in line)
+    signals = fed.a.api("GET", "/v1/signals?active=true&limit=10000")["signals"]
+    distinct_pdq = len({s["value"] for s in signals if s["type"] == "pdq"})
+    assert int(counts["pdq"]) == distinct_pdq  # pytx indexes by hash value
+    assert int(counts.get("video_md5", "0")) == len(
+        {s["value"] for s in signals if s["type"] == "md5"}
+    )
