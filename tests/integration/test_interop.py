@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,6 +41,7 @@ class Fed:
     federation: Federation
     a: NodeProc
     b: NodeProc
+    c: NodeProc  # its records stand for a third member's (the pytx test's)
     root: Path
 
 
@@ -59,10 +62,10 @@ def get(node: NodeProc, path: str, **params: str) -> tuple[int, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
     root = tmp_path_factory.mktemp("interop")
-    federation, (a, b) = found_federation(root, ["a", "b"])
+    federation, (a, b, c) = found_federation(root, ["a", "b", "c"])
     try:
         a.start()
-        yield Fed(federation, a, b, root)
+        yield Fed(federation, a, b, c, root)
     finally:
         a.stop()
 
@@ -161,7 +164,7 @@ def test_stix_export_parses_and_round_trips_ids_labels_and_opinions(fed: Fed) ->
         "file:hashes.x_pdq"
         in indicators[next(s["id"] for s in signals if s["type"] == "pdq")].pattern
     )
-    assert {i.name for i in by_type["identity"]} == {"a", "b"}
+    assert {i.name for i in by_type["identity"]} == {"a", "b", "c"}
     (opinion,) = by_type["opinion"]
     assert opinion.opinion == "disagree" and opinion.explanation == "a news report"
     assert opinion.object_refs == [indicators[url].id]
@@ -178,3 +181,134 @@ def test_stix_export_parses_and_round_trips_ids_labels_and_opinions(fed: Fed) ->
         == 0
     )
     assert {o.id for o in stix2.parse(again.read_text()).objects} == {o.id for o in bundle.objects}
+
+
+# ---- python-threatexchange: the exchange driven by pytx's own fetch loop --------------------
+
+
+class PytxState:
+    """What HMA's fetcher keeps for one collaboration: the records and the checkpoint, both
+    pickled between runs (as HMA and pytx's CLI store them)."""
+
+    def __init__(self) -> None:
+        self.records: bytes = pickle.dumps({})
+        self.checkpoint: bytes | None = None
+
+    def fetch(self, api: Any, signal_types: list[Any], abandon_after: int | None = None) -> int:
+        """One fetch run: pytx's loop (stale checkpoint clears, deltas merged with
+        naive_fetch_merge, the progress time never goes back); the deltas merged."""
+        records = pickle.loads(self.records)
+        checkpoint = None if self.checkpoint is None else pickle.loads(self.checkpoint)
+        if checkpoint is not None and checkpoint.is_stale():
+            records, checkpoint = {}, None
+        merged = 0
+        for delta in api.fetch_iter(signal_types, checkpoint):
+            previous = None if checkpoint is None else checkpoint.get_progress_timestamp()
+            now = delta.checkpoint.get_progress_timestamp()
+            assert previous is None or now is None or previous <= now  # HMA asserts this
+            api.naive_fetch_merge(records, delta.updates)
+            checkpoint = delta.checkpoint
+            self.records, self.checkpoint = pickle.dumps(records), pickle.dumps(checkpoint)
+            merged += 1
+            if abandon_after is not None and merged >= abandon_after:
+                break  # HMA abandons a fetch after 4 minutes: the checkpoint must resume
+        return merged
+
+    def held(self) -> dict[str, Any]:
+        return dict(pickle.loads(self.records))
+
+
+def active_ids(node: NodeProc, kinds: tuple[str, ...] = ("pdq", "md5")) -> set[str]:
+    """The active signals of the types the pytx test fetches (PdqSignal, VideoMD5Signal)."""
+    signals = node.api("GET", "/v1/signals?active=true&limit=10000")["signals"]
+    return {s["id"] for s in signals if s["type"] in kinds}
+
+
+def test_pytx_fetch_follows_the_node_resumes_and_restarts_on_a_new_epoch(fed: Fed) -> None:
+    pytx = pytest.importorskip("node.pytx_exchange", reason="the threatexchange extra is absent")
+    from threatexchange.signal_type.md5 import VideoMD5Signal
+    from threatexchange.signal_type.pdq.signal import PdqSignal
+
+    types = [PdqSignal, VideoMD5Signal]
+    collab = pytx.HashmeshCollabConfig(name="fed", node_url=f"http://127.0.0.1:{fed.a.local_port}")
+    credentials = pytx.HashmeshCredentials(NodeHome(fed.a.home).token())
+    api = pytx.HashmeshSignalExchangeAPI.for_collab(collab, credentials)
+    many = [add(fed.a, "md5", f"{n:032x}") for n in range(1, 2_500)]  # several pages
+    store = PytxState()
+    assert store.fetch(api, types, abandon_after=1) == 1  # abandoned after one page
+    assert 0 < len(store.held()) < len(active_ids(fed.a))
+    store.fetch(api, types)  # resumes from the saved checkpoint
+    assert set(store.held()) == active_ids(fed.a)
+    record = store.held()[many[0]]
+    assert record.signal_type == "video_md5" and record.is_mine and record.labels == [LABEL]
+
+    fed.a.api("POST", f"/v1/signals/{many[0]}/retract", {"reason": "mistake"})
+    disputed = many[1]
+    dispute = signed(fed, fed.c, 1, None, OpinionBody(disputed, "dispute", (), "not ours"))
+    assert import_ndjson(fed.a, dispute.canonical + b"\n")["counts"]["accepted"] == 1
+    expires = int(time.time() * 1000) + 1_500
+    body = {"type": "md5", "value": "c" * 32, "labels": [LABEL], "expires": expires}
+    soon = fed.a.api("POST", "/v1/signals", body)["id"]
+    store.fetch(api, types)
+    assert soon in store.held() and many[0] not in store.held()
+    assert store.held()[disputed].disputes == 1
+    opinions = store.held()[disputed].get_as_opinions()
+    assert [o.category.name for o in opinions] == ["POSITIVE_CLASS", "NEGATIVE_CLASS"]
+    time.sleep(1.6)
+    store.fetch(api, types)  # the expiry is a delete
+    assert soon not in store.held() and set(store.held()) == active_ids(fed.a)
+
+    strict = pytx.HashmeshSignalExchangeAPI.for_collab(
+        pytx.HashmeshCollabConfig(name="strict", node_url=collab.node_url, drop_disputed=True),
+        credentials,
+    )
+    filtered = PytxState()
+    filtered.fetch(strict, types)
+    assert set(filtered.held()) == active_ids(fed.a) - {disputed}
+
+    # pytx's own matcher: its PDQ index, built from the fetched records, finds the image
+    converted = api.naive_convert_to_signal_type(types, collab, store.held())
+    assert converted[PdqSignal] and PDQ in converted[PdqSignal]
+    index = PdqSignal.get_index_cls().build(converted[PdqSignal].items())
+    (match,) = index.query(NEAR)
+    assert match.metadata.signal_id == next(k for k, v in store.held().items() if v.value == PDQ)
+
+    # the node's database is replaced (a new epoch): the checkpoint turns stale, then a
+    # fresh fetch holds exactly the new database's list
+    stale = PytxState()
+    stale.records, stale.checkpoint = store.records, store.checkpoint
+    checkpoint = pickle.loads(stale.checkpoint)
+    checkpoint.epoch = "0" * 16
+    stale.checkpoint = pickle.dumps(checkpoint)
+    stale.fetch(api, types)
+    assert pickle.loads(stale.checkpoint).is_stale()
+    stale.fetch(api, types)
+    assert set(stale.held()) == active_ids(fed.a)
+
+
+def test_the_threatexchange_cli_fetches_the_node_with_the_extension(
+    fed: Fed, tmp_path: Path
+) -> None:
+    """pytx's own CLI, the extension registered as its docs say: fetch, then its dataset."""
+    pytest.importorskip("node.pytx_exchange", reason="the threatexchange extra is absent")
+    cli = Path(sys.executable).parent / "threatexchange"
+    env = dict(os.environ, HOME=str(tmp_path), HASHMESH_API_TOKEN=NodeHome(fed.a.home).token())
+
+    def tx(*args: str) -> str:
+        done = subprocess.run([str(cli), *args], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done.stdout + done.stderr
+
+    add(fed.a, "pdq", PDQ)
+    tx("config", "extensions", "add", "node.pytx_exchange")
+    url = f"http://127.0.0.1:{fed.a.local_port}"
+    tx("config", "collab", "edit", "hashmesh", "fed", "--create", "--node-url", url)
+    assert "Up to date" in tx("fetch")
+    counts = dict(line.split(": ") for line in tx("dataset", "-S").split("\n") if ": " in line)
+    signals = fed.a.api("GET", "/v1/signals?active=true&limit=10000")["signals"]
+    distinct_pdq = len({s["value"] for s in signals if s["type"] == "pdq"})
+    assert int(counts["pdq"]) == distinct_pdq  # pytx indexes by hash value
+    assert int(counts.get("video_md5", "0")) == len(
+        {s["value"] for s in signals if s["type"] == "md5"}
+    )

@@ -90,8 +90,11 @@ def test_replaying_the_feed_from_any_cursor_reproduces_the_active_list(
         for cursor, held, _ in checkpoints:
             follower = {k: dict(v) for k, v in held.items()}
             replay(store, follower, cursor, end)
-            diff = {k: (follower.get(k), expected.get(k)) for k in follower.keys() | expected.keys()
-                    if follower.get(k) != expected.get(k)}
+            diff = {
+                k: (follower.get(k), expected.get(k))
+                for k in follower.keys() | expected.keys()
+                if follower.get(k) != expected.get(k)
+            }
             assert follower == expected, (cursor, diff)
 
 
