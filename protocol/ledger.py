@@ -320,11 +320,6 @@ class Ledger:
             return len(self._held_ids)
         return len(self._held.get(author, ()))
 
-    def may_author(self, author: str, seq: int) -> bool:
-        """Could a record of author at seq count under the current view (SPEC 7.5)?"""
-        self._refresh()
-        return self.membership.accepts(author, seq)
-
     def check_authoring(self, author: str, body: Body, target: Target | None = None) -> int:
         """Raise ``AuthoringError`` unless author may sign body as its next record now
         (``protocol.authoring``, with this ledger's membership and votes); that seq."""
@@ -418,7 +413,8 @@ class Ledger:
         batch = self._batch
         batch.dirty = True
         batch.forked[(record.author, record.seq)] = record
-        self._note_membership(record)
+        if record.body.KIND in MEMBERSHIP_KINDS:
+            self._note_membership(record)
         proof = fork_evidence(first if isinstance(first, Record) else self.reader.stored_record(
             first), record)  # fmt: skip
         return Outcome(record, Verdict.FORK, tag, evidence=proof)
@@ -451,9 +447,9 @@ class Ledger:
         return Outcome(record, Verdict.ACCEPTED, tag)
 
     def _note_membership(self, record: Record) -> None:
-        if record.body.KIND in MEMBERSHIP_KINDS:
-            self.membership_records.append(record)
-            self._batch.dirty = True
+        """A stored vote or rotate: the membership must be derived again."""
+        self.membership_records.append(record)
+        self._batch.dirty = True
 
     def _hold(self, record: Record, tag: object) -> Outcome:
         """Beyond a gap in its author's log: held until the gap fills."""
