@@ -41,13 +41,17 @@ _CHUNK_RECORDS: Final = 5000
 
 
 class SignalChange(NamedTuple):  # a tuple: one is made per signal merged
-    """A signal that became active (True) or inactive (False) in a merge."""
+    """A signal that became active (True) or inactive (False) in a merge, and why:
+    ``counted`` (its record counts now), ``retracted``, ``retraction withdrawn`` (the
+    retraction stopped counting), or why its record stopped counting (``protocol.ledger``
+    ``Uncount.why``: ``fork``, ``removed``, ``rotated``, ``unadmitted``, ``recounted``)."""
 
     row: int  # integer key for the match index
     id: str
     type: str
     value: str
     active: bool
+    why: str = ""
 
 
 class Keyer:
@@ -84,10 +88,10 @@ class _Tracker:
         self._after: dict[int, SignalChange] = {}
 
     def note(
-        self, row: int, rid: str, type_: str, value: str, *, before: bool, after: bool
+        self, row: int, rid: str, type_: str, value: str, *, before: bool, after: bool, why: str
     ) -> None:
         self._before.setdefault(row, before)
-        self._after[row] = SignalChange(row, rid, type_, value, after)
+        self._after[row] = SignalChange(row, rid, type_, value, after, why)
 
     def new_rows(self) -> Callable[[int, str, str, str, bool], None]:
         """``note`` for rows that did not exist before this merge (the hot path)."""
@@ -96,7 +100,7 @@ class _Tracker:
         def note_new(row: int, rid: str, type_: str, value: str, active: bool) -> None:
             if row not in before:
                 before[row] = False
-            after[row] = SignalChange(row, rid, type_, value, active)
+            after[row] = SignalChange(row, rid, type_, value, active, "counted")
 
         return note_new
 
@@ -142,13 +146,13 @@ class Materialiser:
         """Remove the effects of the ranges that stop counting, add those of the ranges that
         start (``protocol.ledger.Settlement``), and record the new ranges in ``counted``."""
         targets: set[tuple[int, bytes]] = set()
-        for key, lo, hi in uncounts:
-            targets.update(self._remove(self.state.refs[key], lo, hi))
+        for key, lo, hi, why in uncounts:
+            targets.update(self._remove(self.state.refs[key], lo, hi, why))
         for member, target in sorted(targets):
             self._refresh(member, target)
         fresh: list[tuple[Counted, _Range]] = []
         stored: list[tuple[str, Counted, int]] = []
-        for key, identity, gen, lo, hi in counts:
+        for key, identity, gen, lo, hi, _ in counts:
             entry = (identity, gen, hi)
             mine = self._in_memory(key, lo, hi)
             if mine is None:
@@ -222,7 +226,7 @@ class Materialiser:
                          dumps(body.labels).decode(), body.note, expires))  # fmt: skip
             for label in body.labels:
                 labels.append((label, row))
-            changes(row, rid, type_, value, expires is None or expires > now)
+            changes(row, rid, type_, value, is_active(expires, False, now))
             if not fresh or (adopted and bytes.fromhex(rid) in adopted):
                 check.append((member, bytes.fromhex(rid)))
         self.conn.executemany(
@@ -261,7 +265,9 @@ class Materialiser:
         row, _, type_, value, expires, _ = found
         self.conn.execute("UPDATE signals SET retracted_by = ? WHERE row = ?", (rid, row))
         before = is_active(expires, False, self.received_ms)
-        self._tracker.note(row, target.hex(), type_, value, before=before, after=False)
+        self._tracker.note(
+            row, target.hex(), type_, value, before=before, after=False, why="retracted"
+        )
 
     def _refresh(self, member: int, target: bytes) -> None:
         """Recompute retracted_by of member's signal target (if it is materialised)."""
@@ -286,11 +292,12 @@ class Materialiser:
             now = self.received_ms
             before = is_active(expires, old is not None, now)
             after = is_active(expires, new is not None, now)
-            self._tracker.note(row, target.hex(), type_, value, before=before, after=after)
+            why = "retraction withdrawn" if new is None else "retracted"
+            self._tracker.note(row, target.hex(), type_, value, before=before, after=after, why=why)
 
     # -- removing ------------------------------------------------------------------------
 
-    def _remove(self, ref: int, lo: int, hi: int) -> list[tuple[int, bytes]]:
+    def _remove(self, ref: int, lo: int, hi: int, why: str) -> list[tuple[int, bytes]]:
         """Remove the effects of ref's records with lo < seq <= hi; returns retraction targets."""
         args = (ref, lo, hi)
         removed = self.conn.execute(
@@ -301,7 +308,7 @@ class Materialiser:
         labels: list[tuple[str, int]] = []
         for row, rid, type_, value, expires, retracted_by, label_json in removed:
             before = is_active(expires, retracted_by is not None, self.received_ms)
-            self._tracker.note(row, rid.hex(), type_, value, before=before, after=False)
+            self._tracker.note(row, rid.hex(), type_, value, before=before, after=False, why=why)
             labels.extend((label, row) for label in orjson.loads(label_json))
         self.conn.executemany("DELETE FROM signal_labels WHERE label = ? AND row = ?", labels)
         targets = self.conn.execute(

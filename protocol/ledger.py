@@ -94,21 +94,28 @@ class Outcome(NamedTuple):  # a tuple: one is made per record offered
 
 
 class Count(NamedTuple):
-    """key's records with lo < seq <= hi now count, as identity at key generation gen."""
+    """key's records with lo < seq <= hi now count, as identity at key generation gen, because
+    the log ``grew``, its key was ``admitted``, ``rotated`` in (a member's new key) or
+    ``thawed`` (a removal no longer holds), or it counts as another identity or generation
+    now (``recounted``: an admission or a rotation was undone or redone)."""
 
     key: str
     identity: str
     gen: int
     lo: int
     hi: int
+    why: str
 
 
 class Uncount(NamedTuple):
-    """key's records with lo < seq <= hi no longer count."""
+    """key's records with lo < seq <= hi no longer count, because of a ``fork``, a removal
+    (``removed``) or a ``rotated`` key, because its admission no longer holds
+    (``unadmitted``), or because it counts as another identity or generation (``recounted``)."""
 
     key: str
     lo: int
     hi: int
+    why: str
 
 
 class DropHeld(NamedTuple):
@@ -175,9 +182,13 @@ def counted_of(membership: Membership) -> dict[str, Counted]:
 
 
 def counted_changes(
-    old: Mapping[str, Counted], new: Mapping[str, Counted]
+    old: Mapping[str, Counted],
+    new: Mapping[str, Counted],
+    before: Membership | None = None,
+    after: Membership | None = None,
 ) -> tuple[list[Uncount], list[Count]]:
-    """The ranges that stop and start counting to go from old to new counted ranges:
+    """The ranges that stop and start counting to go from old to new counted ranges, and why
+    (from the memberships before and after, if given):
 
     - same identity and generation, higher limit: the new records start counting;
     - lower limit (a fork, a removal, a rotation): the records past it stop;
@@ -191,15 +202,36 @@ def counted_changes(
             continue
         if o is not None and n is not None and o[:2] == n[:2]:
             if n[2] > o[2]:
-                counts.append(Count(key, n[0], n[1], o[2], n[2]))
+                counts.append(Count(key, n[0], n[1], o[2], n[2], _why_counted(key, before, after)))
             else:
-                uncounts.append(Uncount(key, n[2], o[2]))
+                uncounts.append(Uncount(key, n[2], o[2], _why_uncounted(key, after)))
             continue
+        moved = o is not None and n is not None
         if o is not None:
-            uncounts.append(Uncount(key, 0, o[2]))
+            why = "recounted" if moved else _why_uncounted(key, after)
+            uncounts.append(Uncount(key, 0, o[2], why))
         if n is not None:
-            counts.append(Count(key, n[0], n[1], 0, n[2]))
+            why = "recounted" if moved else _why_counted(key, before, after)
+            counts.append(Count(key, n[0], n[1], 0, n[2], why))
     return uncounts, counts
+
+
+def _why_counted(key: str, before: Membership | None, after: Membership | None) -> str:
+    if before is None or after is None:
+        return "grew"
+    if before.identity_of(key) is None:
+        return "admitted" if after.owner.get(key) == key else "rotated"
+    if key in before.freezes and key not in after.freezes:
+        return "thawed"
+    return "grew"
+
+
+def _why_uncounted(key: str, after: Membership | None) -> str:
+    if after is None:
+        return "closed"
+    if after.identity_of(key) is None:
+        return "unadmitted"
+    return after.freezes.get(key, (0, "closed"))[1]
 
 
 def membership_error(membership: Membership, author: str, seq: int, record_id: str | None = None
@@ -287,11 +319,6 @@ class Ledger:
         if author is None:
             return len(self._held_ids)
         return len(self._held.get(author, ()))
-
-    def may_author(self, author: str, seq: int) -> bool:
-        """Could a record of author at seq count under the current view (SPEC 7.5)?"""
-        self._refresh()
-        return self.membership.accepts(author, seq)
 
     def check_authoring(self, author: str, body: Body, target: Target | None = None) -> int:
         """Raise ``AuthoringError`` unless author may sign body as its next record now
@@ -386,7 +413,8 @@ class Ledger:
         batch = self._batch
         batch.dirty = True
         batch.forked[(record.author, record.seq)] = record
-        self._note_membership(record)
+        if record.body.KIND in MEMBERSHIP_KINDS:
+            self._note_membership(record)
         proof = fork_evidence(first if isinstance(first, Record) else self.reader.stored_record(
             first), record)  # fmt: skip
         return Outcome(record, Verdict.FORK, tag, evidence=proof)
@@ -419,9 +447,9 @@ class Ledger:
         return Outcome(record, Verdict.ACCEPTED, tag)
 
     def _note_membership(self, record: Record) -> None:
-        if record.body.KIND in MEMBERSHIP_KINDS:
-            self.membership_records.append(record)
-            self._batch.dirty = True
+        """A stored vote or rotate: the membership must be derived again."""
+        self.membership_records.append(record)
+        self._batch.dirty = True
 
     def _hold(self, record: Record, tag: object) -> Outcome:
         """Beyond a gap in its author's log: held until the gap fills."""
@@ -506,7 +534,7 @@ class Ledger:
         membership = self._final_membership(rederive)
         derived = self._batch.derived
         new = counted_of(membership)
-        uncounts, counts = counted_changes(self.counted, new)
+        uncounts, counts = counted_changes(self.counted, new, self._settled, membership)
         changed: dict[str, Counted | None] = {
             key: new.get(key) for key in self.counted.keys() | new.keys()
             if self.counted.get(key) != new.get(key)

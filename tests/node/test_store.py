@@ -163,6 +163,29 @@ def test_signal_changes_track_activity(tmp_path: Path) -> None:
     assert [(c.id, c.active) for c in second.signal_changes] == [(a[0].id, False)]
 
 
+def test_signal_changes_say_why(tmp_path: Path) -> None:
+    """Each change names its cause: counted, retracted, or why its record stopped counting
+    (the ledger's ``Uncount.why``: here unadmitted and fork; tests/protocol/test_ledger.py
+    shows removed and rotated)."""
+    store = new_store(tmp_path)
+    a = chain(FOUNDERS[0], [sig(1), sig(2), sig(3)])
+    c = chain(FOUNDERS[2], [sig(4), sig(5)])
+    newcomer = key(13)
+    admit = VoteBody("admit", newcomer.public, name="newcomer", role="member")
+    votes = chain(FOUNDERS[1], [admit]) + chain(FOUNDERS[0], [admit], start=4, prev=a[-1].id)
+    theirs = chain(newcomer, [sig(6)])
+    merged = store.merge([r.canonical for r in a + c + votes + theirs], received_ms=NOW)
+    assert {c.why for c in merged.signal_changes} == {"counted"}
+    retracted = chain(FOUNDERS[2], [RetractBody(c[0].id)], start=3, prev=c[1].id)
+    whys = lambda result: {(x.id, x.why) for x in result.signal_changes}  # noqa: E731
+    assert whys(store.merge([retracted[0].canonical], received_ms=NOW)) == {(c[0].id, "retracted")}
+    twin = chain(FOUNDERS[1], [sig(9)], prev=None)[0]  # b forks its admit vote
+    assert whys(store.merge([twin.canonical], received_ms=NOW)) == {(theirs[0].id, "unadmitted")}
+    fork = chain(FOUNDERS[0], [sig(99)], start=3, prev=a[1].id)[0]
+    assert whys(store.merge([fork.canonical], received_ms=NOW)) == {(a[2].id, "fork")}
+    assert_matches_fold(store, {})
+
+
 # -- verification, chains, pending -----------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 Each case signs a few logs, offers them to a ``Ledger`` in batches, and compares what the
 ledger answers -- every outcome, then each batch's settlement -- written as short lines
-(``a2 pending held``, ``count a 0..3 as a/0``, ``frozen a 1 fork``). ``MemoryLog`` stores
+(``a2 pending held``, ``count a 0..3 as a/0 grew``, ``frozen a 1 fork``). ``MemoryLog`` stores
 what the outcomes say to store, as the node's database does. A Hypothesis test then checks
 that the ledger, fed any history in any order and batching, ends with exactly the membership
 and counted ranges that ``fold_state`` derives from the records it stored.
@@ -168,9 +168,11 @@ def outcome_line(o: Outcome, logs: Logs) -> str:
 
 def settlement_lines(s: Settlement) -> list[str]:
     """Uncounts, counts (each sorted by name), membership changes, dropped holds."""
-    lines = sorted(f"uncount {NAME_OF[u.key]} {u.lo}..{u.hi}" for u in s.uncounts)
-    lines += sorted(f"count {NAME_OF[c.key]} {c.lo}..{c.hi} as {NAME_OF[c.identity]}/{c.gen}"
-                    for c in s.counts)  # fmt: skip
+    lines = sorted(f"uncount {NAME_OF[u.key]} {u.lo}..{u.hi} {u.why}" for u in s.uncounts)
+    lines += sorted(
+        f"count {NAME_OF[c.key]} {c.lo}..{c.hi} as {NAME_OF[c.identity]}/{c.gen} {c.why}"
+        for c in s.counts
+    )
     for ch in s.changes:
         words = [ch.what, NAME_OF[ch.identity]]
         words += [] if ch.key is None or ch.key == ch.identity else [NAME_OF[ch.key]]
@@ -198,8 +200,8 @@ def case(fn: Callable[[Logs], tuple[Batches, Expected]]) -> None:
 def next_records_are_accepted(g: Logs) -> tuple[Batches, Expected]:
     a1, a2 = g.add("a", sig(1)), g.add("a", sig(2))
     return [[a1], [a2]], [
-        ["a1 accepted", "count a 0..1 as a/0"],
-        ["a2 accepted", "count a 1..2 as a/0"],
+        ["a1 accepted", "count a 0..1 as a/0 grew"],
+        ["a2 accepted", "count a 1..2 as a/0 grew"],
     ]
 
 
@@ -207,7 +209,7 @@ def next_records_are_accepted(g: Logs) -> tuple[Batches, Expected]:
 def duplicates_in_and_across_batches(g: Logs) -> tuple[Batches, Expected]:
     a1 = g.add("a", sig(1))
     return [[a1, a1], [a1]], [
-        ["a1 accepted", "a1 duplicate", "count a 0..1 as a/0"],
+        ["a1 accepted", "a1 duplicate", "count a 0..1 as a/0 grew"],
         ["a1 duplicate"],
     ]
 
@@ -217,7 +219,7 @@ def a_gap_holds_records_until_it_fills(g: Logs) -> tuple[Batches, Expected]:
     a1, a2, a3 = (g.add("a", sig(n)) for n in (1, 2, 3))
     return [[a3, a2, a3], [a1]], [
         ["a3 pending held", "a2 pending held", "a3 pending"],
-        ["a1 accepted", "a2 accepted released", "a3 accepted released", "count a 0..3 as a/0"],
+        ["a1 accepted", "a2 accepted released", "a3 accepted released", "count a 0..3 as a/0 grew"],
     ]
 
 
@@ -225,7 +227,7 @@ def a_gap_holds_records_until_it_fills(g: Logs) -> tuple[Batches, Expected]:
 def a_broken_link_is_rejected(g: Logs) -> tuple[Batches, Expected]:
     a1 = g.add("a", sig(1))
     return [[a1, g.stray("a", 2, sig(2))]], [
-        ["a1 accepted", "a2~ rejected PrevMismatchError", "count a 0..1 as a/0"],
+        ["a1 accepted", "a2~ rejected PrevMismatchError", "count a 0..1 as a/0 grew"],
     ]
 
 
@@ -234,9 +236,9 @@ def a_fork_is_evidence_and_freezes_its_author(g: Logs) -> tuple[Batches, Expecte
     a1, a2, a3, a4 = (g.add("a", sig(n)) for n in (1, 2, 3, 4))
     twin = g.twin(a2, sig(22))
     return [[a1, a2, a3], [a4, a4], [twin, a4], [twin]], [
-        ["a1 accepted", "a2 accepted", "a3 accepted", "count a 0..3 as a/0"],
-        ["a4 accepted", "a4 duplicate", "count a 3..4 as a/0"],
-        ["a2' fork evidence a2+a2'", "a4 duplicate", "uncount a 1..4", "frozen a 1 fork"],
+        ["a1 accepted", "a2 accepted", "a3 accepted", "count a 0..3 as a/0 grew"],
+        ["a4 accepted", "a4 duplicate", "count a 3..4 as a/0 grew"],
+        ["a2' fork evidence a2+a2'", "a4 duplicate", "uncount a 1..4 fork", "frozen a 1 fork"],
         ["a2' duplicate"],
     ]
 
@@ -248,7 +250,7 @@ def a_fork_found_among_held_records(g: Logs) -> tuple[Batches, Expected]:
     return [[a3, twin], [a1, a2]], [
         ["a3 pending held", "a3' pending held"],
         ["a1 accepted", "a2 accepted", "a3 accepted released",
-         "a3' fork released evidence a3+a3'", "count a 0..2 as a/0", "frozen a 2 fork"],
+         "a3' fork released evidence a3+a3'", "count a 0..2 as a/0 grew", "frozen a 2 fork"],
     ]  # fmt: skip
 
 
@@ -258,8 +260,8 @@ def held_records_past_a_freeze_are_dropped(g: Logs) -> tuple[Batches, Expected]:
     g.add("a", sig(3))
     a4 = g.add("a", sig(4))
     return [[a1, a2, a4], [g.twin(a2, sig(22))]], [
-        ["a1 accepted", "a2 accepted", "a4 pending held", "count a 0..2 as a/0"],
-        ["a2' fork evidence a2+a2'", "uncount a 1..2", "frozen a 1 fork", "drop a above 1"],
+        ["a1 accepted", "a2 accepted", "a4 pending held", "count a 0..2 as a/0 grew"],
+        ["a2' fork evidence a2+a2'", "uncount a 1..2 fork", "frozen a 1 fork", "drop a above 1"],
     ]
 
 
@@ -277,8 +279,8 @@ def a_late_admission_in_the_same_batch(g: Logs) -> tuple[Batches, Expected]:
     votes = [g.add("a", admit("n")), g.add("b", admit("n"))]
     return [[n2, n1, *votes]], [
         ["n2 deferred", "n1 deferred", "a1 accepted", "b1 accepted", "n1 accepted",
-         "n2 accepted", "count a 0..1 as a/0", "count b 0..1 as b/0", "count n 0..2 as n/0",
-         "admitted n member"],
+         "n2 accepted", "count a 0..1 as a/0 grew", "count b 0..1 as b/0 grew",
+         "count n 0..2 as n/0 admitted", "admitted n member"],
     ]  # fmt: skip
 
 
@@ -288,9 +290,9 @@ def a_late_admission_in_a_later_batch(g: Logs) -> tuple[Batches, Expected]:
     votes = [g.add("a", admit("n")), g.add("b", admit("n"))]
     return [[n1], votes, [n1]], [
         ["n1 deferred", "n1 rejected MembershipError"],
-        ["a1 accepted", "b1 accepted", "count a 0..1 as a/0", "count b 0..1 as b/0",
+        ["a1 accepted", "b1 accepted", "count a 0..1 as a/0 grew", "count b 0..1 as b/0 grew",
          "admitted n member"],
-        ["n1 accepted", "count n 0..1 as n/0"],
+        ["n1 accepted", "count n 0..1 as n/0 grew"],
     ]  # fmt: skip
 
 
@@ -300,10 +302,10 @@ def an_admission_undone_by_a_voters_fork(g: Logs) -> tuple[Batches, Expected]:
     b2 = g.add("b", admit("n"))
     n1 = g.add("n", sig(2))
     return [[a1, b1, b2, n1], [g.twin(b2, sig(9))]], [
-        ["a1 accepted", "b1 accepted", "b2 accepted", "n1 accepted", "count a 0..1 as a/0",
-         "count b 0..2 as b/0", "count n 0..1 as n/0", "admitted n member"],
-        ["b2' fork evidence b2+b2'", "uncount b 1..2", "uncount n 0..1", "unadmitted n",
-         "frozen b 1 fork"],
+        ["a1 accepted", "b1 accepted", "b2 accepted", "n1 accepted", "count a 0..1 as a/0 grew",
+         "count b 0..2 as b/0 grew", "count n 0..1 as n/0 admitted", "admitted n member"],
+        ["b2' fork evidence b2+b2'", "uncount b 1..2 fork", "uncount n 0..1 unadmitted",
+         "unadmitted n", "frozen b 1 fork"],
     ]  # fmt: skip
 
 
@@ -313,9 +315,9 @@ def a_removal_freezes_at_the_smallest_after(g: Logs) -> tuple[Batches, Expected]
     votes = [g.add("a", remove("c", 2)), g.add("b", remove("c", 1))]
     c4 = g.add("c", sig(4))
     return [c, votes, [c4]], [
-        ["c1 accepted", "c2 accepted", "c3 accepted", "count c 0..3 as c/0"],
-        ["a1 accepted", "b1 accepted", "uncount c 1..3", "count a 0..1 as a/0",
-         "count b 0..1 as b/0", "removed c", "frozen c 1 removed"],
+        ["c1 accepted", "c2 accepted", "c3 accepted", "count c 0..3 as c/0 grew"],
+        ["a1 accepted", "b1 accepted", "uncount c 1..3 removed", "count a 0..1 as a/0 grew",
+         "count b 0..1 as b/0 grew", "removed c", "frozen c 1 removed"],
         ["c4 deferred", "c4 rejected MembershipError"],
     ]  # fmt: skip
 
@@ -328,7 +330,7 @@ def a_rotation_ends_the_old_log_and_continues_the_member(g: Logs) -> tuple[Batch
     a3 = g.add("a", sig(4))
     return [[*new, a1, a2], [a3]], [
         ["a21 deferred", "a22 deferred", "a1 accepted", "a2 accepted", "a21 accepted",
-         "a22 accepted", "count a 0..2 as a/0", "count a2 0..2 as a/1", "rotated a a2",
+         "a22 accepted", "count a 0..2 as a/0 grew", "count a2 0..2 as a/1 rotated", "rotated a a2",
          "frozen a 2 rotated"],
         ["a3 deferred", "a3 rejected MembershipError"],
     ]  # fmt: skip
@@ -406,7 +408,7 @@ def test_a_ledger_restored_from_its_store_answers_the_same() -> None:
     )  # fmt: skip
     assert restored.held_count() == 1 and restored.held_count(KEYS["a"].public) == 1
     assert run(restored, log, logs, [records[1], records[3]]) == [
-        "a2 accepted", "a3 accepted released", "a4 accepted", "count a 1..4 as a/0",
+        "a2 accepted", "a3 accepted released", "a4 accepted", "count a 1..4 as a/0 grew",
     ]  # fmt: skip
 
 
