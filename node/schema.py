@@ -21,6 +21,8 @@ Tables (``row`` is always the ``records.row`` of the record a materialised row c
   A signal row repeats its record's id, author and seq, so that answering a lookup never reads
   the (large) ``records`` rows.
 - ``peers`` and ``meta``: the federation layer's peer list and key/value settings.
+- ``ui_users``, ``ui_sessions``, ``ui_actions``: the web UI's local accounts, sessions and
+  action log (``node.users``; node-local, never gossiped).
 
 Signals are found by ``vkey``, a 64-bit keyed BLAKE2b of (type, value) with a per-file random
 salt (``meta.lookup_salt``): an 8-byte index instead of one over 70-byte strings, and no member
@@ -177,6 +179,15 @@ CREATE TABLE peers (url TEXT PRIMARY KEY, fields TEXT NOT NULL) WITHOUT ROWID;
 def _initial(db: sqlite_utils.Database) -> None:
     db.executescript(_INITIAL)
     db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+
+
+@MIGRATIONS(name="0002_ui_users")
+def _ui_users(db: sqlite_utils.Database) -> None:
+    """The web UI's accounts, sessions and action log (node.users)."""
+    from node.users import TABLES
+
+    for statement in TABLES:
+        db.execute(statement)
 
 
 @functools.cache
