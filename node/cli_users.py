@@ -71,8 +71,11 @@ def user_add(name: str, role: str, password_stdin: bool, home: Path, as_json: bo
     password = _read_password(password_stdin)
     with users_db(home) as conn:
         account = users.add_user(conn, name, role, password, now_ms=time.time_ns() // 1_000_000)
-    emit({"name": account.name, "role": account.role}, as_json,
-         f"added user {account.name} ({account.role})")  # fmt: skip
+    emit(
+        {"name": account.name, "role": account.role},
+        as_json,
+        f"added user {account.name} ({account.role})",
+    )
 
 
 @user.command("remove")
@@ -93,8 +96,9 @@ def user_list(home: Path, as_json: bool) -> None:
     """The web UI accounts and their roles."""
     with users_db(home) as conn:
         accounts = users.list_users(conn)
-    data = {"users": [{"name": u.name, "role": u.role, "created_ms": u.created_ms}
-                      for u in accounts]}  # fmt: skip
+    data = {
+        "users": [{"name": u.name, "role": u.role, "created_ms": u.created_ms} for u in accounts]
+    }
     human = "\n".join(f"{u.role:9s} {u.name}" for u in accounts) or "no users"
     emit(data, as_json, human)
 
