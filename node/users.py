@@ -133,10 +133,19 @@ def _token_hash(token: str) -> bytes:
 # -- accounts -----------------------------------------------------------------------------
 
 
-def add_user(conn: sqlite3.Connection, name: str, role: str, password: str, *, now_ms: int) -> User:
-    """A new account; InputError if the name is taken or anything is invalid."""
+def add_user(
+    conn: sqlite3.Connection,
+    name: str,
+    role: str,
+    password: str,
+    *,
+    now_ms: int,
+    hasher: PasswordHasher = _HASHER,
+) -> User:
+    """A new account; InputError if the name is taken or anything is invalid. The hash
+    string records the argon2 parameters, so a login verifies with those it was made with."""
     user = User(check_name(name), check_role(role), now_ms)
-    hashed = _HASHER.hash(check_password(password))
+    hashed = hasher.hash(check_password(password))
     try:
         conn.execute(
             "INSERT INTO ui_users (name, role, password, created_ms) VALUES (?, ?, ?, ?)",

@@ -40,8 +40,16 @@ def db(home: Path) -> contextlib.closing[sqlite3.Connection]:
 
 
 def test_user_add_list_remove_through_the_cli(home: Path) -> None:
-    code, out = run(home, "user", "add", "alice", "--role", "moderator", "--password-stdin",
-                    stdin=PASSWORD + "\n")  # fmt: skip
+    code, out = run(
+        home,
+        "user",
+        "add",
+        "alice",
+        "--role",
+        "moderator",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
     assert (code, out.strip()) == (0, "added user alice (moderator)")
     assert run(home, "user", "add", "bob", "--password-stdin", stdin=PASSWORD + "\n")[0] == 0
     code, out = run(home, "user", "list", "--json")
@@ -91,8 +99,12 @@ def test_login_sessions_and_removal(home: Path) -> None:
         assert users.session_for(conn, token + "x", now_ms=3000) is None
         assert users.session_for(conn, token, now_ms=session.expires_ms) is None  # expired
         # the database keeps only the token's hash
-        assert conn.execute("SELECT count(*) FROM ui_sessions WHERE token_hash = ?",
-                            (token.encode(),)).fetchone()[0] == 0  # fmt: skip
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM ui_sessions WHERE token_hash = ?", (token.encode(),)
+            ).fetchone()[0]
+            == 0
+        )
         users.remove_user(conn, "carol")
         assert users.session_for(conn, token, now_ms=3000) is None
         assert conn.execute("SELECT count(*) FROM ui_sessions").fetchone()[0] == 0
