@@ -420,6 +420,19 @@ def test_sessions_cookies_and_the_login_limit(empty: UiNode) -> None:
     assert "lou login failed" in log and "vic login" in log
 
 
+def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    _, nodes = found_federation(tmp_path, ["a", "b"], tls=True)
+    add_users(nodes[0].home, ("vic", "viewer"))
+    ui = UiNode(nodes[0].home, tls=True)
+    try:
+        answer = ui.browser().login("vic", allow_redirects=False)
+        cookie = next(c for c in answer.cookies if c.startswith("hashmesh_session="))
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "Sign out" in ui.browser("vic").get("/ui/").text
+    finally:
+        ui.close()
+
+
 def test_the_ui_answers_only_for_a_loopback_host(empty: UiNode) -> None:
     browser = empty.browser()
     assert browser.get("/ui/login", headers={"Host": "evil.example"}).status == 404

@@ -160,15 +160,17 @@ class Response:
 class UiNode:
     """A node home served by a real aiohttp server on 127.0.0.1, driven synchronously."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, tls: bool = False) -> None:
         self.home = home
+        self.tls = tls
         self.loop = asyncio.new_event_loop()
         self.server = self.run(self._start(home))
         self.browsers: list[Browser] = []
 
     async def _start(self, home: Path) -> TestServer:
-        server = TestServer(make_app(load_config(home, env={})), host="127.0.0.1")
-        await server.start_server()
+        app = make_app(load_config(home, env={}))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server(ssl=app[NODE].tls.server_context() if self.tls else None)
         return server
 
     @property
@@ -232,7 +234,8 @@ class Browser:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Response:
         async def go() -> Response:
-            async with self.session.request(method, self.ui.url(path), **kwargs) as r:
+            options = {"ssl": False} if self.ui.tls else {}  # the node's self-signed certificate
+            async with self.session.request(method, self.ui.url(path), **options, **kwargs) as r:
                 return Response(
                     r.status, await r.text(), dict(r.headers), r.headers.getall("Set-Cookie", [])
                 )
