@@ -37,6 +37,7 @@ from node.ui.auth import LoginLimiter
 
 SAMPLE_INTERVAL_S: Final = 10.0
 RATE_WINDOW_S: Final = 300.0
+MIN_RATE_WINDOW_S: Final = 30.0  # a rate over a shorter span says little
 REPORT_MIN_INTERVAL_S: Final = 60.0
 _CHART_LOCK: Final = threading.Lock()  # pyplot is not thread-safe
 
@@ -111,7 +112,7 @@ def rates(state: UiState, node: Node) -> list[dict[str, Any]]:
     out = []
     for name, total in now.values.items():
         per_min = None
-        if first is not None and now.at_s - first.at_s >= 1:
+        if first is not None and now.at_s - first.at_s >= MIN_RATE_WINDOW_S:
             per_min = (total - first.values.get(name, 0.0)) * 60 / (now.at_s - first.at_s)
         out.append({"name": name, "total": int(total), "per_min": per_min})
     return out

@@ -31,10 +31,18 @@ _STATUS_SQL: Final = {
     "active": _ACTIVE,
     "retracted": "s.retracted_by IS NOT NULL",
     "expired": "s.retracted_by IS NULL AND s.expires IS NOT NULL AND s.expires <= :now",
-    "disputed": "s.row IN (SELECT value FROM json_each(:disputed))",
-    "frozen": "s.author IN (SELECT k.ref FROM freezes f JOIN keys k ON k.key = f.key "
-    "WHERE f.reason IN ('fork', 'removed'))",
+    "disputed": f"EXISTS (SELECT 1 FROM opinions o WHERE o.signal = s.id "
+    f"AND o.verdict = 'dispute' AND {LATEST_OPINION})",
+    "disputed_rows": "s.row IN (SELECT value FROM json_each(:disputed))",
+    "frozen": "s.author IN (SELECT value FROM json_each(:frozen))",
 }
+# below this many dispute opinions, their signals' rows are looked up first; above, the
+# listing probes each signal's opinions (the index) as it walks down the rows
+FEW_DISPUTES: Final = 5000
+# driven by the (label, row) primary key: the newest rows with the label first
+_BY_LABEL: Final = SIGNAL_ROWS.replace(
+    "FROM signals s", "FROM signal_labels sl CROSS JOIN signals s ON s.row = sl.row", 1
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +59,18 @@ class SignalFilter:
 def list_signals(
     store: Store, f: SignalFilter, *, now_ms: int, limit: int = PAGE_ROWS
 ) -> list[dict[str, object]]:
-    """A page of signals, newest first, and whether there is another (limit + 1 read)."""
+    """A page of signals, newest first (read limit + 1 to know whether another follows).
+
+    Each filter keeps the cost of a page independent of the store's size where it can: a
+    label walks its own index, a status is tested row by row as the newest rows are walked
+    (a few disputes or frozen authors are looked up first instead), keyset paging.
+    """
     clauses: list[str] = []
-    params: dict[str, object] = {"now": now_ms, "limit": limit}
+    params: dict[str, object] = {"now": now_ms, "limit": limit, "before": f.before}
+    select, row = SIGNAL_ROWS, "s.row"
     if f.label is not None:
-        # driven by the (label, row) primary key: newest rows with the label first
-        clauses.append(
-            "s.row IN (SELECT row FROM signal_labels WHERE label = :label "
-            "AND (:before IS NULL OR row < :before) ORDER BY row DESC)"
-        )
+        select, row = _BY_LABEL, "sl.row"
+        clauses.append("sl.label = :label")
         params["label"] = f.label
     if f.type is not None:
         clauses.append("s.type = :type")
@@ -67,16 +78,43 @@ def list_signals(
     if f.member is not None:
         clauses.append("s.member = (SELECT ref FROM keys WHERE key = :member)")
         params["member"] = f.member
-    if f.status is not None:
+    if f.status == "frozen":
+        refs = frozen_refs(store)
+        if not refs:
+            return []
+        params["frozen"] = orjson.dumps(refs).decode()
+    if f.status == "disputed" and few_disputes(store):
+        rows = disputed_rows(store)
+        if not rows:
+            return []
+        params["disputed"] = orjson.dumps(rows).decode()
+        clauses.append(_STATUS_SQL["disputed_rows"])
+    elif f.status is not None:
         clauses.append(_STATUS_SQL[f.status])
-        if f.status == "disputed":
-            params["disputed"] = orjson.dumps(disputed_rows(store)).decode()
     if f.before is not None:
-        clauses.append("s.row < :before")
-    params["before"] = f.before
+        clauses.append(f"{row} < :before")
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    sql = SIGNAL_ROWS + where + " ORDER BY s.row DESC LIMIT :limit"
-    return [signal_json(row, now_ms) for row in store.conn.execute(sql, params)]
+    sql = select + where + f" ORDER BY {row} DESC LIMIT :limit"
+    return [signal_json(r, now_ms) for r in store.conn.execute(sql, params)]
+
+
+def frozen_refs(store: Store) -> list[int]:
+    """The key refs of authors frozen by a fork or a removal."""
+    return [
+        int(r[0])
+        for r in store.conn.execute(
+            "SELECT k.ref FROM freezes f JOIN keys k ON k.key = f.key "
+            "WHERE f.reason IN ('fork', 'removed')"
+        )
+    ]
+
+
+def few_disputes(store: Store) -> bool:
+    found = store.conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM opinions WHERE verdict = 'dispute' LIMIT ?)",
+        (FEW_DISPUTES,),
+    ).fetchone()[0]
+    return int(found) < FEW_DISPUTES
 
 
 def disputed_rows(store: Store) -> list[int]:

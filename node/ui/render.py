@@ -29,8 +29,8 @@ def when(ts_ms: object) -> Markup:
         moment = datetime.datetime.fromtimestamp(ts_ms / 1000, tz=datetime.UTC).astimezone()
     except (OverflowError, ValueError, OSError):
         return escape(f"{ts_ms:,} ms since 1970 (beyond the calendar)")
-    iso = moment.isoformat(timespec="seconds")
-    return Markup('<time datetime="{0}">{0} {1}</time>').format(iso, moment.tzname() or "")
+    iso = moment.isoformat(timespec="seconds")  # digits, signs and colons only
+    return Markup(f'<time datetime="{iso}">{iso} {escape(moment.tzname() or "")}</time>')
 
 
 def num(value: object) -> str:
