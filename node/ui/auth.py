@@ -21,7 +21,6 @@ Every UI answer carries ``Cache-Control: no-store`` and a strict Content-Securit
 from __future__ import annotations
 
 import ipaddress
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -249,7 +248,3 @@ def safe_next(target: str | None) -> str:
     if not target or not target.startswith("/ui/") or target.startswith("//") or "\\" in target:
         return "/ui/"
     return target
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -10,6 +10,9 @@ alike. Every signed record is written to the action log with the user who asked 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -31,7 +34,6 @@ from node.ui.auth import (
     SESSION_COOKIE,
     Ctx,
     clear_cookie,
-    current_session,
     form,
     loopback_request,
     page,
@@ -89,8 +91,6 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 
 def _login_form(request: web.Request, error: str | None, status: int) -> web.Response:
-    import secrets
-
     token = secrets.token_urlsafe(32)
     context = {
         "login_token": token,
@@ -334,9 +334,6 @@ async def record_page(ctx: Ctx) -> web.StreamResponse:
     except ProtocolError as e:
         check = {"ok": False, "error": explain(e), "id_matches": False}
     signing_input = RECORD_DOMAIN + unsigned_bytes(raw)
-    import hashlib
-    import json
-
     parsed = json.loads(raw)
     context = {
         "rid": rid,
@@ -779,6 +776,3 @@ async def root(request: web.Request) -> web.StreamResponse:
     if not loopback_request(request):
         raise web.HTTPNotFound()
     return _see_other("/ui/")
-
-
-__all__ = ["current_session"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,4 +225,22 @@ def test_after_logout_the_page_shows_nothing(world: World) -> None:
     page.goto(ui(world.a, f"/ui/signals/{world.signal}"))
     assert "/ui/login" in page.url and world.pdq not in page.content()
     assert NOTE not in page.content()
+    page.context.close()
+
+
+def test_a_user_added_while_the_node_runs_signs_in_and_removal_ends_the_session(
+    world: World,
+) -> None:
+    def user(*args: str, stdin: str = "") -> None:
+        command = [sys.executable, "-m", "node", "user", *args, "--home", str(world.a.home)]
+        done = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+
+    user("add", "newbie", "--role", "viewer", "--password-stdin", stdin=PASSWORD + "\n")
+    page = world.page(world.a, "newbie")
+    page.goto(ui(world.a, f"/ui/signals/{world.signal}"))
+    assert world.pdq in page.content()
+    user("remove", "newbie")
+    page.reload()
+    assert "/ui/login" in page.url and world.pdq not in page.content()
     page.context.close()
