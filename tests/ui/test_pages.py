@@ -297,6 +297,22 @@ def test_a_moderator_adds_disputes_and_retracts_through_confirmations(
     assert "mia add" in log and "mia seen" in log and "mia retract" in log
 
 
+def test_a_moderator_adds_an_images_hashes(small: tuple[UiNode, Story], mia: Browser) -> None:
+    ui, _ = small
+    before = ui.records()
+    form = _multipart("file", "new.png", encode(picture(7), "PNG"))
+    form.add_field("labels", "entity:example")  # type: ignore[attr-defined]
+    form.add_field("note", "from an upload")  # type: ignore[attr-defined]
+    step = mia.post(f"/ui/act/upload?csrf_token={mia.csrf()}", form)
+    assert step.status == 200 and "Sign and publish" in step.text, step.text[:500]
+    assert ui.records() == before and "new.png" in step.text
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', step.text)
+    assert sorted(v.split(":")[0] for k, v in fields if k == "hash") == ["md5", "pdq"]
+    page = mia.post("/ui/act/add", fields)
+    assert page.status == 200 and "from an upload" in page.text
+    assert ui.records() == before + 2
+
+
 def test_an_admin_votes_and_sees_the_pending_tally(small: tuple[UiNode, Story]) -> None:
     ui, _ = small
     ada = ui.browser("ada")
