@@ -308,7 +308,7 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def make_app(config: NodeConfig) -> web.Application:
     """The node application for the home in config (its store is opened on startup)."""
-    from node import gossip, local_api, peer_api  # the route modules import NODE from here
+    from node import gossip, local_api, peer_api, ui  # the route modules import NODE from here
 
     home = NodeHome(config.home).require()
     federation = home.federation()
@@ -335,6 +335,7 @@ def make_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(gossip.gossip_ctx)
     peer_api.add_routes(app)
     local_api.add_routes(app)
+    ui.add_routes(app)  # the web UI, loopback only (node.ui)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", handle_metrics)

@@ -592,9 +592,9 @@ def demo() -> None:
 
 
 # ---- operator commands defined in their own modules (they import the helpers above) --------
-from node import cli_signals, cli_transfer  # noqa: E402
+from node import cli_signals, cli_transfer, cli_users  # noqa: E402
 
-for _command in (*cli_signals.COMMANDS, *cli_transfer.COMMANDS):
+for _command in (*cli_signals.COMMANDS, *cli_transfer.COMMANDS, *cli_users.COMMANDS):
     cli.add_command(_command)
 
 

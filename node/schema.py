@@ -21,6 +21,8 @@ Tables (``row`` is always the ``records.row`` of the record a materialised row c
   A signal row repeats its record's id, author and seq, so that answering a lookup never reads
   the (large) ``records`` rows.
 - ``peers`` and ``meta``: the federation layer's peer list and key/value settings.
+- ``ui_users``, ``ui_sessions``, ``ui_actions``: the web UI's local accounts, sessions and
+  action log (``node.users``; node-local, never gossiped).
 
 Signals are found by ``vkey``, a 64-bit keyed BLAKE2b of (type, value) with a per-file random
 salt (``meta.lookup_salt``): an 8-byte index instead of one over 70-byte strings, and no member
@@ -183,6 +185,15 @@ def _initial(db: sqlite_utils.Database) -> None:
 @MIGRATIONS(name="0002_change_feed")
 def _change_feed(db: sqlite_utils.Database) -> None:
     changefeed.create(db.conn)
+
+
+@MIGRATIONS(name="0003_ui_users")
+def _ui_users(db: sqlite_utils.Database) -> None:
+    """The web UI's accounts, sessions and action log (node.users)."""
+    from node.users import TABLES
+
+    for statement in TABLES:
+        db.execute(statement)
 
 
 @functools.cache
