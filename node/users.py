@@ -3,7 +3,7 @@
 Several moderators share one node; the bearer token in ``HOME/api.token`` stays the way
 machines talk to it, and people sign in to the web UI (``node.ui``) with accounts kept in the
 node's own database (tables ``ui_users``, ``ui_sessions``, ``ui_actions``; migration
-``0002_ui_users`` in ``node.schema``), managed with ``hashmesh user add|remove|list``.
+``0003_ui_users`` in ``node.schema``), managed with ``hashmesh user add|remove|list``.
 
 - Roles, each including the one before: ``viewer`` reads every page and matches uploads;
   ``moderator`` also adds, retracts its member's signals and gives opinions; ``admin`` also

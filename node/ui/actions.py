@@ -21,6 +21,7 @@ from node.local_api import UPLOAD_TYPES
 from node.local_api import _labels as api_labels
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
 from protocol.errors import ProtocolError
+from protocol.labels import check_in_taxonomy
 from protocol.records import Record, is_record_id
 from protocol.signal_types import SIGNAL_TYPES, canonical_value, check_authorable
 
@@ -42,7 +43,9 @@ def labels_of(node: Node, texts: Iterable[str]) -> tuple[str, ...]:
     them: normalised, and each in the federation's taxonomy."""
     tokens = [t for text in texts for t in re.split(r"[\s,]+", text) if t]
     try:
-        return api_labels(node, tokens)
+        labels = api_labels(node, tokens)
+        check_in_taxonomy(labels, node.federation.taxonomy)  # shown on the form, not later
+        return labels
     except (NodeError, ProtocolError) as e:
         raise _explained(e) from e
 

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from node.materialise import Keyer, id8
+from node.materialise import Keyer
 from node.store_read import _SIGNAL_ROWS as SIGNAL_ROWS
-from node.store_read import LATEST_OPINION, signal_json
+from node.store_read import _tallies as tallies_of
+from node.store_read import signal_json
 from protocol.errors import ProtocolError
 from protocol.records import is_record_id
 from protocol.signal_types import SIGNAL_TYPES, canonical_value
@@ -31,14 +32,9 @@ _STATUS_SQL: Final = {
     "active": _ACTIVE,
     "retracted": "s.retracted_by IS NOT NULL",
     "expired": "s.retracted_by IS NULL AND s.expires IS NOT NULL AND s.expires <= :now",
-    "disputed": f"EXISTS (SELECT 1 FROM opinions o WHERE o.signal = s.id "
-    f"AND o.verdict = 'dispute' AND {LATEST_OPINION})",
     "disputed_rows": "s.row IN (SELECT value FROM json_each(:disputed))",
     "frozen": "s.author IN (SELECT value FROM json_each(:frozen))",
 }
-# below this many dispute opinions, their signals' rows are looked up first; above, the
-# listing probes each signal's opinions (the index) as it walks down the rows
-FEW_DISPUTES: Final = 5000
 # driven by the (label, row) primary key: the newest rows with the label first
 _BY_LABEL: Final = SIGNAL_ROWS.replace(
     "FROM signals s", "FROM signal_labels sl CROSS JOIN signals s ON s.row = sl.row", 1
@@ -83,7 +79,7 @@ def list_signals(
         if not refs:
             return []
         params["frozen"] = orjson.dumps(refs).decode()
-    if f.status == "disputed" and few_disputes(store):
+    if f.status == "disputed":
         rows = disputed_rows(store)
         if not rows:
             return []
@@ -109,31 +105,15 @@ def frozen_refs(store: Store) -> list[int]:
     ]
 
 
-def few_disputes(store: Store) -> bool:
-    found = store.conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM opinions WHERE verdict = 'dispute' LIMIT ?)",
-        (FEW_DISPUTES,),
-    ).fetchone()[0]
-    return int(found) < FEW_DISPUTES
-
-
 def disputed_rows(store: Store) -> list[int]:
-    """The rows of every signal some member's latest opinion disputes."""
-    ids = [
-        bytes(r[0])
-        for r in store.conn.execute(
-            f"SELECT DISTINCT o.signal FROM opinions o WHERE o.verdict = 'dispute' "
-            f"AND {LATEST_OPINION}"
-        )
-    ]
-    rows: list[int] = []
-    for rid in ids:
-        found = store.conn.execute(
-            "SELECT row FROM records WHERE id8 = ? AND id = ?", (id8(rid), rid)
-        ).fetchone()
-        if found is not None:
-            rows.append(int(found[0]))
-    return rows
+    """The rows of every signal that a counted dispute stands on: each member's latest
+    opinion, not on its own signal (``protocol.fold``'s rules, as the tallies count them)."""
+    found = store.conn.execute(
+        "SELECT s.row, s.member, (SELECT group_concat(o.member || ' ' || o.gen || ' ' || o.seq "
+        "|| ' ' || o.verdict) FROM opinions o WHERE o.signal = s.id) FROM signals s "
+        "WHERE s.id IN (SELECT signal FROM opinions WHERE verdict = 'dispute')"
+    )
+    return [int(row) for row, member, given in found if tallies_of(given, member)["dispute"]]
 
 
 def candidates(text: str) -> list[tuple[str, str]]:

@@ -165,8 +165,11 @@ def test_an_edited_image_matches_with_its_provenance(world: World) -> None:
 
 
 def test_a_dispute_shows_on_the_second_nodes_ui(world: World) -> None:
-    page = world.page(world.a, "mia")
-    page.goto(ui(world.a, f"/ui/signals/{world.signal}"))
+    """b's moderator disputes a's signal (b had confirmed it: the dispute replaces that);
+    a's UI shows the tally change and the note. (A member's opinion on its own signal is
+    refused: it would not count.)"""
+    page = world.page(world.b, "bob")
+    page.goto(ui(world.b, f"/ui/signals/{world.signal}"))
     page.check("input[name=verdict][value=dispute]")
     page.fill("#op-note", "not extremist: a news report about the attack")
     page.click("form[action$='/opinion'] button")
@@ -176,14 +179,14 @@ def test_a_dispute_shows_on_the_second_nodes_ui(world: World) -> None:
     page.wait_for_url(re.compile(r".*done=dispute$"))
     assert "dispute 1" in page.inner_text("p.status")
     page.context.close()
-    other = world.page(world.b, "bob")
-    other.goto(ui(world.b, f"/ui/signals/{world.signal}"))
+    other = world.page(world.a, "mia")
+    other.goto(ui(world.a, f"/ui/signals/{world.signal}"))
 
-    def disputed_on_b() -> bool:
+    def disputed_on_a() -> bool:
         other.reload()
         return "dispute 1" in other.inner_text("p.status")
 
-    wait_until(disputed_on_b, timeout=20, step=0.3)
+    wait_until(disputed_on_a, timeout=20, step=0.3)
     assert "news report about the attack" in other.inner_text("ol.timeline")
     other.context.close()
 

@@ -279,13 +279,13 @@ def test_a_moderator_adds_disputes_and_retracts_through_confirmations(
     assert ui.records() == before + 1
     api_status, signal = ui.api("GET", f"/v1/signals/{new_id}")
     assert api_status == 200 and signal["labels"] == ["incident:test"]
-    # dispute b's signal with a note
+    # an opinion with a note on b's signal (not on a's own: that would not count)
     step = mia.post(
-        f"/ui/signals/{story.pdq}/opinion",
+        f"/ui/signals/{story.disputed}/opinion",
         {"csrf_token": mia.csrf(), "verdict": "seen", "note": "checked by mia"},
     )
     fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', step.text))
-    page = mia.post(f"/ui/signals/{story.pdq}/opinion", fields)
+    page = mia.post(f"/ui/signals/{story.disputed}/opinion", fields)
     assert (
         page.status == 200 and "checked by mia" in page.text and "signed here by mia" in page.text
     )
