@@ -8,11 +8,8 @@ sessions at once.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -20,19 +17,6 @@ import click
 from node import users
 from node.cli import emit, home_option, json_option
 from node.errors import InputError
-from node.home import NodeHome
-from node.schema import open_database
-
-
-@contextlib.contextmanager
-def users_db(home: Path) -> Iterator[sqlite3.Connection]:
-    """The home's database (created and migrated if need be), for the user tables only."""
-    node_home = NodeHome(home).require()
-    conn = open_database(node_home.db_path, node_home.federation(), create=True, writer=True)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -69,7 +53,7 @@ def user_add(name: str, role: str, password_stdin: bool, home: Path, as_json: bo
     as an argon2id hash)."""
     users.check_name(name)
     password = _read_password(password_stdin)
-    with users_db(home) as conn:
+    with users.users_db(home) as conn:
         account = users.add_user(conn, name, role, password, now_ms=time.time_ns() // 1_000_000)
     emit(
         {"name": account.name, "role": account.role},
@@ -84,7 +68,7 @@ def user_add(name: str, role: str, password_stdin: bool, home: Path, as_json: bo
 @json_option
 def user_remove(name: str, home: Path, as_json: bool) -> None:
     """Delete the web UI account NAME and end its sessions."""
-    with users_db(home) as conn:
+    with users.users_db(home) as conn:
         account = users.remove_user(conn, name)
     emit({"name": account.name, "removed": True}, as_json, f"removed user {account.name}")
 
@@ -94,7 +78,7 @@ def user_remove(name: str, home: Path, as_json: bool) -> None:
 @json_option
 def user_list(home: Path, as_json: bool) -> None:
     """The web UI accounts and their roles."""
-    with users_db(home) as conn:
+    with users.users_db(home) as conn:
         accounts = users.list_users(conn)
     data = {
         "users": [{"name": u.name, "role": u.role, "created_ms": u.created_ms} for u in accounts]

@@ -22,12 +22,15 @@ its store's writer thread (writes) or a reader (reads), the CLI on a connection 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
 import secrets
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from argon2 import PasswordHasher
@@ -131,6 +134,21 @@ def _token_hash(token: str) -> bytes:
 
 
 # -- accounts -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def users_db(home: Path) -> Iterator[sqlite3.Connection]:
+    """A home's database (created and migrated if need be) for the user tables, on a
+    connection of its own (what ``hashmesh user`` uses, with or without a running node)."""
+    from node.home import NodeHome
+    from node.schema import open_database
+
+    node_home = NodeHome(home).require()
+    conn = open_database(node_home.db_path, node_home.federation(), create=True, writer=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def add_user(

@@ -11,6 +11,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -24,9 +25,9 @@ import pytest
 from harness import REPO, NodeProc, found_federation
 
 from node.home import NodeHome
-from protocol.bodies import Body, OpinionBody
+from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody
 from protocol.federation import Federation
-from protocol.records import Record, sign_record
+from protocol.records import Record, decode_record, sign_record
 
 pytestmark = pytest.mark.slow
 
@@ -233,7 +234,7 @@ def test_pytx_fetch_follows_the_node_resumes_and_restarts_on_a_new_epoch(fed: Fe
     collab = pytx.HashmeshCollabConfig(name="fed", node_url=f"http://127.0.0.1:{fed.a.local_port}")
     credentials = pytx.HashmeshCredentials(NodeHome(fed.a.home).token())
     api = pytx.HashmeshSignalExchangeAPI.for_collab(collab, credentials)
-    many = [add(fed.a, "md5", f"{n:032x}") for n in range(1, 2_500)]  # several pages
+    many = [add(fed.a, "md5", f"{n:032x}") for n in range(1, 1_200)]  # more than one page
     store = PytxState()
     assert store.fetch(api, types, abandon_after=1) == 1  # abandoned after one page
     assert 0 < len(store.held()) < len(active_ids(fed.a))
@@ -312,3 +313,76 @@ def test_the_threatexchange_cli_fetches_the_node_with_the_extension(
     assert int(counts.get("video_md5", "0")) == len(
         {s["value"] for s in signals if s["type"] == "md5"}
     )
+
+
+def test_a_follower_of_the_feed_ends_at_the_active_list_under_concurrent_merges(fed: Fed) -> None:
+    """One thread imports c's signals and retractions in batches while the reader pages
+    the feed from its cursor; once the writes stop and it catches up, it holds exactly the
+    node's active list."""
+    c_key = NodeHome(fed.c.home).key()
+    records = []
+    heads = [r for r in _records(fed.a) if r["author"] == c_key.public]
+    seq = max((r["seq"] for r in heads), default=0)
+    prev = next((r["id"] for r in heads if r["seq"] == seq), None)
+    ids = []
+    for n in range(300):
+        seq += 1
+        if n % 5 == 4:  # retract one of the earlier ones
+            body: Body = RetractBody(ids[-3], "mistake")
+        else:
+            body = SignalBody("md5", f"{7_000_000 + n:032x}", (LABEL,))
+        record = sign_record(c_key, fed=fed.federation.id, seq=seq, prev=prev,
+                             ts=1_700_000_000_000 + seq, body=body)  # fmt: skip
+        ids.append(record.id)
+        records.append(record)
+        prev = record.id
+
+    def write() -> None:
+        for i in range(0, len(records), 20):
+            batch = b"".join(r.canonical + b"\n" for r in records[i : i + 20])
+            assert import_ndjson(fed.a, batch)["counts"]["accepted"] == len(records[i : i + 20])
+
+    held: dict[str, Any] = {}
+    cursor = 0
+
+    def follow() -> int:
+        nonlocal cursor
+        seen = 0
+        while True:
+            status, page = get(fed.a, "/v1/changes", after=str(cursor), limit="50")
+            assert status == 200, page
+            for change in page["changes"]:
+                signal = change["signal"]
+                if signal is not None and signal["status"] == "active":
+                    held[change["id"]] = signal
+                else:
+                    held.pop(change["id"], None)
+                cursor = change["cursor"]
+                seen += 1
+            if not page["changes"]:
+                return seen
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    while writer.is_alive():
+        follow()
+    writer.join()
+    follow()
+    active = fed.a.api("GET", "/v1/signals?active=true&limit=10000")["signals"]
+    assert set(held) == {s["id"] for s in active}
+    assert all(held[s["id"]]["tallies"] == s["tallies"] for s in active)
+
+
+def _records(node: NodeProc) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{node.local_port}/v1/records",
+        headers={"Authorization": f"Bearer {NodeHome(node.home).token()}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        lines = answer.read().splitlines()
+    out = []
+    for line in lines:
+        record = json.loads(line)
+        record["id"] = decode_record(line, record["fed"]).id
+        out.append(record)
+    return out

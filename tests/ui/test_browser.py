@@ -4,7 +4,8 @@ Two ``hashmesh serve`` processes (members a and b, plain HTTP on 127.0.0.1) with
 accounts: on a, moderator mia and viewer vic; on b, moderator bob. a lists a picture's PDQ
 hash through its local API and b's member confirms it with a note through b's. Chromium
 (Debian's ``chromium``, driven by Playwright's Python API with ``executable_path``; never
-``playwright install``) then does what a moderator does.
+``playwright install``) then does what a moderator does, step after step in one test (one
+set of node processes and one browser, so that no xdist worker starts a second).
 
 Skipped, saying why, when ``/usr/bin/chromium`` is absent (``.ci/run`` installs it). With
 ``HASHMESH_SCREENSHOTS=DIR`` the run also saves the README's screenshots there
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,9 @@ from typing import Any
 import pytest
 from harness import NodeProc, found_federation, wait_until
 from images import encode
-from uiapp import PASSWORD, add_users, edited, picture
+from uiapp import FAST_HASHER, PASSWORD, add_users, edited, picture
 
+from node import users
 from node.hashing import hash_image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -122,7 +122,7 @@ def shot(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(SHOTS) / f"ui-{name}.png"), full_page=False)
 
 
-def test_find_a_signal_by_label_and_hash_and_read_another_members_note(world: World) -> None:
+def step_find_a_signal_by_label_and_hash_and_read_another_members_note(world: World) -> None:
     page = world.page(world.a, "mia")
     page.goto(ui(world.a, "/ui/"))
     page.wait_for_selector("text=Dashboard")
@@ -147,7 +147,7 @@ def test_find_a_signal_by_label_and_hash_and_read_another_members_note(world: Wo
     page.context.close()
 
 
-def test_an_edited_image_matches_with_its_provenance(world: World) -> None:
+def step_an_edited_image_matches_with_its_provenance(world: World) -> None:
     page = world.page(world.a, "vic")  # matching needs no more than a viewer
     page.goto(ui(world.a, "/ui/match"))
     image = encode(edited(picture(1)), "JPEG", quality=85)
@@ -164,7 +164,7 @@ def test_an_edited_image_matches_with_its_provenance(world: World) -> None:
     page.context.close()
 
 
-def test_a_dispute_shows_on_the_second_nodes_ui(world: World) -> None:
+def step_a_dispute_shows_on_the_second_nodes_ui(world: World) -> None:
     """b's moderator disputes a's signal (b had confirmed it: the dispute replaces that);
     a's UI shows the tally change and the note. (A member's opinion on its own signal is
     refused: it would not count.)"""
@@ -191,7 +191,7 @@ def test_a_dispute_shows_on_the_second_nodes_ui(world: World) -> None:
     other.context.close()
 
 
-def test_a_viewer_cannot_dispute(world: World) -> None:
+def step_a_viewer_cannot_dispute(world: World) -> None:
     page = world.page(world.a, "vic")
     page.goto(ui(world.a, f"/ui/signals/{world.signal}"))
     assert page.locator("form[action$='/opinion']").count() == 0
@@ -204,7 +204,7 @@ def test_a_viewer_cannot_dispute(world: World) -> None:
     page.context.close()
 
 
-def test_a_request_without_the_csrf_token_is_refused(world: World) -> None:
+def step_a_request_without_the_csrf_token_is_refused(world: World) -> None:
     page = world.page(world.a, "mia")
     before = world.a.api("GET", f"/v1/signals/{world.signal}")["tallies"]
     answer = page.request.post(
@@ -216,7 +216,7 @@ def test_a_request_without_the_csrf_token_is_refused(world: World) -> None:
     page.context.close()
 
 
-def test_after_logout_the_page_shows_nothing(world: World) -> None:
+def step_after_logout_the_page_shows_nothing(world: World) -> None:
     page = world.page(world.a, "mia")
     page.goto(ui(world.a, f"/ui/signals/{world.signal}"))
     assert world.pdq in page.content()
@@ -231,19 +231,29 @@ def test_after_logout_the_page_shows_nothing(world: World) -> None:
     page.context.close()
 
 
-def test_a_user_added_while_the_node_runs_signs_in_and_removal_ends_the_session(
+def step_a_user_added_while_the_node_runs_signs_in_and_removal_ends_the_session(
     world: World,
 ) -> None:
-    def user(*args: str, stdin: str = "") -> None:
-        command = [sys.executable, "-m", "node", "user", *args, "--home", str(world.a.home)]
-        done = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr
-
-    user("add", "newbie", "--role", "viewer", "--password-stdin", stdin=PASSWORD + "\n")
+    """What ``hashmesh user add|remove`` do (``node.users.users_db``), from this process while
+    the node process runs and writes the same database."""
+    with users.users_db(world.a.home) as conn:
+        users.add_user(conn, "newbie", "viewer", PASSWORD, now_ms=1, hasher=FAST_HASHER)
     page = world.page(world.a, "newbie")
     page.goto(ui(world.a, f"/ui/signals/{world.signal}"))
     assert world.pdq in page.content()
-    user("remove", "newbie")
+    with users.users_db(world.a.home) as conn:
+        users.remove_user(conn, "newbie")
     page.reload()
     assert "/ui/login" in page.url and world.pdq not in page.content()
     page.context.close()
+
+
+def test_a_moderators_session_in_chromium_across_two_nodes(world: World) -> None:
+    """One browser session after another (one module fixture: two nodes and a Chromium)."""
+    step_find_a_signal_by_label_and_hash_and_read_another_members_note(world)
+    step_an_edited_image_matches_with_its_provenance(world)
+    step_a_dispute_shows_on_the_second_nodes_ui(world)
+    step_a_viewer_cannot_dispute(world)
+    step_a_request_without_the_csrf_token_is_refused(world)
+    step_after_logout_the_page_shows_nothing(world)
+    step_a_user_added_while_the_node_runs_signs_in_and_removal_ends_the_session(world)

@@ -58,6 +58,12 @@ def mia(small: tuple[UiNode, Story]) -> Iterator[Browser]:
     browser.close()
 
 
+def hidden_fields(page: str) -> list[tuple[str, str]]:
+    """A form's hidden fields, as a browser sends them back (entities decoded)."""
+    found = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
+    return [(name, html.unescape(value)) for name, value in found]
+
+
 def text_of(page: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
 
@@ -267,31 +273,33 @@ def test_a_moderator_adds_disputes_and_retracts_through_confirmations(
             "type": "md5",
             "value": value,
             "labels": "incident:test",
-            "note": "from the ui",
+            "note": "from the ui <b>bold</b>",
         },
     )
     assert confirm.status == 200 and "Sign and publish" in confirm.text
     assert ui.records() == before  # nothing is signed before the confirmation
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', confirm.text))
+    fields = dict(hidden_fields(confirm.text))
     done = mia.post("/ui/act/add", fields, allow_redirects=False)
     assert done.status == 303, done.text[:300]
     new_id = done.headers["Location"].split("/")[-1].split("?")[0]
     assert ui.records() == before + 1
     api_status, signal = ui.api("GET", f"/v1/signals/{new_id}")
     assert api_status == 200 and signal["labels"] == ["incident:test"]
+    shown = mia.get(f"/ui/signals/{new_id}").text  # autoescaped: markup is shown, not run
+    assert "from the ui &lt;b&gt;bold&lt;/b&gt;" in shown and "<b>bold" not in shown
     # an opinion with a note on b's signal (not on a's own: that would not count)
     step = mia.post(
         f"/ui/signals/{story.disputed}/opinion",
         {"csrf_token": mia.csrf(), "verdict": "seen", "note": "checked by mia"},
     )
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', step.text))
+    fields = dict(hidden_fields(step.text))
     page = mia.post(f"/ui/signals/{story.disputed}/opinion", fields)
     assert (
         page.status == 200 and "checked by mia" in page.text and "signed here by mia" in page.text
     )
     # retract our own new signal
     step = mia.post(f"/ui/signals/{new_id}/retract", {"csrf_token": mia.csrf(), "reason": "test"})
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', step.text))
+    fields = dict(hidden_fields(step.text))
     assert "retracted" in text_of(mia.post(f"/ui/signals/{new_id}/retract", fields).text)
     log = text_of(mia.get("/ui/log").text)
     assert "mia add" in log and "mia seen" in log and "mia retract" in log
@@ -306,7 +314,7 @@ def test_a_moderator_adds_an_images_hashes(small: tuple[UiNode, Story], mia: Bro
     step = mia.post(f"/ui/act/upload?csrf_token={mia.csrf()}", form)
     assert step.status == 200 and "Sign and publish" in step.text, step.text[:500]
     assert ui.records() == before and "new.png" in step.text
-    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', step.text)
+    fields = hidden_fields(step.text)
     assert sorted(v.split(":")[0] for k, v in fields if k == "hash") == ["md5", "pdq"]
     page = mia.post("/ui/act/add", fields)
     assert page.status == 200 and "from an upload" in page.text
@@ -326,7 +334,7 @@ def test_an_admin_votes_and_sees_the_pending_tally(small: tuple[UiNode, Story]) 
         },
     )
     assert step.status == 200 and "Sign and publish" in step.text
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', step.text))
+    fields = dict(hidden_fields(step.text))
     page = text_of(ada.post("/ui/members/vote", fields).text)
     assert "dora" in page and "1 of 2" in page
     ada.close()
