@@ -5,7 +5,8 @@ A record carries a signal's value in canonical form; ``canonical_value`` turns u
 not already canonical. Adding a type is one entry in ``SIGNAL_TYPES``.
 
 Perceptual types compare by Hamming distance over their bits; exact types only match equal
-values. The names are python-threatexchange's signal type names, so exports interoperate.
+values. ``pdq`` and ``url`` are also python-threatexchange's names; its bridge maps md5 and
+sha256 to ``video_md5`` and ``video_sha256`` (``node.pytx_exchange``).
 
 Featureless values (SPEC 5.3): each perceptual type has *degenerate* values that carry no
 feature of any picture -- all bits 0 (what PDQ and dHash give a blank image), all bits 1, and
