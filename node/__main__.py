@@ -1,5 +1,5 @@
 """`python -m node` runs the hashmesh CLI."""
 
-from node.cli import main
+from node.cli.main import main
 
 main()

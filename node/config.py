@@ -23,7 +23,7 @@ Every key, its default and its environment variable::
     [limits] max_request_bytes = 4194304 (JSON and NDJSON bodies), max_image_bytes = 33554432
              (an image upload to /v1/hash, /v1/match, /v1/signals), max_image_pixels = 40000000
              (pixels decoded per image), max_batch_records = 2000, header_timeout_s = 10.0,
-             body_timeout_s = 60.0 (read deadlines, node.deadlines)
+             body_timeout_s = 60.0 (read deadlines, node.net.deadlines)
     [media] min_pdq_quality = 50 (below it an image is too featureless to list or match)
 """
 
@@ -65,7 +65,7 @@ class GossipConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_request_bytes: int = 4 * 1024 * 1024
-    max_image_bytes: int = 32 * 1024 * 1024  # node.hashing's defaults (not imported: the
+    max_image_bytes: int = 32 * 1024 * 1024  # node.media.hashing's defaults (not imported: the
     max_image_pixels: int = 40_000_000  # CLI reads config without loading the image stack)
     max_batch_records: int = 2000
     header_timeout_s: float = 10.0  # a request's headers, from connection or first byte
@@ -80,7 +80,7 @@ class LimitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class MediaConfig:
-    min_pdq_quality: int = 50  # ThreatExchange's, node.hashing.LOW_QUALITY_THRESHOLD
+    min_pdq_quality: int = 50  # ThreatExchange's, node.media.hashing.LOW_QUALITY_THRESHOLD
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_pdq_quality <= 100:

@@ -137,12 +137,12 @@ class NodeHome:
         federation than the one the home's database belongs to."""
         if not self.db_path.exists():
             return
-        from node.audit_sources import database_federation
+        from node.store import schema  # SQLite loads only when a home must be repaired
 
         cause = damaged.__cause__
         what = f"{self.genesis_path} is damaged ({explain(cause) if cause else damaged})"
         try:
-            stored = database_federation(self.db_path)
+            stored = schema.database_federation(self.db_path)
         except NodeError as e:
             raise ConfigError(
                 f"{what}, and {self.db_path} does not say which federation it holds ({e}); "
@@ -194,7 +194,7 @@ def init_home(
     written into config.toml explicitly. All or nothing: every input is checked first, and if
     anything fails while writing, what was created is removed again (no half-made home).
     """
-    from node.tls import loopback_only
+    from node.net.tls import loopback_only
 
     home = NodeHome(path)
     if home.exists():
@@ -228,7 +228,7 @@ def init_home(
 
 
 def _url_hosts(url: str | None) -> list[str]:
-    from node.tls import url_hosts
+    from node.net.tls import url_hosts
 
     return url_hosts(url) if url else []
 
@@ -236,7 +236,7 @@ def _url_hosts(url: str | None) -> list[str]:
 def _write_home(
     home: NodeHome, config: str, *, name: str, hosts: list[str], seed: bytes | None
 ) -> None:
-    from node.tls import create_certificate
+    from node.net.tls import create_certificate
 
     home.path.mkdir(parents=True, exist_ok=True)
     key = SigningKey(seed if seed is not None else secrets.token_bytes(32))

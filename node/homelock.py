@@ -2,7 +2,7 @@
 
 ``hashmesh serve`` takes the lock before it does anything else and holds it until it exits;
 a command that would write the store directly (``add``, ``import``, ``member vote``, ``peers
-add``... while no node runs, ``node.backend``) takes it for as long as it writes. Whoever
+add``... while no node runs, ``node.cli.backend``) takes it for as long as it writes. Whoever
 cannot take it is refused at once and touches nothing: a second ``serve`` says which node
 runs, and a write command goes through the running node's local API instead.
 

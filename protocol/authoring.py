@@ -1,7 +1,7 @@
 """Authoring rules: may this member sign this body now? (SPEC 4.5)
 
 ``check_authoring`` decides for every record a node signs, whichever way it was asked (local
-API, offline CLI, import): ``node.store.Store.append_local`` calls it before signing, and
+API, offline CLI, import): ``node.store.store.Store.append_local`` calls it before signing, and
 nothing else signs. Authoring rules are not validity rules (section 4): a record that breaks
 one verifies and is merged like any other (an older node may have signed it; the fold gives
 it whatever effect it has, often none). They keep a node from signing a record that would be

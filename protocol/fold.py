@@ -16,7 +16,7 @@ the same ``State`` in any order and with any duplication. Its parts:
 
 Each rule is one small function below (``signal_status``, ``is_active``,
 ``retraction_applies``, ``first_retraction``, ``latest``, ``opinion_counts``, ``tally``); the
-node's materialised state (``node.materialise``, ``node.store_read``) decides with the same
+node's materialised state (``node.store.materialise``, ``node.store.read``) decides with the same
 functions, over rows instead of records.
 """
 

@@ -6,7 +6,7 @@ seq of its first fork, the records held ahead of a gap -- and the membership tha
 It is fed verified records (``offer``) and answers each with an ``Outcome``; at the end of a
 batch ``settle`` answers what the batch did to the derived state (a ``Settlement``). It does
 no I/O: it reads stored records only through the ``LogReader`` it is given, and writes
-nothing -- the node persists what it answers (``node.merge``). Validity never depends on the
+nothing -- the node persists what it answers (``node.store.merge``). Validity never depends on the
 receiver's clock (SPEC 12.5), so no answer here takes the time; expiry is evaluated when the
 state is read.
 

@@ -6,7 +6,7 @@ not already canonical. Adding a type is one entry in ``SIGNAL_TYPES``.
 
 Perceptual types compare by Hamming distance over their bits; exact types only match equal
 values. ``pdq`` and ``url`` are also python-threatexchange's names; its bridge maps md5 and
-sha256 to ``video_md5`` and ``video_sha256`` (``node.pytx_exchange``).
+sha256 to ``video_md5`` and ``video_sha256`` (``node.interop.pytx_exchange``).
 
 Featureless values (SPEC 5.3): each perceptual type has *degenerate* values that carry no
 feature of any picture -- all bits 0 (what PDQ and dHash give a blank image), all bits 1, and

@@ -23,7 +23,7 @@ WIDTH = 100
 
 sys.path.insert(0, str(ROOT))
 
-from node.cli import cli  # noqa: E402
+from node.cli.main import cli  # noqa: E402
 
 
 def commands(

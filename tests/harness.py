@@ -86,7 +86,7 @@ class NodeProc:
 
     @property
     def spki(self) -> str:
-        from node.tls import load_certificate, spki_fingerprint
+        from node.net.tls import load_certificate, spki_fingerprint
 
         return spki_fingerprint(load_certificate(self.home / "tls.crt"))
 

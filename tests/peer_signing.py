@@ -1,8 +1,8 @@
 """Peer request signatures that keep to the SPEC 10.1 profile but for one part, for tests.
 
-``sign_deviant(key, method, url, body, deviation, now_s=...)`` signs like ``node.httpsig``
+``sign_deviant(key, method, url, body, deviation, now_s=...)`` signs like ``node.net.httpsig``
 does except for the named deviation (``DEVIATIONS``); "none" is a conforming signature made
-independently of ``node.httpsig`` (so it also checks that the node's profile is the SPEC's).
+independently of ``node.net.httpsig`` (so it also checks that the node's profile is the SPEC's).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from node.config import (
     load_config,
     split_listen,
 )
-from node.tls import load_certificate, spki_fingerprint, spki_fingerprint_der
+from node.net.tls import load_certificate, spki_fingerprint, spki_fingerprint_der
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 HOME = "/var/lib/hashmesh"

@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from node.cli import cli
+from node.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text("utf-8")

@@ -2,7 +2,7 @@
 
 Served by the node's own aiohttp app, answered only on loopback (``node.ui.auth``), rendered
 with Jinja2 (autoescaped) and a stylesheet; no JavaScript, no CDN, nothing fetched from
-elsewhere. People sign in with the accounts of ``hashmesh user`` (``node.users``).
+elsewhere. People sign in with the accounts of ``hashmesh user`` (``node.store.users``).
 
     GET  /ui/                        dashboard: federation, this member, store, peers, rates
     GET  /ui/login  POST /ui/login   POST /ui/logout

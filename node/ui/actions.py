@@ -1,7 +1,7 @@
 """What a UI form signs: the same bodies, checks and signing path as the local API.
 
 Each function turns a form's text into protocol bodies with the local API's rules (labels
-normalised and checked against the taxonomy by ``node.local_api``'s own helper, values in
+normalised and checked against the taxonomy by ``node.net.local_api``'s own helper, values in
 canonical form, "only the contributor retracts", featureless values refused) and signs them
 with ``Node.author`` -- the call every ``POST /v1/...`` handler ends in, which signs, stores,
 indexes and gossips. So a form and the API give the same answer to the same input, and bad
@@ -15,10 +15,11 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from node.app import Node, now_ms
+from node.clock import now_ms
 from node.errors import NodeError, explain
-from node.local_api import UPLOAD_TYPES
-from node.local_api import _labels as api_labels
+from node.net.context import Node
+from node.net.local_api import UPLOAD_TYPES
+from node.net.local_api import _labels as api_labels
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
 from protocol.errors import ProtocolError
 from protocol.labels import check_in_taxonomy

@@ -29,9 +29,11 @@ from typing import Final
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from node import users
-from node.app import NODE, Node, now_ms
-from node.users import Session
+from node.clock import now_ms
+from node.net.context import NODE, Node
+from node.store import users
+from node.store.users import Session
+from node.ui.render import SECURITY_HEADERS, Ctx, denied_page
 
 SESSION_COOKIE: Final = "hashmesh_session"
 LOGIN_COOKIE: Final = "hashmesh_login"
@@ -40,16 +42,6 @@ COOKIE_PATH: Final = "/ui/"
 LOGIN_WINDOW_S: Final = 900.0
 MAX_FAILURES_PER_NAME: Final = 5
 MAX_FAILURES_PER_CLIENT: Final = 20
-SECURITY_HEADERS: Final = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
 
 
 class UiDeniedError(Exception):
@@ -160,24 +152,6 @@ async def csrf_field(request: web.Request) -> tuple[str | None, MultiDictProxy[s
 Handler = Callable[["Ctx"], Awaitable[web.StreamResponse]]
 
 
-@dataclass(slots=True)
-class Ctx:
-    """What a UI handler works with."""
-
-    request: web.Request
-    node: Node
-    session: Session
-    form: MultiDictProxy[str] | None = None
-
-    @property
-    def user(self) -> users.User:
-        return self.session.user
-
-    def field(self, name: str, default: str = "") -> str:
-        value = self.form.get(name) if self.form is not None else None
-        return value.strip() if isinstance(value, str) else default
-
-
 def guard(
     role: str, *, post: bool
 ) -> Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
@@ -185,8 +159,6 @@ def guard(
 
     def decorate(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def wrapper(request: web.Request) -> web.StreamResponse:
-            from node.ui.render import denied_page
-
             if not loopback_request(request):
                 raise web.HTTPNotFound()  # the UI does not exist on this listener
             node = request.app[NODE]

@@ -5,8 +5,8 @@ in ``UiState`` and cancelled with the app, never fire-and-forget) and shows its 
 until it is done. Both read a consistent copy of this node's database, taken with SQLite's
 online backup in one read transaction (``HOME/.ui-snapshot-*/``, deleted afterwards): the
 node keeps merging meanwhile, and the audit compares records and materialised state of one
-instant. The audit is ``node.audit.audit`` -- what ``hashmesh audit --db`` runs -- and the
-report is ``node.report.build_report`` and its charts, as ``hashmesh report`` draws them.
+instant. The audit is ``node.audit.engine.audit`` -- what ``hashmesh audit --db`` runs -- and the
+report is ``node.audit.report.build_report`` and its charts, as ``hashmesh report`` draws them.
 
 The sampler reads the node's counters every ``SAMPLE_INTERVAL_S`` so that the dashboard can
 show rates (records merged, anti-entropy exchanges and match queries per minute) over the
@@ -31,8 +31,9 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client import Counter
 
-from node.app import NODE, Node, now_ms
+from node.clock import now_ms
 from node.errors import NodeError, explain
+from node.net.context import NODE, Node
 from node.ui.auth import LoginLimiter
 
 SAMPLE_INTERVAL_S: Final = 10.0
@@ -195,8 +196,8 @@ async def _with_snapshot(node: Node, work: Callable[[Path], dict[str, Any]]) -> 
 
 
 async def _audit(node: Node) -> dict[str, Any]:
-    from node import audit as engine
-    from node.audit_sources import read_database
+    from node.audit import engine
+    from node.audit.sources import read_database
 
     def work(copy: Path) -> dict[str, Any]:
         snap = read_database(copy, node.federation)
@@ -210,9 +211,8 @@ async def _audit(node: Node) -> dict[str, Any]:
 
 
 async def _report(node: Node) -> dict[str, Any]:
-    from node import audit as engine
-    from node import report
-    from node.audit_sources import read_database
+    from node.audit import engine, report
+    from node.audit.sources import read_database
 
     def work(copy: Path) -> dict[str, Any]:
         snap = read_database(copy, node.federation)

@@ -1,6 +1,6 @@
 """The UI's reads of the store: signal pages, filtered listings, search, one signal's story.
 
-Every signal is shown as the local API shows it (``node.store_read``'s row and
+Every signal is shown as the local API shows it (``node.store.read``'s row and
 ``signal_json``), so a page and ``GET /v1/signals/{id}`` agree. Listings page by row
 (``before``: keyset paging, newest first), never by OFFSET, so the thousandth page costs what
 the first does; a label filter is driven by the ``signal_labels`` index, a value search by the
@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from node.materialise import Keyer
-from node.store_read import _SIGNAL_ROWS as SIGNAL_ROWS
-from node.store_read import _tallies as tallies_of
-from node.store_read import signal_json
+from node.store.materialise import Keyer
+from node.store.read import _SIGNAL_ROWS as SIGNAL_ROWS
+from node.store.read import _tallies as tallies_of
+from node.store.read import signal_json
 from protocol.errors import ProtocolError
 from protocol.records import is_record_id
 from protocol.signal_types import SIGNAL_TYPES, canonical_value
 
 if TYPE_CHECKING:
-    from node.store import Store
+    from node.store.store import Store
 
 STATUSES: Final = ("active", "retracted", "expired", "disputed", "frozen")
 PAGE_ROWS: Final = 50

@@ -8,15 +8,48 @@ separators. Templates are strict: an undefined name is an error, not an empty st
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 from markupsafe import Markup, escape
+from multidict import MultiDictProxy
 
-from node.app import NODE
-from node.ui.auth import SECURITY_HEADERS, Ctx
+from node.net.context import NODE, Node
+from node.store import users
+from node.store.users import Session
+
+SECURITY_HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What a UI handler works with."""
+
+    request: web.Request
+    node: Node
+    session: Session
+    form: MultiDictProxy[str] | None = None
+
+    @property
+    def user(self) -> users.User:
+        return self.session.user
+
+    def field(self, name: str, default: str = "") -> str:
+        value = self.form.get(name) if self.form is not None else None
+        return value.strip() if isinstance(value, str) else default
+
 
 TEMPLATES: Final = "node.ui"
 

@@ -4,7 +4,7 @@ Read-only pages are plain GETs that work without JavaScript; every action is a P
 behind a confirmation page (the first POST checks the input and shows what will be signed,
 the second, with ``confirm=yes``, signs it) and the session's CSRF token. Actions go through
 ``node.ui.actions`` (the local API's rules and ``Node.author``) and matching through
-``node.matching`` (the functions ``POST /v1/match`` calls), so the UI and the API answer
+``node.media.matching`` (the functions ``POST /v1/match`` calls), so the UI and the API answer
 alike. Every signed record is written to the action log with the user who asked for it.
 """
 
@@ -20,19 +20,18 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from node import users
-from node.app import NODE, Node, now_ms
+from node.clock import now_ms
 from node.errors import NodeError, explain
-from node.local_api import MALFORMED_MULTIPART
-from node.matching import hash_upload, match_hashes, match_images
-from node.membership_view import members_json, pending_votes
+from node.media.matching import hash_upload, match_hashes, match_images
+from node.net.context import NODE, Node
+from node.net.local_api import MALFORMED_MULTIPART
+from node.store import users
+from node.store.membership_view import members_json, pending_votes
 from node.ui import actions, queries
 from node.ui.actions import FormError
 from node.ui.auth import (
     LOGIN_COOKIE,
-    SECURITY_HEADERS,
     SESSION_COOKIE,
-    Ctx,
     clear_cookie,
     form,
     loopback_request,
@@ -41,7 +40,7 @@ from node.ui.auth import (
     set_cookie,
 )
 from node.ui.jobs import UI, rates, report_is_stale, start
-from node.ui.render import render
+from node.ui.render import SECURITY_HEADERS, Ctx, render
 from protocol.errors import ProtocolError
 from protocol.labels import check_labels
 from protocol.records import RECORD_DOMAIN, decode_record, is_record_id, unsigned_bytes
@@ -153,7 +152,7 @@ async def logout(ctx: Ctx) -> web.StreamResponse:
 
 @page()
 async def dashboard(ctx: Ctx) -> web.StreamResponse:
-    from node.gossip import GOSSIP
+    from node.net.gossip import GOSSIP
 
     node, now = ctx.node, now_ms()
     stats = await node.store.read(lambda s: s.stats(now_ms=now))

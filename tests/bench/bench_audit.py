@@ -4,7 +4,7 @@
 
 Prints one markdown table from one run:
 
-- full audit: ``node.audit.audit`` over a real node database of N records -- every record's
+- full audit: ``node.audit.engine.audit`` over a real node database of N records -- every record's
   bytes decoded and its signature verified individually (``protocol.decode_record`` on
   ``--workers`` processes), stored metadata, chains, membership, fork evidence, heads, and the
   materialised tables compared with ``protocol.fold_state`` -- from opening the file to the
@@ -43,11 +43,11 @@ import nacl.bindings
 import orjson
 from benchlib import bench_federation, bench_key, shared_core_ceiling, sign_log
 
-from node.audit import AuditResult, audit
-from node.audit_sources import open_source
+from node.audit.engine import AuditResult, audit
+from node.audit.sources import open_source
 from node.runtime import tune_for_bulk_records
-from node.schema import known_migrations
-from node.store import Store
+from node.store.schema import known_migrations
+from node.store.store import Store
 from protocol import Federation, SigningKey, fold_state
 from protocol.batch import trusted_record, verify_records
 from protocol.records import RECORD_DOMAIN, record_id_of, unsigned_bytes

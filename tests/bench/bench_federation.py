@@ -32,9 +32,9 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).res
 from benchlib import shared_core_ceiling  # noqa: E402
 from harness import Link, NodeProc, found_federation, wait_until, write_config  # noqa: E402
 
-from node.gossip import PULL_GROUP_RECORDS  # noqa: E402
 from node.home import NodeHome  # noqa: E402
-from node.store import Store  # noqa: E402
+from node.net.gossip import PULL_GROUP_RECORDS  # noqa: E402
+from node.store.store import Store  # noqa: E402
 from protocol import Federation  # noqa: E402
 from protocol.bodies import SignalBody  # noqa: E402
 from protocol.keys import SigningKey  # noqa: E402

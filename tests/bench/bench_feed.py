@@ -27,7 +27,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).par
 
 from benchlib import bench_federation, bench_key  # noqa: E402
 
-from node.store import Store  # noqa: E402
+from node.store.store import Store  # noqa: E402
 
 FED = bench_federation("feed bench", [bench_key("feed", n) for n in range(3)])
 PAGE = 10_000

@@ -41,8 +41,8 @@ import numpy as np
 import pdqhash
 from PIL import Image
 
-from node.hashing import hash_image
-from node.matchindex import DEFAULT_RADII, HAMMING_BITS, MatchIndex
+from node.media.hashing import hash_image
+from node.media.matchindex import DEFAULT_RADII, HAMMING_BITS, MatchIndex
 
 faiss: Any
 try:

@@ -44,8 +44,8 @@ from benchlib import sign_unsigned  # noqa: E402
 from harness import NodeProc, found_federation, write_config  # noqa: E402
 
 from node.home import NodeHome  # noqa: E402
-from node.httpsig import sign_request  # noqa: E402
-from node.store import Store  # noqa: E402
+from node.net.httpsig import sign_request  # noqa: E402
+from node.store.store import Store  # noqa: E402
 from protocol import Federation, SigningKey  # noqa: E402
 
 GOAL_P99_RATIO = 3.0

@@ -37,7 +37,7 @@ sys.path.insert(0, str(TESTS))
 from images import GRAY, RGB, blank_png, encode  # noqa: E402
 
 from node.errors import MediaError  # noqa: E402
-from node.hashing import DEFAULT_MAX_IMAGE_PIXELS, HASH_MAX_PIXELS, hash_image  # noqa: E402
+from node.media.hashing import DEFAULT_MAX_IMAGE_PIXELS, HASH_MAX_PIXELS, hash_image  # noqa: E402
 
 
 def old_hash(data: bytes) -> object:

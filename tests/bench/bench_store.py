@@ -45,11 +45,11 @@ import nacl.bindings
 import orjson
 from benchlib import bench_federation, bench_key, shared_core_ceiling, sign_log
 
-from node.gossip import PULL_GROUP_RECORDS
-from node.materialise import Keyer, id8
+from node.net.gossip import PULL_GROUP_RECORDS
 from node.runtime import tune_for_bulk_records
-from node.schema import open_database
-from node.store import Store
+from node.store.materialise import Keyer, id8
+from node.store.schema import open_database
+from node.store.store import Store
 from protocol import Federation, SigningKey
 from protocol.records import RECORD_DOMAIN, unsigned_bytes
 
@@ -287,7 +287,7 @@ _OPEN_SNIPPET = """
 import sys, time
 from pathlib import Path
 from protocol import parse_genesis
-from node.store import Store
+from node.store.store import Store
 fed = parse_genesis(Path(sys.argv[2]).read_bytes())
 start = time.perf_counter()
 store = Store.open(Path(sys.argv[1]), fed, readonly=sys.argv[3] == "reader")

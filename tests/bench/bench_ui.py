@@ -29,12 +29,12 @@ from aiohttp.test_utils import TestServer
 from argon2 import PasswordHasher
 from benchlib import bench_federation, bench_key, sign_log
 
-from node import users
-from node.app import NODE, make_app
 from node.config import load_config
 from node.home import NodeHome, init_home
+from node.net.app import make_app
+from node.net.context import NODE
 from node.runtime import tune_for_bulk_records
-from node.store import Store
+from node.store.store import Store, users
 from protocol import Federation, SigningKey
 
 AUTHORS = 8

@@ -30,7 +30,7 @@ from images import blank_png
 from PIL import Image
 
 from node.home import NodeHome
-from node.httpsig import sign_request
+from node.net.httpsig import sign_request
 from protocol.bodies import SignalBody
 from protocol.keys import SigningKey
 from protocol.records import sign_record

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from harness import REPO, NodeProc, found_federation, wait_until
 
-import node.audit
-import node.audit_sources
-from node.audit import AuditResult, audit, canonical_json, compare
-from node.audit_sources import open_source
-from node.store import Store
+import node.audit.engine
+import node.audit.sources
+from node.audit.engine import AuditResult, audit, canonical_json, compare
+from node.audit.sources import open_source
+from node.store.store import Store
 from protocol import (
     AnnounceBody,
     Body,
@@ -302,8 +302,8 @@ def test_parallel_verification_gives_the_same_verdicts(
         raw = flip_signature(victim.canonical)
         tamper(copy, f"UPDATE records SET raw = ? WHERE row = {row_of(victim)}", raw)
     inline = run_audit(copy).to_json()
-    monkeypatch.setattr(node.audit, "PARALLEL_MIN_RECORDS", 0)
-    monkeypatch.setattr(node.audit_sources, "CHUNK_RECORDS", 4)
+    monkeypatch.setattr(node.audit.engine, "PARALLEL_MIN_RECORDS", 0)
+    monkeypatch.setattr(node.audit.sources, "CHUNK_RECORDS", 4)
     assert run_audit(copy, workers=2).to_json() == inline
     assert inline["clean"] is (tampering == "none")
     assert ("record_invalid" in str(inline)) is (tampering == "invalid")

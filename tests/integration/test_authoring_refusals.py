@@ -20,7 +20,7 @@ import pytest
 from harness import REPO, NodeProc, found_federation, wait_until
 
 from node.home import NodeHome
-from node.store import Store
+from node.store.store import Store
 from protocol.keys import SigningKey
 
 pytestmark = pytest.mark.slow

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from harness import REPO, NodeProc, free_port, wait_until
 
-from node.demo import demo_images
-from node.formats import CSV_COLUMNS
+from node.cli.demo import demo_images
 from node.home import NodeHome
-from node.store import Store
+from node.interop.formats import CSV_COLUMNS
+from node.store.store import Store
 from protocol.encoding import encode_canonical
 
 pytestmark = pytest.mark.slow

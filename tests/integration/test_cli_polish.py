@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from harness import REPO, found_federation, free_port, write_config
 
-from node.demo import demo_images
+from node.cli.demo import demo_images
 from node.home import NodeHome
 
 CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception)\b")
@@ -166,7 +166,7 @@ def test_member_arguments_take_a_name_in_any_case_or_a_key_prefix(fresh: Homes) 
 
 
 def test_an_ambiguous_member_argument_is_refused_naming_the_candidates() -> None:
-    from node.cli import resolve_member
+    from node.cli.main import resolve_member
     from node.errors import InputError
 
     members = [
@@ -495,7 +495,7 @@ def test_json_is_one_compact_object_with_records_nested(fresh: Homes, tmp_path: 
 def test_every_command_with_json_is_in_the_readme_schema_table() -> None:
     import click
 
-    from node.cli import cli
+    from node.cli.main import cli
 
     readme = (REPO / "README.md").read_text("utf-8")
     table = readme.split("### JSON output", 1)[1].split("\n#", 1)[0]

@@ -226,7 +226,9 @@ def active_ids(node: NodeProc, kinds: tuple[str, ...] = ("pdq", "md5")) -> set[s
 
 
 def test_pytx_fetch_follows_the_node_resumes_and_restarts_on_a_new_epoch(fed: Fed) -> None:
-    pytx = pytest.importorskip("node.pytx_exchange", reason="the threatexchange extra is absent")
+    pytx = pytest.importorskip(
+        "node.interop.pytx_exchange", reason="the threatexchange extra is absent"
+    )
     from threatexchange.signal_type.md5 import VideoMD5Signal
     from threatexchange.signal_type.pdq.signal import PdqSignal
 
@@ -291,7 +293,7 @@ def test_the_threatexchange_cli_fetches_the_node_with_the_extension(
     fed: Fed, tmp_path: Path
 ) -> None:
     """pytx's own CLI, the extension registered as its docs say: fetch, then its dataset."""
-    pytest.importorskip("node.pytx_exchange", reason="the threatexchange extra is absent")
+    pytest.importorskip("node.interop.pytx_exchange", reason="the threatexchange extra is absent")
     cli = Path(sys.executable).parent / "threatexchange"
     env = dict(os.environ, HOME=str(tmp_path), HASHMESH_API_TOKEN=NodeHome(fed.a.home).token())
 
@@ -302,7 +304,7 @@ def test_the_threatexchange_cli_fetches_the_node_with_the_extension(
         return done.stdout + done.stderr
 
     add(fed.a, "pdq", PDQ)
-    tx("config", "extensions", "add", "node.pytx_exchange")
+    tx("config", "extensions", "add", "node.interop.pytx_exchange")
     url = f"http://127.0.0.1:{fed.a.local_port}"
     tx("config", "collab", "edit", "hashmesh", "fed", "--create", "--node-url", url)
     assert "Up to date" in tx("fetch")

@@ -29,8 +29,8 @@ from harness import write_config as write_node_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.home import NodeHome, init_home
-from node.httpsig import sign_request
-from node.store import Store
+from node.net.httpsig import sign_request
+from node.store.store import Store
 from protocol import Federation
 from protocol.keys import SigningKey
 

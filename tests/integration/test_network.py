@@ -22,8 +22,8 @@ from harness import (
 )
 
 from node.home import NodeHome
-from node.httpsig import sign_request
-from node.store import Store
+from node.net.httpsig import sign_request
+from node.store.store import Store
 from protocol import Federation
 from protocol.bodies import SignalBody
 from protocol.keys import SigningKey

@@ -23,7 +23,7 @@ from harness import REPO, NodeProc, found_federation, wait_until
 
 from node.home import NodeHome
 from node.homelock import SERVE, HomeLock
-from node.verify_pool import WORKER_NICE
+from node.store.verify_pool import WORKER_NICE
 from protocol.bodies import SignalBody
 from protocol.federation import Federation
 from protocol.records import sign_record
@@ -208,7 +208,7 @@ def test_audit_workers_exit_with_a_killed_auditor() -> None:
     """An audit's verification workers watch the auditing process: kill -9 leaves no orphan."""
     script = (
         "import os, sys, time\n"
-        "from node.audit import _pool\n"
+        "from node.audit.engine import _pool\n"
         "with _pool(2) as pool:\n"
         "    pids = {job.result() for job in [pool.submit(os.getpid) for _ in range(8)]}\n"
         "    print(' '.join(map(str, sorted(pids))), flush=True)\n"

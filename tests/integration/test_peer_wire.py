@@ -5,7 +5,7 @@ serving HTTPS with pinned keys. ``a``, ``b`` and ``audit`` run as ``hashmesh ser
 processes; ``c`` never runs: the tests sign ``c``'s records and push them to ``a``. ``a`` has
 short read deadlines (``[limits] header_timeout_s``, ``body_timeout_s``) so slow clients are
 cut within seconds. Every request is made by this test with its own signature and its own
-TLS connection, pinned like a peer's (``node.tls.connect_pinned``).
+TLS connection, pinned like a peer's (``node.net.tls.connect_pinned``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from harness import REPO, NodeProc, found_federation, wait_until
 from peer_signing import DEVIATIONS, sign_deviant
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.audit_sources import PeerClient
+from node.audit.sources import PeerClient
 from node.home import NodeHome
-from node.httpsig import sign_request
-from node.tls import connect_pinned
+from node.net.httpsig import sign_request
+from node.net.tls import connect_pinned
 from protocol.bodies import SignalBody
 from protocol.keys import SigningKey
 from protocol.records import Record, sign_record

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node.config import load_config, split_seed
 from node.errors import ConfigError
-from node.tls import TlsRefusedError, connect_pinned, load_certificate, spki_fingerprint
+from node.net.tls import TlsRefusedError, connect_pinned, load_certificate, spki_fingerprint
 
 PDQ = "f8f8f0cce0f4e84d0e370a22028f67f0b36e2ed596623e1d33e6339c4e9c9b22"
 NOW = datetime.datetime.now(datetime.UTC)
@@ -267,7 +267,7 @@ def test_seed_pins_and_tls_config(tmp_path: Path) -> None:
 
 
 def test_announced_pins_need_exactly_one_fingerprint_per_url() -> None:
-    from node.tls import announced_pins
+    from node.net.tls import announced_pins
 
     one, two = "ab" * 32, "cd" * 32
     endpoints = [
@@ -280,7 +280,7 @@ def test_announced_pins_need_exactly_one_fingerprint_per_url() -> None:
 
 def test_init_chooses_tls_unless_loopback_only(tmp_path: Path) -> None:
     from node.home import init_home
-    from node.tls import card_spki, load_certificate
+    from node.net.tls import card_spki, load_certificate
 
     public = init_home(tmp_path / "p", name="p", listen="0.0.0.0:7400", url="https://p.example/")
     local = init_home(tmp_path / "l", name="l", listen="127.0.0.1:7400")
@@ -306,9 +306,10 @@ def test_behind_a_tls_terminating_proxy_signed_https_requests_verify(tmp_path: P
 
     from aiohttp.test_utils import TestClient, TestServer
 
-    from node.app import NODE, make_app
     from node.home import NodeHome
-    from node.httpsig import sign_request
+    from node.net.app import make_app
+    from node.net.context import NODE
+    from node.net.httpsig import sign_request
 
     _, [a, b] = found_federation(tmp_path, ["a", "b"])
     _, proxy_cert, _ = make_ca_signed_cert(tmp_path)

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from node.store import MergeStatus, Store
+from node.store.store import MergeStatus, Store
 from protocol import parse_genesis
 
 RECEIVED_MS = 1_763_900_000_000

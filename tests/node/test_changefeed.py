@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from store_helpers import T0, key, make_federation, random_history
 
-from node import changefeed
-from node.store import Store
+from node.store.store import Store, changefeed
 from protocol import OpinionBody, SignalBody, sign_record
 
 STEP_MS = 40_000  # histories' expiries fall within T0 - 5 s .. T0 + 500 s

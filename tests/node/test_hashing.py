@@ -1,4 +1,5 @@
-"""node.hashing: PDQ conformance with Meta's reference, EXIF orientation, formats, bad media."""
+"""node.media.hashing: PDQ conformance with Meta's reference, EXIF orientation, formats, bad
+media."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from PIL import Image
 
 from node.config import LimitsConfig, MediaConfig
 from node.errors import MediaError
-from node.hashing import (
+from node.media.hashing import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
     HASH_MAX_PIXELS,
@@ -335,7 +336,7 @@ def test_config_defaults_are_the_hashing_defaults() -> None:
 
 PEAK_RSS_SCRIPT = """
 import sys
-from node.hashing import hash_image
+from node.media.hashing import hash_image
 def kb(field):
     lines = open("/proc/self/status").read().splitlines()
     return int(next(line for line in lines if line.startswith(field + ":")).split()[1])
@@ -350,7 +351,7 @@ print(kb("VmHWM") - before)
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_peak_memory_of_a_large_image_is_bounded(tmp_path: Path) -> None:
-    """Hashing a 36 MP RGB PNG raises a fresh process's peak RSS by at most node.hashing's
+    """Hashing a 36 MP RGB PNG raises a fresh process's peak RSS by at most node.media.hashing's
     documented bound: 5 bytes a decoded pixel + 25 bytes a pixel of the <= 4 MP picture that
     is hashed (~285 MB; ~185 MB measured). Hashing every pixel raised it by 1.2 GB
     (``tests/bench/bench_media.py`` prints both side by side)."""

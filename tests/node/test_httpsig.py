@@ -10,7 +10,7 @@ import pytest
 from peer_signing import DEVIATIONS, sign_deviant
 
 from node.errors import PeerError
-from node.httpsig import (
+from node.net.httpsig import (
     MisdirectedRequestError,
     NotAMemberError,
     ReplayCacheFullError,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-from node.app import INDEX_CHUNK_CHANGES, index_signal_changes
-from node.matchindex import Hit, MatchIndex
-from node.store import SignalChange
+from node.media.matchindex import Hit, MatchIndex
+from node.net.context import INDEX_CHUNK_CHANGES, index_signal_changes
+from node.store.store import SignalChange
 
 
 def changes(count: int, *, active: bool = True) -> list[SignalChange]:

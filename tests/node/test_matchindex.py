@@ -1,4 +1,4 @@
-"""node.matchindex: exact recall against brute force, updates, batches, exact types."""
+"""node.media.matchindex: exact recall against brute force, updates, batches, exact types."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.matchindex import DEFAULT_RADII, EXACT_TYPES, HAMMING_BITS, Hit, MatchIndex
+from node.media.matchindex import DEFAULT_RADII, EXACT_TYPES, HAMMING_BITS, Hit, MatchIndex
 
 Entries = dict[int, tuple[str, str]]  # key -> (signal type, value)
 

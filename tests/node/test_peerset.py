@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from node.peerset import Claims, barred_reason, claims_of, lost_protocol
+from node.net.peerset import Claims, barred_reason, claims_of, lost_protocol
 from protocol import Federation, Founder, SigningKey, VoteBody, sign_record
 from protocol.bodies import AnnounceBody
 from protocol.federation import draft_genesis, sign_genesis, verify_genesis

@@ -15,10 +15,8 @@ from pathlib import Path
 import pytest
 from store_helpers import T0, key, make_federation
 
-from node.audit import load_records
-from node.audit_sources import open_source
-from node.home import init_home
-from node.report import (
+from node.audit.engine import load_records
+from node.audit.report import (
     build_report,
     busiest,
     civil_date,
@@ -28,7 +26,9 @@ from node.report import (
     render_html,
     report_bytes,
 )
-from node.store import Store
+from node.audit.sources import open_source
+from node.home import init_home
+from node.store.store import Store
 from protocol import (
     Body,
     OpinionBody,

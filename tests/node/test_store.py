@@ -19,10 +19,10 @@ from store_helpers import (
     random_history,
 )
 
-import node.materialise
-import node.merge
+import node.store.materialise
+import node.store.merge
 from node.errors import StoreError, StoreRefusedError
-from node.store import AsyncStore, MergeStatus, Store
+from node.store.store import AsyncStore, MergeStatus, Store
 from protocol import (
     AnnounceBody,
     LocalProtocolError,
@@ -140,8 +140,8 @@ def test_materialised_state_equals_fold(
     steps: int,
 ) -> None:
     # tiny chunks, so that histories this small cross chunk boundaries too
-    monkeypatch.setattr(node.materialise, "_CHUNK_RECORDS", 2)
-    monkeypatch.setattr(node.merge, "_PROMOTE_CHUNK", 2)
+    monkeypatch.setattr(node.store.materialise, "_CHUNK_RECORDS", 2)
+    monkeypatch.setattr(node.store.merge, "_PROMOTE_CHUNK", 2)
     federation = make_federation([key(n) for n in range(1, founders + 1)], threshold)
     history = random_history(rng, federation, steps)
     path = tmp_path_factory.mktemp("prop") / "node.db"
@@ -231,7 +231,7 @@ def test_gap_records_wait_and_merge_when_the_gap_fills(tmp_path: Path) -> None:
 
 
 def test_pending_records_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(node.merge, "MAX_PENDING_PER_AUTHOR", 2)
+    monkeypatch.setattr(node.store.merge, "MAX_PENDING_PER_AUTHOR", 2)
     store = new_store(tmp_path)
     records = chain(FOUNDERS[0], [sig(n) for n in range(1, 6)])
     result = store.merge([r.canonical for r in records[1:]], received_ms=NOW)
@@ -401,7 +401,7 @@ def test_check_refuses_damage_deep_in_the_file(tmp_path: Path) -> None:
                     received_ms=NOW)  # fmt: skip
     path = tmp_path / "node.db"
     data = bytearray(path.read_bytes())
-    page = 16384  # node.schema.PAGE_SIZE: zero a page's header, not its free space
+    page = 16384  # node.store.schema.PAGE_SIZE: zero a page's header, not its free space
     middle = len(data) // page // 2 * page
     data[middle : middle + 4096] = bytes(4096)
     path.write_bytes(bytes(data))
@@ -672,13 +672,13 @@ def test_a_failing_group_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     records = chain(FOUNDERS[0], [sig(n) for n in range(1, 21)])
     datas = [r.canonical for r in records]
 
-    def disk_full(self: node.merge.Merger) -> None:
+    def disk_full(self: node.store.merge.Merger) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
     with new_store(tmp_path) as store:
         prepared = [store.prepare_merge(datas[:10]), store.prepare_merge(datas[10:])]
         with monkeypatch.context() as patch:
-            patch.setattr(node.merge.Merger, "_write_heads", disk_full)
+            patch.setattr(node.store.merge.Merger, "_write_heads", disk_full)
             with pytest.raises(sqlite3.OperationalError):
                 store.finish_merge(prepared, received_ms=NOW)
         assert store.head(FOUNDERS[0].public) is None

@@ -24,7 +24,7 @@ from pathlib import Path
 from fuzzdepth import depth
 from store_helpers import T0, Author, History, fold_json, hash_value, key, make_federation
 
-from node.store import Store
+from node.store.store import Store
 from protocol import Federation, Record, RetractBody, SignalBody, VoteBody
 
 CHILD = Path(__file__).with_name("store_crash_child.py")

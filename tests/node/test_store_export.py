@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from store_helpers import T0, key, make_federation, random_history
 
-from node.store import Store
+from node.store.store import Store
 from protocol import SignalBody, sign_record
 from protocol.errors import InvalidHashError
 

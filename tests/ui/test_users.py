@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from harness import found_federation
 
-from node import users
-from node.cli import cli
+from node.cli.main import cli
 from node.errors import InputError
 from node.home import NodeHome
-from node.schema import open_database
+from node.store import users
+from node.store.schema import open_database
 
 PASSWORD = "correct horse battery"
 

@@ -25,13 +25,14 @@ from argon2 import PasswordHasher
 from images import encode
 from PIL import Image
 
-from node import users
-from node.app import NODE, Node, make_app
 from node.config import load_config
-from node.hashing import hash_image
 from node.home import NodeHome
-from node.schema import open_database
-from node.store import Store
+from node.media.hashing import hash_image
+from node.net.app import make_app
+from node.net.context import NODE, Node
+from node.store import users
+from node.store.schema import open_database
+from node.store.store import Store
 from protocol.bodies import OpinionBody, RetractBody, SignalBody
 from protocol.records import sign_record
 

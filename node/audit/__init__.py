@@ -1,0 +1,1 @@
+"""The offline and live audit: sources read, checks run, the transparency report."""

@@ -1,0 +1,1 @@
+"""Bridges to what members already run: export/import formats, STIX 2.1, python-threatexchange."""

@@ -1,0 +1,1 @@
+"""Media in, matches out: hashing, the match index, matching requests."""

@@ -1,0 +1,304 @@
+"""Reading the materialised state: signal queries, and the state rendered like the fold.
+
+Every signal answer is one statement over ``signals`` (which repeats its record's id, author
+and seq, so the large ``records`` rows are never read), the two ``keys`` it names, its member's
+name, and every opinion row on it. Which of those count is decided here with
+``protocol.fold``'s rules (each member's ``latest``, not on its own signal: ``opinion_counts``;
+``tally``), as is status (``signal_status``, from ``retracted_by`` and ``expires`` at the
+``now_ms`` the caller passes: expiry needs no write). The one rule written in SQL is
+``ACTIVE``, the filter form of ``protocol.fold.is_active`` over the same two columns, which a
+listing of millions of signals needs; ``tests/node/test_store.py`` checks it against the
+protocol function.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from node.store.materialise import id8
+from protocol.fold import latest, opinion_counts, signal_status, tally
+from protocol.records import is_record_id
+
+_PAGE_ROWS: Final = 10_000
+_MAX_PARAMS: Final = 500
+# protocol.fold.is_active(expires, retracted_by is not None, :now), as a filter
+ACTIVE: Final = "s.retracted_by IS NULL AND (s.expires IS NULL OR s.expires > :now)"
+
+_SIGNAL_ROWS: Final = """
+SELECT s.row, s.id, a.key, m.key, mb.name, s.type, s.value, s.labels, s.note, s.expires, s.ts,
+    s.seq, s.retracted_by, s.member,
+    (SELECT group_concat(o.member || ' ' || o.gen || ' ' || o.seq || ' ' || o.verdict)
+     FROM opinions o WHERE o.signal = s.id)
+FROM signals s
+JOIN keys a ON a.ref = s.author
+JOIN keys m ON m.ref = s.member
+LEFT JOIN members mb ON mb.identity = m.key
+"""
+_LOOKUP: Final = (
+    _SIGNAL_ROWS + f" WHERE s.vkey = :vkey AND s.type = :type AND s.value = :value AND {ACTIVE}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalQuery:
+    """Filters of a signal listing; None means any."""
+
+    type: str | None = None
+    label: str | None = None
+    member: str | None = None  # member identity
+    active: bool | None = None
+
+    def where(self) -> tuple[str, dict[str, object]]:
+        clauses: list[str] = []
+        params: dict[str, object] = {}
+        if self.type is not None:
+            clauses.append("s.type = :type")
+            params["type"] = self.type
+        if self.label is not None:
+            clauses.append("s.row IN (SELECT row FROM signal_labels WHERE label = :label)")
+            params["label"] = self.label
+        if self.member is not None:
+            clauses.append("m.key = :member")
+            params["member"] = self.member
+        if self.active is not None:
+            clauses.append(ACTIVE if self.active else f"NOT ({ACTIVE})")
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def signals(
+    conn: sqlite3.Connection, query: SignalQuery, *, now_ms: int, limit: int, offset: int
+) -> list[dict[str, object]]:
+    where, params = query.where()
+    sql = _SIGNAL_ROWS + where + " ORDER BY s.row DESC LIMIT :limit OFFSET :offset"
+    rows = conn.execute(sql, params | {"now": now_ms, "limit": limit, "offset": offset})
+    return [signal_json(row, now_ms) for row in rows]
+
+
+def signal(conn: sqlite3.Connection, record_id: str, *, now_ms: int) -> dict[str, object] | None:
+    if not is_record_id(record_id):
+        return None
+    rid = bytes.fromhex(record_id)
+    row = conn.execute(
+        _SIGNAL_ROWS + " WHERE s.row = (SELECT row FROM records WHERE id8 = ? AND id = ?)",
+        (id8(rid), rid),
+    ).fetchone()
+    return None if row is None else signal_json(row, now_ms)
+
+
+def lookup(
+    conn: sqlite3.Connection, vkey: int, type_: str, value: str, *, now_ms: int
+) -> list[dict[str, object]]:
+    rows = conn.execute(_LOOKUP, {"vkey": vkey, "type": type_, "value": value, "now": now_ms})
+    return [signal_json(row, now_ms) for row in rows]
+
+
+def signal_rows(
+    conn: sqlite3.Connection, row_ids: Sequence[int], *, now_ms: int
+) -> list[dict[str, object]]:
+    found: dict[int, dict[str, object]] = {}
+    ids = list(dict.fromkeys(row_ids))
+    for i in range(0, len(ids), _MAX_PARAMS):
+        chunk = ids[i : i + _MAX_PARAMS]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(_SIGNAL_ROWS + f" WHERE s.row IN ({marks})", chunk):
+            found[row[0]] = signal_json(row, now_ms)
+    return [found[r] for r in ids if r in found]
+
+
+def active_signals(conn: sqlite3.Connection, *, now_ms: int) -> Iterator[tuple[int, str, str]]:
+    after = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT s.row, s.type, s.value FROM signals s WHERE s.row > :after AND {ACTIVE} "
+            "ORDER BY s.row LIMIT :limit",
+            {"after": after, "now": now_ms, "limit": _PAGE_ROWS},
+        ).fetchall()
+        yield from rows
+        if not rows:
+            return
+        after = rows[-1][0]
+
+
+def own_signal(
+    conn: sqlite3.Connection,
+    identity: str,
+    vkey: int,
+    type_: str,
+    value: str,
+    *,
+    now_ms: int | None,
+) -> str | None:
+    row = conn.execute(
+        "SELECT s.id FROM signals s JOIN keys m ON m.ref = s.member "
+        "WHERE s.vkey = ? AND s.type = ? AND s.value = ? AND m.key = ? "
+        "AND s.retracted_by IS NULL AND (? IS NULL OR s.expires IS NULL OR s.expires > ?) "
+        "ORDER BY s.row LIMIT 1",
+        (vkey, type_, value, identity, now_ms, now_ms),
+    ).fetchone()
+    return None if row is None else str(row[0].hex())
+
+
+def stats(conn: sqlite3.Connection, *, now_ms: int) -> tuple[dict[str, int], int | None]:
+    """The counts, and the next moment (ms) one of them changes with time alone: the soonest
+    expiry of a signal now active (None: no active signal expires). Until then, and while
+    the database is unchanged, the counts stay exact."""
+
+    def one(sql: str) -> int:
+        return int(conn.execute(sql, {"now": now_ms}).fetchone()[0])
+
+    signals, active, next_expiry = conn.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE {ACTIVE}), "
+        f"min(s.expires) FILTER (WHERE {ACTIVE}) FROM signals s",
+        {"now": now_ms},
+    ).fetchone()
+    counts = {
+        "records": one("SELECT count(*) FROM records"),
+        "authors": one("SELECT count(*) FROM keys WHERE head_seq > 0"),
+        "signals": int(signals),
+        "active_signals": int(active),
+        "forks": one("SELECT count(*) FROM forks"),
+        "pending": one("SELECT count(*) FROM pending"),
+        "members": one("SELECT count(*) FROM members WHERE NOT removed"),
+    }
+    return counts, None if next_expiry is None else int(next_expiry)
+
+
+def signal_json(row: tuple[Any, ...], now_ms: int) -> dict[str, object]:
+    """One row of ``_SIGNAL_ROWS`` as the API shows a signal."""
+    (r, rid, author, member, name, type_, value, labels, note, expires, ts, seq, retracted_by,
+     member_ref, opinions) = row  # fmt: skip
+    return {
+        "id": rid.hex(),
+        "row": r,
+        "author": author,
+        "member": member,
+        "member_name": name,
+        "type": type_,
+        "value": value,
+        "labels": orjson.loads(labels),
+        "note": note,
+        "expires": expires,
+        "ts": ts,
+        "seq": seq,
+        "status": signal_status(expires, retracted_by is not None, now_ms),
+        "retracted_by": None if retracted_by is None else retracted_by.hex(),
+        "tallies": _tallies(opinions, member_ref),
+    }
+
+
+def _tallies(opinions: str | None, signal_member: int) -> dict[str, int]:
+    """The tallies of a signal from its opinion rows ("member gen seq verdict", comma
+    separated): each member's latest opinion counts, unless the signal is its own."""
+    given: dict[int, list[tuple[int, int, str]]] = {}
+    for text in opinions.split(",") if opinions else ():
+        member, gen, seq, verdict = text.split(" ")
+        given.setdefault(int(member), []).append((int(gen), int(seq), verdict))
+    counted = [latest(c) for m, c in given.items() if opinion_counts(m, signal_member)]
+    return tally(v for v in counted if v is not None)
+
+
+# -- the state, rendered like protocol.fold.State.to_json() -------------------------------------
+
+
+def render_state(conn: sqlite3.Connection, now_ms: int) -> dict[str, object]:
+    """The materialised tables in the shape of ``protocol.fold.State.to_json()``."""
+    signals = _render_signals(conn, now_ms)
+    return {
+        "members": _render_members(conn),
+        "freezes": [
+            {"key": key, "seq": seq, "reason": reason}
+            for key, seq, reason in conn.execute("SELECT * FROM freezes ORDER BY key")
+        ],
+        "signals": signals,
+        "opinions": _render_opinions(conn, {str(s["id"]): s["member"] for s in signals}),
+        "endpoints": endpoints(conn),
+        "forks": [
+            {"author": author, "seq": seq, "records": [first, second]}
+            for author, seq, first, second in conn.execute(
+                "SELECT k.key, f.seq, f.first, f.second FROM forks f "
+                "JOIN keys k ON k.ref = f.author ORDER BY k.key"
+            )
+        ],
+    }
+
+
+def _render_members(conn: sqlite3.Connection) -> list[dict[str, object]]:
+    rows = conn.execute("SELECT * FROM members ORDER BY identity")
+    return [
+        {
+            "identity": identity,
+            "name": name,
+            "role": role,
+            "keys": orjson.loads(keys),
+            "admitted_by": orjson.loads(admitted_by),
+            "removed": bool(removed),
+        }
+        for identity, name, role, keys, admitted_by, removed in rows
+    ]
+
+
+def _render_signals(conn: sqlite3.Connection, now_ms: int) -> list[dict[str, object]]:
+    rows = conn.execute(
+        "SELECT s.id, a.key, m.key, s.seq, s.ts, s.type, s.value, s.labels, s.note, s.expires, "
+        "s.retracted_by FROM signals s JOIN keys a ON a.ref = s.author "
+        "JOIN keys m ON m.ref = s.member"
+    )
+    signals = [
+        {
+            "id": rid.hex(),
+            "author": author,
+            "member": member,
+            "seq": seq,
+            "ts": ts,
+            "type": type_,
+            "value": value,
+            "labels": orjson.loads(labels),
+            "note": note,
+            "expires": expires,
+            "status": signal_status(expires, retracted is not None, now_ms),
+            "retracted_by": None if retracted is None else retracted.hex(),
+        }
+        for rid, author, member, seq, ts, type_, value, labels, note, expires, retracted in rows
+    ]
+    return sorted(signals, key=lambda s: str(s["id"]))
+
+
+def _render_opinions(
+    conn: sqlite3.Connection, signal_members: dict[str, object]
+) -> list[dict[str, object]]:
+    """Each member's latest opinion on each signal, unless the signal is its own."""
+    rows = conn.execute(
+        "SELECT o.signal, m.key, o.gen, o.seq, o.verdict, o.labels, r.id FROM opinions o "
+        "JOIN keys m ON m.ref = o.member JOIN records r ON r.row = o.row"
+    )
+    given: dict[tuple[str, str], list[tuple[int, int, dict[str, object]]]] = {}
+    for signal, member, gen, seq, verdict, labels, rid in rows:
+        opinion = {"signal": signal.hex(), "member": member, "verdict": verdict,
+                   "labels": orjson.loads(labels), "record": rid.hex()}  # fmt: skip
+        given.setdefault((signal.hex(), member), []).append((gen, seq, opinion))
+    counted = [
+        latest(candidates)
+        for (signal, member), candidates in sorted(given.items())
+        if opinion_counts(member, signal_members.get(signal))
+    ]
+    return [opinion for opinion in counted if opinion is not None]
+
+
+def endpoints(conn: sqlite3.Connection) -> list[dict[str, object]]:
+    """Every member's latest counted announcement, like ``Endpoint.to_json()``, by member."""
+    rows = conn.execute(
+        "SELECT m.key, o.gen, o.seq, o.name, o.urls, o.tls, r.id FROM announces o "
+        "JOIN keys m ON m.ref = o.member JOIN records r ON r.row = o.row"
+    )
+    announced: dict[str, list[tuple[int, int, dict[str, object]]]] = {}
+    for member, gen, seq, name, urls, tls, rid in rows:
+        endpoint = {"member": member, "name": name, "urls": orjson.loads(urls), "tls": tls,
+                    "record": rid.hex()}  # fmt: skip
+        announced.setdefault(member, []).append((gen, seq, endpoint))
+    chosen = [latest(candidates) for _, candidates in sorted(announced.items())]
+    return [endpoint for endpoint in chosen if endpoint is not None]
