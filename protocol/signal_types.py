@@ -1,99 +1,36 @@
-"""The signal type registry: for each type, how a value is validated, written and compared.
+"""The signal type registry: every type family's types, by name (SPEC 5.3).
+
+A type is defined once, in its family's module under ``protocol.types`` (``SignalType``: its
+canonical form, validation, distance, default radius, featureless values, record-size need);
+this module collects them (``FAMILIES``) and answers for any type by name. The node side of
+each type (hasher, index, export names) is ``node.media.types``; adding a type is one entry in
+a family module on each side, its SPEC row and its vectors (SPEC 11).
 
 A record carries a signal's value in canonical form; ``canonical_value`` turns user input
 (upper-case hex, a URL as pasted) into that form and ``check_value`` rejects anything that is
-not already canonical. Adding a type is one entry in ``SIGNAL_TYPES``.
+not already canonical.
 
-Perceptual types compare by Hamming distance over their bits; exact types only match equal
-values. ``pdq`` and ``url`` are also python-threatexchange's names; its bridge maps md5 and
-sha256 to ``video_md5`` and ``video_sha256`` (``node.interop.pytx_exchange``).
-
-Featureless values (SPEC 5.3): each perceptual type has *degenerate* values that carry no
-feature of any picture -- all bits 0 (what PDQ and dHash give a blank image), all bits 1, and
-pHash's ``8000000000000000`` (a flat image: only the DC bit). A value within the radius of one
-of them is *featureless*: it would match every blank image, not a piece of content. Such a
-record stays valid (validity is unchanged, SPEC 11), but a node never authors one
-(``check_authorable``) and never searches for one (``is_featureless``). Every node reaches the
-same verdict, because it depends on the value and the radius alone.
+Featureless values (SPEC 5.3): a value within the radius of one of its type's degenerate
+values would match every blank image, not a piece of content. Such a record stays valid
+(validity is unchanged, SPEC 11), but a node never authors one (``check_authorable``) and
+never searches for one (``is_featureless``). Every node reaches the same verdict, because it
+depends on the value and the radius alone.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from types import ModuleType
 
 from protocol.errors import InvalidHashError, UnknownSignalTypeError
-from protocol.urls import MAX_URL_CHARS, normalise_url
+from protocol.types import SignalType, digests, hamming_distance, perceptual, url
+from protocol.urls import MAX_URL_CHARS
 
+FAMILIES: tuple[ModuleType, ...] = (perceptual, digests, url)
 
-@dataclass(frozen=True, slots=True)
-class SignalType:
-    """One kind of hash: its name, shape, canonical form and distance."""
-
-    name: str
-    hex_chars: int | None  # None for non-hex types (url)
-    default_radius: int  # 0 for exact types
-    describe: str
-    normalise: Callable[[str], str]
-    is_canonical: Callable[[str], object]  # truthy iff the value is in canonical form
-
-    @property
-    def bits(self) -> int | None:
-        return None if self.hex_chars is None else self.hex_chars * 4
-
-    @property
-    def is_hamming(self) -> bool:
-        return self.default_radius > 0
-
-
-def _hex_normaliser(chars: int, name: str) -> Callable[[str], str]:
-    pattern = re.compile(f"[0-9a-f]{{{chars}}}")
-
-    def normalise(value: str) -> str:
-        text = value.strip().lower()
-        if pattern.fullmatch(text) is None:
-            raise InvalidHashError(
-                f"a {name} hash is {chars} hex characters",
-                field="value",
-                expected=f"{chars} hex chars",
-                actual=value,
-            )
-        return text
-
-    return normalise
-
-
-def _hex_type(name: str, chars: int, radius: int, describe: str) -> SignalType:
-    pattern = re.compile(f"[0-9a-f]{{{chars}}}")
-    return SignalType(
-        name,
-        chars,
-        radius,
-        describe,
-        _hex_normaliser(chars, name),
-        pattern.fullmatch,
-    )
-
-
-def _is_normal_url(value: str) -> bool:
-    try:
-        return normalise_url(value) == value
-    except InvalidHashError:
-        return False
-
-
-SIGNAL_TYPES: dict[str, SignalType] = {
-    t.name: t
-    for t in (
-        _hex_type("pdq", 64, 31, "PDQ perceptual image hash, 256 bits, Hamming distance"),
-        _hex_type("phash", 16, 10, "imagehash pHash, 64 bits, Hamming distance"),
-        _hex_type("dhash", 16, 10, "imagehash dHash, 64 bits, Hamming distance"),
-        _hex_type("md5", 32, 0, "MD5 of the file bytes, exact"),
-        _hex_type("sha1", 40, 0, "SHA-1 of the file bytes, exact"),
-        _hex_type("sha256", 64, 0, "SHA-256 of the file bytes, exact"),
-        SignalType("url", None, 0, "normalised URL, exact", normalise_url, _is_normal_url),
-    )
+SIGNAL_TYPES: dict[str, SignalType] = {t.name: t for f in FAMILIES for t in f.TYPES}
+CORE_TYPES: frozenset[str] = frozenset(n for n, t in SIGNAL_TYPES.items() if t.core)
+DEGENERATE_VALUES: dict[str, tuple[str, ...]] = {
+    n: t.degenerate for n, t in SIGNAL_TYPES.items() if t.degenerate
 }
 
 
@@ -129,13 +66,6 @@ def check_value(type_name: str, value: str) -> None:
         )
 
 
-DEGENERATE_VALUES: dict[str, tuple[str, ...]] = {
-    "pdq": ("0" * 64, "f" * 64),
-    "phash": ("0" * 16, "f" * 16, "8" + "0" * 15),
-    "dhash": ("0" * 16, "f" * 16),
-}
-
-
 def featureless_distance(type_name: str, value: str) -> int | None:
     """Bits between a canonical value and its type's nearest degenerate value; None for
     types that have none (the exact types)."""
@@ -166,26 +96,23 @@ def check_authorable(type_name: str, value: str) -> None:
     )
 
 
-def hamming_distance(a: str, b: str) -> int:
-    """Bits that differ between two equal-length hex strings."""
-    return (int(a, 16) ^ int(b, 16)).bit_count()
-
-
 def distance(type_name: str, a: str, b: str) -> int | None:
     """Hamming distance for perceptual types; 0 or None (no match) for exact types."""
-    if signal_type(type_name).is_hamming:
-        return hamming_distance(a, b)
-    return 0 if a == b else None
+    return signal_type(type_name).distance(a, b)
 
 
 __all__ = [
+    "CORE_TYPES",
     "DEGENERATE_VALUES",
+    "FAMILIES",
     "MAX_URL_CHARS",
     "SIGNAL_TYPES",
     "SignalType",
     "canonical_value",
     "check_authorable",
     "check_value",
+    "distance",
     "featureless_distance",
+    "hamming_distance",
     "is_featureless",
 ]

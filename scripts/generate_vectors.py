@@ -57,6 +57,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 PDQ = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
 SHA256 = hashlib.sha256(b"hashmesh vectors").hexdigest()
+SHA512 = hashlib.sha512(b"hashmesh vectors").hexdigest()
 SHA1 = hashlib.sha1(b"hashmesh vectors").hexdigest()  # a signal value, not security
 MD5 = hashlib.md5(b"hashmesh vectors").hexdigest()  # a signal value, not security
 URL = "https://example.com/watch?v=abc%20def"
@@ -251,6 +252,7 @@ def valid_records() -> list[tuple[str, Record]]:
     add("after_rotation_seq_1", lg["alice-2"], SignalBody("md5", "4" * 32))
     add("max_size_8192_bytes", bob, sized_announce(bob, 8192))
     add("signal_pdq_degenerate", bob, SignalBody("pdq", "0" * 64))  # valid, never authored
+    add("signal_sha512", bob, SignalBody("sha512", SHA512))  # the first type after v1
     return out
 
 
@@ -467,6 +469,7 @@ def invalid_records() -> list[Invalid]:  # one table, read top to bottom
     body("pdq_63_hex_chars", "InvalidHashError", type="pdq", value=PDQ[:63], labels=[])
     body("md5_33_hex_chars", "InvalidHashError", type="md5", value=MD5 + "0", labels=[])
     body("sha256_not_hex", "InvalidHashError", type="sha256", value="g" * 64, labels=[])
+    body("sha512_127_hex_chars", "InvalidHashError", type="sha512", value=SHA512[:127], labels=[])
     body("uppercase_hash_value", "InvalidHashError", type="sha1", value=SHA1.upper(), labels=[])
     body("phash_with_0x_prefix", "InvalidHashError", type="phash", value="0x" + "a" * 14, labels=[])
     body("url_bad_scheme", "InvalidHashError", type="url", value="ftp://example.com/", labels=[])

@@ -30,6 +30,8 @@ from node.config import LimitsConfig, NodeConfig, load_config
 from node.errors import InputError, MediaError, explain
 from node.home import NodeHome
 from node.interop.formats import HashEntry, parse_expiry, parse_hash
+from node.media import types
+from node.media.types import DEFAULT_FILE_TYPES, PICTURE_TYPES
 from protocol.authoring import check_body
 from protocol.bodies import OpinionBody, RetractBody, SignalBody
 from protocol.errors import InvalidLabelError, RemoteProtocolError
@@ -39,9 +41,11 @@ from protocol.signal_types import SIGNAL_TYPES
 if TYPE_CHECKING:
     from node.media.hashing import MediaHashes
 
-FILE_TYPES = ("pdq", "md5")  # what `add FILE` contributes by default (as POST /v1/signals does)
-IMAGE_TYPES = ("pdq", "phash", "dhash", "md5", "sha1", "sha256")
-PERCEPTUAL_TYPES = ("pdq", "phash", "dhash")  # gated by the image's PDQ quality
+# what `add FILE` contributes by default (as POST /v1/signals does), what it can, and which of
+# those PDQ's quality gates: all from the type registry (node.media.types)
+FILE_TYPES = DEFAULT_FILE_TYPES
+IMAGE_TYPES = (*PICTURE_TYPES, *types.FILE_TYPES)
+PERCEPTUAL_TYPES = PICTURE_TYPES
 
 files_argument = click.argument(
     "files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path)

@@ -21,7 +21,6 @@ from node.cli.common import emit, home_option, json_option
 from node.errors import InputError
 from node.home import NodeHome
 from node.store import users
-from node.store.schema import open_database
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -96,6 +95,8 @@ def user_list(home: Path, as_json: bool) -> None:
 def users_db(home: Path) -> Iterator[sqlite3.Connection]:
     """A home's database (created and migrated if need be) for the user tables, on a
     connection of its own (what ``hashmesh user`` uses, with or without a running node)."""
+    from node.store.schema import open_database  # SQLite loads only for a user command
+
     node_home = NodeHome(home).require()
     conn = open_database(node_home.db_path, node_home.federation(), create=True, writer=True)
     try:

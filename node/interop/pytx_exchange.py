@@ -40,10 +40,11 @@ from threatexchange.exchanges.signal_exchange_api import SignalExchangeAPI
 from threatexchange.extensions.manifest import ThreatExchangeExtensionManifest
 from threatexchange.signal_type.signal_base import SignalType
 
+from node.media.types import PYTX_NAMES
+
 API_NAME = "hashmesh"
 PAGE = 1000
-# hashmesh's type names as python-threatexchange names them (it has no phash, dhash, sha1).
-PYTX_NAMES = {"pdq": "pdq", "md5": "video_md5", "sha256": "video_sha256", "url": "url"}
+# PYTX_NAMES: hashmesh's type names as python-threatexchange names them (node.media.types)
 HASHMESH_NAMES = {v: k for k, v in PYTX_NAMES.items()}
 
 

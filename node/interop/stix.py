@@ -27,13 +27,14 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from node.media.types import STIX_HASHES
 from protocol.bodies import OpinionBody
 from protocol.federation import Federation
 from protocol.fold import SignalState, fold_state
 from protocol.records import Record
 
 NAMESPACE = uuid.UUID("6b1e4a52-3a7c-5d0e-9b8f-0c4d2e7a9f31")  # hashmesh's UUIDv5 namespace
-HASH_NAMES = {"md5": "MD5", "sha1": "'SHA-1'", "sha256": "'SHA-256'"}
+HASH_NAMES = STIX_HASHES  # hashmesh type -> STIX 2.1 hash algorithm (node.media.types)
 VERDICT_OPINIONS = {"confirm": "agree", "dispute": "disagree"}
 SOURCE = "hashmesh"
 

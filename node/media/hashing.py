@@ -1,6 +1,6 @@
-"""Media in, signals out: PDQ, pHash, dHash and the MD5/SHA-1/SHA-256 of an image's bytes.
+"""Media in, signals out: every picture and file hash of an image (``node.media.types``).
 
-- **Cryptographic hashes** are over the raw bytes exactly as received.
+- **Cryptographic hashes** (MD5, SHA-1, SHA-256, SHA-512) are over the raw bytes as received.
 - **Perceptual hashes** are all computed from one decoded picture: the first frame, rotated and
   flipped upright by its EXIF ``Orientation`` tag (``ImageOps.exif_transpose``, applied once,
   before any hash), then converted once to RGB (alpha dropped, palettes expanded). PDQ
@@ -42,19 +42,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import threading
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import imagehash
 import numpy as np
 import pdqhash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from node.errors import MediaError
+from node.media.types import NODE_TYPES, Picture
 
 DEFAULT_MAX_IMAGE_BYTES: int = 32 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS: int = 40_000_000  # Pillow refuses only past 89.5 M (179 M hard)
@@ -71,17 +71,25 @@ _DECODE_LOCK = threading.Lock()
 
 @dataclass(frozen=True, slots=True)
 class MediaHashes:
-    """Every signal of one image, as canonical lowercase hex."""
+    """Every signal of one image, as canonical lowercase hex: one value for each type in
+    ``node.media.types`` that hashes a picture or a file's bytes."""
 
-    pdq: str
+    values: Mapping[str, str]  # signal type -> value
     pdq_quality: int
-    phash: str
-    dhash: str
-    md5: str
-    sha1: str
-    sha256: str
     width: int
     height: int
+
+    @property
+    def pdq(self) -> str:
+        return self.values["pdq"]
+
+    @property
+    def md5(self) -> str:
+        return self.values["md5"]
+
+    @property
+    def sha256(self) -> str:
+        return self.values["sha256"]
 
     @property
     def low_quality(self) -> bool:
@@ -94,14 +102,7 @@ class MediaHashes:
 
     def as_signals(self) -> dict[str, str]:
         """Signal type -> value, for every type this image yields."""
-        return {
-            "pdq": self.pdq,
-            "phash": self.phash,
-            "dhash": self.dhash,
-            "md5": self.md5,
-            "sha1": self.sha1,
-            "sha256": self.sha256,
-        }
+        return dict(self.values)
 
 
 def hash_image(
@@ -122,18 +123,10 @@ def hash_image(
         )
     rgb, (width, height) = _decode_rgb(data, max_pixels=max_pixels, fast_jpeg=fast_jpeg)
     pdq, quality = _pdq_hash(rgb)
-    gray = rgb.convert("L")
-    return MediaHashes(
-        pdq=pdq,
-        pdq_quality=quality,
-        phash=str(imagehash.phash(gray)),
-        dhash=str(imagehash.dhash(gray)),
-        md5=hashlib.md5(data).hexdigest(),
-        sha1=hashlib.sha1(data).hexdigest(),
-        sha256=hashlib.sha256(data).hexdigest(),
-        width=width,
-        height=height,
-    )
+    picture = Picture(rgb, rgb.convert("L"), pdq, quality)
+    values = {n: t.of_picture(picture) for n, t in NODE_TYPES.items() if t.of_picture}
+    values |= {n: t.of_bytes(data) for n, t in NODE_TYPES.items() if t.of_bytes}
+    return MediaHashes(values, quality, width, height)
 
 
 def _pdq_hash(rgb: Image.Image) -> tuple[str, int]:

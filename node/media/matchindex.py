@@ -55,22 +55,16 @@ import itertools
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-HAMMING_BITS = {"pdq": 256, "phash": 64, "dhash": 64}
-DEFAULT_RADII = {"pdq": 31, "phash": 10, "dhash": 10}
-EXACT_TYPES = ("md5", "sha1", "sha256", "url")
-
 MAX_PROBES = 1 << 16  # per query; beyond this a segment is scanned linearly
-_EXACT_HEX_CHARS = {"md5": 32, "sha1": 40, "sha256": 64}
 _MIN_WIDTH_BITS = 8
 _MAX_WIDTH_BITS = 26
 _MAX_BLOCK_SHIFT = 12
@@ -754,24 +748,111 @@ def _group_hits(n_queries: int, query: I64, keys: I64, dist: I64) -> list[list[H
 # Exact types
 
 
-class _ExactIndex:
-    def __init__(self) -> None:
+class TypeIndex(Protocol):
+    """The index of one signal type, as ``MatchIndex`` drives it (``node.media.types`` names
+    the class each type uses). Values are parsed (and so validated) before anything changes."""
+
+    def parse(self, value: str) -> Any: ...
+    def parse_many(self, values: Sequence[str]) -> Any: ...
+    def add_parsed(self, key: int, parsed: Any) -> None: ...
+    def add_parsed_many(self, keys: I64, parsed: Any) -> None: ...
+    def remove(self, key: int) -> bool: ...
+    def remove_many(self, keys: I64) -> None: ...
+    def query_batch(self, values: Sequence[str], radius: int | None) -> list[list[Hit]]: ...
+    def rebuild(self) -> None: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, key: int) -> bool: ...
+    def memory_bytes(self) -> int: ...
+
+
+class HammingIndex:
+    """A Hamming type's index: multi-index hashing over ``bits``-bit values (module docstring)."""
+
+    def __init__(self, bits: int, radius: int) -> None:
+        if not 0 <= radius <= bits:
+            raise ValueError(f"bad radius {radius!r} for {bits}-bit hashes")
+        self.bits, self.radius = bits, radius
+        self._index = _HammingIndex(bits, radius)
+
+    def parse(self, value: str) -> bytes:
+        return _parse_hex(value, self.bits // 8)
+
+    def parse_many(self, values: Sequence[str]) -> U8:
+        return _parse_hex_many(values, self.bits // 8)
+
+    def add_parsed(self, key: int, parsed: bytes) -> None:
+        self._index.add(key, parsed)
+
+    def add_parsed_many(self, keys: I64, parsed: U8) -> None:
+        self._index.add_many(keys, parsed)
+
+    def remove(self, key: int) -> bool:
+        return self._index.remove(key)
+
+    def remove_many(self, keys: I64) -> None:
+        self._index.remove_many(keys)
+
+    def query_batch(self, values: Sequence[str], radius: int | None) -> list[list[Hit]]:
+        r = self.radius if radius is None else radius
+        if not 0 <= r <= self.bits:
+            raise ValueError(f"bad radius {r!r} for {self.bits}-bit hashes")
+        index = self._index
+        queries = _parse_hex_many(values, index.nbytes)
+        size = index.chunk_size(r)
+        chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
+        workers = min(_worker_count(), len(chunks))
+        if workers <= 1:
+            return [hits for chunk in chunks for hits in index.query(chunk, r)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            answers = pool.map(lambda chunk: index.query(chunk, r), chunks)
+            return [hits for answer in answers for hits in answer]
+
+    def rebuild(self) -> None:
+        self._index.rebuild()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._index
+
+    def memory_bytes(self) -> int:
+        return self._index.memory_bytes()
+
+
+class ExactIndex:
+    """An exact type's index: a dict from value to keys. ``hex_chars`` values are checked
+    as that many hex digits and lower-cased; others (url) only need to be non-empty."""
+
+    def __init__(self, hex_chars: int | None = None) -> None:
+        self.hex_chars = hex_chars
         self.by_value: dict[str, list[int]] = {}
         self.by_key: dict[int, str] = {}
 
-    def __len__(self) -> int:
-        return len(self.by_key)
+    def _value(self, value: str) -> str:
+        if self.hex_chars is not None:
+            _parse_hex(value, self.hex_chars // 2)
+            return value.lower()
+        if not value:
+            raise ValueError("empty value")
+        return value
 
-    def add(self, key: int, value: str) -> None:
+    def parse(self, value: str) -> str:
+        return self._value(value)
+
+    def parse_many(self, values: Sequence[str]) -> list[str]:
+        return [self._value(v) for v in values]
+
+    def add_parsed(self, key: int, parsed: str) -> None:
+        value = parsed
         self.by_key[key] = value
         self.by_value.setdefault(value, []).append(key)
 
-    def __contains__(self, key: int) -> bool:
-        return key in self.by_key
-
-    def add_many(self, keys: list[int], values: list[str]) -> None:
-        for key, value in zip(keys, values, strict=True):
-            self.add(key, value)
+    def add_parsed_many(self, keys: I64, parsed: list[str]) -> None:
+        by_key, by_value = self.by_key, self.by_value
+        for key, value in zip(keys.tolist(), parsed, strict=True):
+            by_key[key] = value
+            by_value.setdefault(value, []).append(key)
 
     def remove(self, key: int) -> bool:
         value = self.by_key.pop(key, None)
@@ -783,180 +864,27 @@ class _ExactIndex:
             del self.by_value[value]
         return True
 
-    def query(self, value: str) -> list[Hit]:
-        return [Hit(key, 0) for key in sorted(self.by_value.get(value, ()))]
+    def remove_many(self, keys: I64) -> None:
+        if self.by_key:
+            for key in self.by_key.keys() & keys.tolist():
+                self.remove(key)
+
+    def query_batch(self, values: Sequence[str], radius: int | None) -> list[list[Hit]]:
+        if radius not in (None, 0):
+            raise ValueError("an exact type takes no radius")
+        return [
+            [Hit(key, 0) for key in sorted(self.by_value.get(self._value(v), ()))] for v in values
+        ]
+
+    def rebuild(self) -> None:
+        pass  # nothing to fold
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self.by_key
 
     def memory_bytes(self) -> int:
         per_key = sum(sys.getsizeof(v) + 36 for v in self.by_key.values())
         return sys.getsizeof(self.by_key) + sys.getsizeof(self.by_value) + per_key
-
-
-# ---------------------------------------------------------------------------------------------
-# The public index
-
-
-class MatchIndex:
-    """All active signals, by type; see the module docstring for the design."""
-
-    def __init__(self, radii: Mapping[str, int] | None = None) -> None:
-        self.radii = {**DEFAULT_RADII, **(radii or {})}
-        for signal_type, radius in self.radii.items():
-            bits = HAMMING_BITS.get(signal_type)
-            if bits is None or not 0 <= radius <= bits:
-                raise ValueError(f"bad radius {radius!r} for signal type {signal_type!r}")
-        self._hamming = {t: _HammingIndex(bits, self.radii[t]) for t, bits in HAMMING_BITS.items()}
-        self._exact = {t: _ExactIndex() for t in EXACT_TYPES}
-        self._top: int | None = None  # the largest key ever indexed
-
-    def add(self, key: int, signal_type: str, value: str) -> None:
-        """Index one signal under ``key``, replacing whatever ``key`` held before."""
-        # a key above every key ever indexed holds nothing (store rows grow): skip the lookup
-        hamming = self._hamming.get(signal_type)
-        raw = _hamming_bytes(signal_type, value) if hamming is not None else b""
-        exact = "" if hamming is not None else _exact_value(signal_type, value)
-        if self._top is None or key > self._top:
-            self._top = key  # set before adding: the add may compact, and could fail there
-        else:
-            self.remove(key)
-        if hamming is not None:
-            hamming.add(key, raw)
-        else:
-            self._exact[signal_type].add(key, exact)
-
-    def add_many(self, items: Iterable[tuple[int, str, str]]) -> None:
-        """Same as ``add`` for each item in turn, vectorised (start-up from the store). Every
-        value is validated before anything changes."""
-        batch = items if isinstance(items, Sequence) else list(items)
-        if not batch:
-            return
-        keys = np.fromiter(map(itemgetter(0), batch), dtype=np.int64, count=len(batch))
-        if _has_duplicates(keys):
-            for item in batch:
-                self.add(*item)
-            return
-        types = list(map(itemgetter(1), batch))
-        values = list(map(itemgetter(2), batch))
-        groups = [
-            (
-                signal_type,
-                keys if rows is None else keys[rows],
-                self._parse(signal_type, values, rows),
-            )
-            for signal_type, rows in _group_by_type(types).items()
-        ]
-        if len(self):
-            self._remove_many(keys)
-        top = int(keys.max())
-        self._top = top if self._top is None else max(self._top, top)
-        for signal_type, group_keys, parsed in groups:
-            if isinstance(parsed, list):
-                self._exact[signal_type].add_many(group_keys.tolist(), parsed)
-            else:
-                self._hamming[signal_type].add_many(group_keys, parsed)
-
-    def _parse(
-        self, signal_type: str, values: list[str], rows: npt.NDArray[np.intp] | None
-    ) -> U8 | list[str]:
-        """The values at ``rows`` (all if None) as hash rows or canonical exact values."""
-        chosen = values if rows is None else [values[i] for i in rows.tolist()]
-        if signal_type in HAMMING_BITS:
-            return _parse_hex_many(chosen, HAMMING_BITS[signal_type] // 8)
-        return [_exact_value(signal_type, v) for v in chosen]
-
-    def _remove_many(self, keys: I64) -> None:
-        for hamming in self._hamming.values():
-            hamming.remove_many(keys)
-        key_list = keys.tolist()
-        for exact in filter(len, self._exact.values()):
-            for key in exact.by_key.keys() & key_list:
-                exact.remove(key)
-
-    def remove(self, key: int) -> None:
-        """Forget ``key``; a no-op if it is not indexed."""
-        for hamming in self._hamming.values():
-            if hamming.remove(key):
-                return
-        for exact in self._exact.values():
-            if exact.remove(key):
-                return
-
-    def query(self, signal_type: str, value: str, radius: int | None = None) -> list[Hit]:
-        """Every indexed signal of ``signal_type`` within ``radius``, by (distance, key)."""
-        return self.query_batch(signal_type, [value], radius)[0]
-
-    def query_batch(
-        self, signal_type: str, values: Sequence[str], radius: int | None = None
-    ) -> list[list[Hit]]:
-        """``[query(signal_type, v, radius) for v in values]``, vectorised and threaded."""
-        if signal_type in self._exact:
-            if radius not in (None, 0):
-                raise ValueError(f"signal type {signal_type!r} is exact and takes no radius")
-            exact = self._exact[signal_type]
-            return [exact.query(_exact_value(signal_type, v)) for v in values]
-        index = self._hamming.get(signal_type)
-        if index is None:
-            raise ValueError(f"unknown signal type {signal_type!r}")
-        r = self.radii[signal_type] if radius is None else radius
-        if not 0 <= r <= HAMMING_BITS[signal_type]:
-            raise ValueError(f"bad radius {r!r} for signal type {signal_type!r}")
-        queries = _parse_hex_many(values, index.nbytes)
-        size = index.chunk_size(r)
-        chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
-        workers = min(_worker_count(), len(chunks))
-        if workers <= 1:
-            return [hits for chunk in chunks for hits in index.query(chunk, r)]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            answers = pool.map(lambda chunk: index.query(chunk, r), chunks)
-            return [hits for answer in answers for hits in answer]
-
-    def compact(self) -> None:
-        """Fold every delta and tombstone into rebuilt main segments now."""
-        for hamming in self._hamming.values():
-            hamming.rebuild()
-
-    def __len__(self) -> int:
-        return sum(map(len, self._hamming.values())) + sum(map(len, self._exact.values()))
-
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, int):
-            return False
-        exact = any(key in e for e in self._exact.values())
-        return exact or any(key in h for h in self._hamming.values())
-
-    def memory_bytes(self) -> int:
-        """Bytes held by the index (numpy arrays exactly, Python dicts approximately)."""
-        hamming = sum(h.memory_bytes() for h in self._hamming.values())
-        return hamming + sum(e.memory_bytes() for e in self._exact.values())
-
-
-def _has_duplicates(keys: I64) -> bool:
-    if len(keys) < 2 or bool((keys[1:] > keys[:-1]).all()):
-        return False
-    ordered = np.sort(keys)
-    return bool((ordered[1:] == ordered[:-1]).any())
-
-
-def _group_by_type(types: Sequence[str]) -> dict[str, npt.NDArray[np.intp] | None]:
-    """Positions of each signal type in ``types`` (``None``: all of them)."""
-    distinct = sorted(set(types))
-    if len(distinct) == 1:
-        return {distinct[0]: None}
-    code = {t: i for i, t in enumerate(distinct)}
-    codes = np.fromiter((code[t] for t in types), dtype=np.intp, count=len(types))
-    return {t: np.flatnonzero(codes == i) for t, i in code.items()}
-
-
-def _hamming_bytes(signal_type: str, value: str) -> bytes:
-    return _parse_hex(value, HAMMING_BITS[signal_type] // 8)
-
-
-def _exact_value(signal_type: str, value: str) -> str:
-    """The canonical form of an exact signal's value (lowercase hex, or the url as given)."""
-    if signal_type in _EXACT_HEX_CHARS:
-        _parse_hex(value, _EXACT_HEX_CHARS[signal_type] // 2)
-        return value.lower()
-    if signal_type == "url":
-        if not value:
-            raise ValueError("empty url")
-        return value
-    raise ValueError(f"unknown signal type {signal_type!r}")

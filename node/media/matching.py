@@ -30,7 +30,9 @@ from aiohttp import BodyPartReader, StreamReader, web
 from node.clock import now_ms
 from node.errors import ApiError, MediaError
 from node.media.hashing import MediaHashes, hash_image
-from node.media.matchindex import Hit, MatchIndex
+from node.media.index import MatchIndex
+from node.media.matchindex import Hit
+from node.media.types import PICTURE_TYPES
 from node.net.api_input import unknown_fields
 from node.net.context import Node
 from protocol.errors import RemoteProtocolError
@@ -43,7 +45,7 @@ FORM_OVERHEAD_BYTES = 1024 * 1024  # part headers, boundaries and fields beside 
 FILE_FIELDS = frozenset({"file", "image", "files"})
 MATCH_FIELDS = frozenset({"hashes", "type", "value", "radius", "max_hits"})
 QUERY_FIELDS = frozenset({"type", "value", "quality"})
-PERCEPTUAL_TYPES = ("pdq", "phash", "dhash")  # hashed from the picture: gated by PDQ quality
+PERCEPTUAL_TYPES = PICTURE_TYPES  # hashed from the picture: gated by PDQ quality
 _CHUNK_BYTES = 64 * 1024
 
 

@@ -28,7 +28,7 @@ from node.clock import now_ms
 from node.config import NodeConfig
 from node.errors import ApiError, refused
 from node.home import NodeHome
-from node.media.matchindex import MatchIndex
+from node.media.index import MatchIndex
 from node.net.httpsig import RequestVerifier
 from node.net.metrics import Metrics
 from node.net.tls import NodeTls

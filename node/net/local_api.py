@@ -42,6 +42,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from node.clock import now_ms
 from node.errors import ApiError, ConfigError, PeerError
 from node.media.matching import MATCH_FIELDS, Upload, hash_upload, match_hashes, match_images
+from node.media.types import DEFAULT_FILE_TYPES, PYTX_NAMES
 from node.net.api_input import (
     HEX64,
     MULTIPART,
@@ -236,7 +237,7 @@ async def get_signal(request: web.Request, node: Node) -> web.StreamResponse:
 
 SIGNAL_FIELDS = ("type", "value", "labels", "note", "expires")
 SIGNAL_FORM_FIELDS = ("labels", "note", "allow_low_quality")
-UPLOAD_TYPES = ("pdq", "md5")  # what an image upload lists (as `hashmesh add FILE` does)
+UPLOAD_TYPES = DEFAULT_FILE_TYPES  # what an image upload lists (as `hashmesh add FILE` does)
 
 
 @local
@@ -394,7 +395,8 @@ async def get_changes(request: web.Request, node: Node) -> web.StreamResponse:
 
 LOOKUP_PARAMS = ("signal_type", "signal", "radius", "max_hits")
 # python-threatexchange's names for hashmesh's types (it has no phash, dhash or sha1).
-PYTX_TYPE_NAMES = {"video_md5": "md5", "video_sha256": "sha256"}
+# python-threatexchange names that are not hashmesh names (README: Use with HMA)
+PYTX_TYPE_NAMES = {pytx: name for name, pytx in PYTX_NAMES.items() if pytx != name}
 
 
 @local

@@ -42,7 +42,7 @@ import pdqhash
 from PIL import Image
 
 from node.media.hashing import hash_image
-from node.media.matchindex import DEFAULT_RADII, HAMMING_BITS, MatchIndex
+from node.media.index import DEFAULT_RADII, HAMMING_BITS, MatchIndex
 
 faiss: Any
 try:

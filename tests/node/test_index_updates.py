@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from node.media.matchindex import Hit, MatchIndex
+from node.media.index import MatchIndex
+from node.media.matchindex import Hit
 from node.net.context import INDEX_CHUNK_CHANGES, index_signal_changes
 from node.store.store import SignalChange
 

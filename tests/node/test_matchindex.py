@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.media.matchindex import DEFAULT_RADII, EXACT_TYPES, HAMMING_BITS, Hit, MatchIndex
+from node.media.index import DEFAULT_RADII, EXACT_TYPES, HAMMING_BITS, MatchIndex
+from node.media.matchindex import Hit
 
 Entries = dict[int, tuple[str, str]]  # key -> (signal type, value)
 
@@ -223,13 +224,13 @@ def test_growing_keys_are_appended_without_a_rebuild_and_stay_exact(signal_type:
     ordered = sorted(entries.items())
     index = MatchIndex()
     index.add_many([(k, t, v) for k, (t, v) in ordered[: len(ordered) // 2]])
-    laid_out = index._hamming[signal_type].laid_out_for  # white box: no rebuild below
+    laid_out = index._by_type[signal_type]._index.laid_out_for  # white box: no rebuild below
     for number, (key, (t, v)) in enumerate(ordered[len(ordered) // 2 :]):
         index.add(key, t, v)  # growing keys: the delta is appended twice on the way
         if number % 7 == 0:
             index.remove(ordered[number][0])  # tombstones survive appends
             del entries[ordered[number][0]]
-    assert index._hamming[signal_type].laid_out_for == laid_out
+    assert index._by_type[signal_type]._index.laid_out_for == laid_out
     assert len(index) == len(entries)
     fresh = build(entries)
     for query in queries:
@@ -252,7 +253,7 @@ def test_the_middle_segment_takes_deltas_and_folds_into_the_main_one_exactly(
     indexed = dict(ordered[:16_000])  # what the index holds, step by step
     index = MatchIndex()
     index.add_many([(k, t, v) for k, (t, v) in indexed.items()])
-    tiers = index._hamming[signal_type]  # white box: which tier holds what
+    tiers = index._by_type[signal_type]._index  # white box: which tier holds what
     main_sizes, checked_mid = {tiers.main.n}, False
     removed: list[int] = []
     for number, (key, (t, v)) in enumerate(ordered[16_000:]):

@@ -215,12 +215,14 @@ VALID_VALUES = {
     "md5": hashlib.md5(b"x").hexdigest(),  # a signal value, not security
     "sha1": hashlib.sha1(b"x").hexdigest(),  # a signal value, not security
     "sha256": hashlib.sha256(b"x").hexdigest(),
+    "sha512": hashlib.sha512(b"x").hexdigest(),
     "url": "https://example.com/a",
 }
-HEX_CHARS = {"pdq": 64, "phash": 16, "dhash": 16, "md5": 32, "sha1": 40, "sha256": 64}
+HEX_CHARS = {"pdq": 64, "phash": 16, "dhash": 16, "md5": 32, "sha1": 40, "sha256": 64,
+             "sha512": 128}  # fmt: skip
 
 
-def test_the_registry_holds_exactly_the_v1_types() -> None:
+def test_the_registry_holds_exactly_the_registered_types() -> None:
     assert set(SIGNAL_TYPES) == set(VALID_VALUES)
     for name, chars in HEX_CHARS.items():
         assert SIGNAL_TYPES[name].hex_chars == chars
@@ -234,8 +236,11 @@ def test_the_registry_holds_exactly_the_v1_types() -> None:
         "md5": 0,
         "sha1": 0,
         "sha256": 0,
+        "sha512": 0,
         "url": 0,
     }
+    core = {name for name, t in SIGNAL_TYPES.items() if t.core}
+    assert core == set(SIGNAL_TYPES) - {"sha512"}, "the v1 types are core; later ones are gated"
 
 
 @pytest.mark.parametrize("type_name", sorted(VALID_VALUES))
