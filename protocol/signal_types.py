@@ -22,10 +22,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from protocol.errors import InvalidHashError, UnknownSignalTypeError
-from protocol.types import SignalType, digests, hamming_distance, perceptual, url
+from protocol.types import SignalType, digests, hamming_distance, perceptual, url, video
 from protocol.urls import MAX_URL_CHARS
 
-FAMILIES: tuple[ModuleType, ...] = (perceptual, digests, url)
+FAMILIES: tuple[ModuleType, ...] = (perceptual, digests, url, video)
 
 SIGNAL_TYPES: dict[str, SignalType] = {t.name: t for f in FAMILIES for t in f.TYPES}
 CORE_TYPES: frozenset[str] = frozenset(n for n, t in SIGNAL_TYPES.items() if t.core)

@@ -58,6 +58,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 PDQ = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
 SHA256 = hashlib.sha256(b"hashmesh vectors").hexdigest()
 SHA512 = hashlib.sha512(b"hashmesh vectors").hexdigest()
+VPDQ = SHA256 + PDQ + "5a" + "00000000" + PDQ[::-1] + "64" + "000003e8"  # two frames, 0 s and 1 s
 SHA1 = hashlib.sha1(b"hashmesh vectors").hexdigest()  # a signal value, not security
 MD5 = hashlib.md5(b"hashmesh vectors").hexdigest()  # a signal value, not security
 URL = "https://example.com/watch?v=abc%20def"
@@ -253,6 +254,7 @@ def valid_records() -> list[tuple[str, Record]]:
     add("max_size_8192_bytes", bob, sized_announce(bob, 8192))
     add("signal_pdq_degenerate", bob, SignalBody("pdq", "0" * 64))  # valid, never authored
     add("signal_sha512", bob, SignalBody("sha512", SHA512))  # the first type after v1
+    add("signal_vpdq_two_frames", bob, SignalBody("vpdq", VPDQ, ("entity:example-group",)))
     return out
 
 

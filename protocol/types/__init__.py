@@ -1,6 +1,6 @@
 """What protocol/ knows of a signal type: ``SignalType``, the contract every type family fills.
 
-One module per type family (``perceptual``, ``digests``, ``url``) defines its types as
+One module per type family (``perceptual``, ``digests``, ``url``, ``video``) defines its types as
 ``TYPES``; ``protocol.signal_types`` is the registry that collects them. The node side of a
 type (its hasher, its index, its export names) lives in ``node.media.types``, one module per
 family too, and a test fails when a registered type lacks either side (SPEC 5.3, 11).
@@ -16,6 +16,7 @@ from protocol.errors import InvalidHashError
 
 HAMMING = "hamming"  # values are bit strings; distance is the count of differing bits
 EXACT = "exact"  # values match only when equal
+FRAMES = "frames"  # a value is a bag of PDQ frames; videos compare by vPDQ's rule (SPEC 5.3.1)
 
 # the longest canonical value a type may have is its record-size need (SPEC 5.3, 7.1)
 MAX_HEX_VALUE_CHARS = 128
@@ -35,6 +36,7 @@ class SignalType:
     degenerate: tuple[str, ...] = ()  # featureless values (SPEC 5.3), Hamming types only
     max_value_chars: int = MAX_HEX_VALUE_CHARS  # the longest canonical value
     core: bool = False  # one of v1's types, enabled in every federation (SPEC 11)
+    frame_distance: Callable[[str, str], int | None] | None = None  # FRAMES types only
 
     @property
     def bits(self) -> int | None:
@@ -45,9 +47,12 @@ class SignalType:
         return self.compare == HAMMING
 
     def distance(self, a: str, b: str) -> int | None:
-        """Hamming distance for Hamming types; 0 (equal) or None (no match) for exact ones."""
+        """Hamming distance for Hamming types; 0 (equal) or None (no match) for exact ones;
+        for frame types, 0 when the two bags match by the type's rule, else None."""
         if self.is_hamming:
             return hamming_distance(a, b)
+        if self.frame_distance is not None:
+            return self.frame_distance(a, b)
         return 0 if a == b else None
 
 

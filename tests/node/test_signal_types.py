@@ -21,7 +21,7 @@ from node.media.types import NODE_TYPES, PYTX_NAMES, STIX_HASHES
 from protocol.bodies import SignalBody
 from protocol.records import MAX_RECORD_BYTES
 from protocol.signal_types import CORE_TYPES, FAMILIES, SIGNAL_TYPES, canonical_value
-from protocol.types import EXACT, HAMMING
+from protocol.types import EXACT, FRAMES, HAMMING
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "protocol" / "SPEC.md"
@@ -36,6 +36,13 @@ EXAMPLES = {  # one canonical value per type, for the round trips below
     "sha256": hashlib.sha256(b"x").hexdigest(),
     "sha512": hashlib.sha512(b"x").hexdigest(),
     "url": "https://example.com/a",
+    "vpdq": "ab" * 32  # the video id, then frames of PDQ, quality and ms
+    + "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
+    + "5a"
+    + "00000000"
+    + "0f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22f"
+    + "64"
+    + "000003e8",
 }
 
 
@@ -49,12 +56,15 @@ def test_both_registries_name_the_same_types() -> None:
 def test_every_protocol_type_has_every_part(name: str) -> None:
     kind = SIGNAL_TYPES[name]
     assert re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name)
-    assert kind.describe and kind.compare in (HAMMING, EXACT)
+    assert kind.describe and kind.compare in (HAMMING, EXACT, FRAMES)
     assert kind.normalise(EXAMPLES[name]) == EXAMPLES[name]
     assert kind.is_canonical(EXAMPLES[name])
     if kind.is_hamming:
         assert kind.bits and 0 < kind.default_radius < kind.bits
         assert all(kind.is_canonical(d) for d in kind.degenerate)
+    elif kind.compare == FRAMES:  # bags of PDQ frames: a per-frame radius and a rule
+        assert kind.frame_distance is not None and 0 < kind.default_radius < 256
+        assert kind.distance(EXAMPLES[name], EXAMPLES[name]) == 0
     else:
         assert kind.default_radius == 0 and not kind.degenerate
     # its longest value fits in a record (SPEC 7.1): the envelope and body keys take < 600 bytes
@@ -73,7 +83,8 @@ def test_every_node_type_indexes_and_matches_its_values(name: str) -> None:
     index.remove(7)
     assert [h.key for h in index.query(name, EXAMPLES[name])] == [8]
     # a type is hashed from media (a picture or a file's bytes) or given as a value (url)
-    hashed = node_type.of_picture is not None or node_type.of_bytes is not None
+    hashed = any(h is not None for h in (node_type.of_picture, node_type.of_bytes,
+                                         node_type.of_video))  # fmt: skip
     assert hashed or kind.hex_chars is None, f"{name} has no hasher"
     assert node_type.pytx_name is None or re.fullmatch(r"[a-z0-9_]+", node_type.pytx_name)
 
@@ -89,7 +100,7 @@ def test_an_image_yields_every_hashed_type_and_exports_name_them() -> None:
     Image.fromarray(pixels).save(out, format="PNG")
     data = out.getvalue()
     values = hash_image(data).as_signals()
-    hashed = {n for n, t in NODE_TYPES.items() if t.of_picture or t.of_bytes}
+    hashed = {n for n, t in NODE_TYPES.items() if t.of_picture or t.of_bytes}  # not videos
     assert set(values) == hashed
     assert values["sha512"] == hashlib.sha512(data).hexdigest()
     for name, value in values.items():

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from node.media.types import digests, perceptual, url
+from node.media.types import digests, perceptual, url, video
 from node.media.types.base import NodeSignalType, Picture
 
-FAMILIES: tuple[ModuleType, ...] = (perceptual, digests, url)
+FAMILIES: tuple[ModuleType, ...] = (perceptual, digests, url, video)
 
 NODE_TYPES: dict[str, NodeSignalType] = {t.name: t for f in FAMILIES for t in f.TYPES}
 
@@ -24,6 +24,7 @@ FILE_TYPES: tuple[str, ...] = tuple(n for n, t in NODE_TYPES.items() if t.of_byt
 DEFAULT_FILE_TYPES: tuple[str, ...] = tuple(n for n, t in NODE_TYPES.items() if t.by_default)
 PYTX_NAMES: dict[str, str] = {n: t.pytx_name for n, t in NODE_TYPES.items() if t.pytx_name}
 STIX_HASHES: dict[str, str] = {n: t.stix_hash for n, t in NODE_TYPES.items() if t.stix_hash}
+VIDEO_TYPES: tuple[str, ...] = tuple(n for n, t in NODE_TYPES.items() if t.of_video)
 
 __all__ = [
     "DEFAULT_FILE_TYPES",
@@ -32,6 +33,7 @@ __all__ = [
     "PICTURE_TYPES",
     "PYTX_NAMES",
     "STIX_HASHES",
+    "VIDEO_TYPES",
     "NodeSignalType",
     "Picture",
 ]

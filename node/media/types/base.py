@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # the CLI reads the registry at start-up: numpy and Pillow lo
     from PIL import Image
 
     from node.media.matchindex import TypeIndex
+    from node.media.video import VideoHashes
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class NodeSignalType:
     new_index: Callable[[SignalType, int], TypeIndex]  # an empty index for the node's radius
     of_picture: Callable[[Picture], str] | None = None  # a perceptual hash of a picture
     of_bytes: Callable[[bytes], str] | None = None  # a digest of a file's bytes
+    of_video: Callable[[VideoHashes], tuple[str, ...]] | None = None  # a video's values
     by_default: bool = False  # listed when a file is added without --type (and by the UI)
     pytx_name: str | None = None  # python-threatexchange's name (README: Use with HMA)
     stix_hash: str | None = None  # the STIX 2.1 ``hashes`` key (an indicator's pattern)
