@@ -23,8 +23,12 @@ Every key, its default and its environment variable::
     [limits] max_request_bytes = 4194304 (JSON and NDJSON bodies), max_image_bytes = 33554432
              (an image upload to /v1/hash, /v1/match, /v1/signals), max_image_pixels = 40000000
              (pixels decoded per image), max_batch_records = 2000, header_timeout_s = 10.0,
-             body_timeout_s = 60.0 (read deadlines, node.net.deadlines)
-    [media] min_pdq_quality = 50 (below it an image is too featureless to list or match)
+             body_timeout_s = 60.0 (read deadlines, node.net.deadlines), max_video_bytes =
+             536870912, max_video_seconds = 10800.0, max_video_frames = 500000,
+             video_time_budget_s = 600.0 (a video upload: streamed to disk, decoded in time)
+    [media] min_pdq_quality = 50 (below it an image is too featureless to list or match),
+            video_interval_s = 1.0 (a frame each second), video_prune_bits = -1 (no pruning),
+            dihedral = false (image queries also try the 7 rotations and mirror images)
 """
 
 from __future__ import annotations
@@ -70,21 +74,36 @@ class LimitsConfig:
     max_batch_records: int = 2000
     header_timeout_s: float = 10.0  # a request's headers, from connection or first byte
     body_timeout_s: float = 60.0  # a request's body, from its headers
+    max_video_bytes: int = 512 * 1024 * 1024  # node.media.video's defaults, not imported (above)
+    max_video_seconds: float = 3 * 3600.0
+    max_video_frames: int = 500_000  # frames decoded, hashed or not
+    video_time_budget_s: float = 600.0  # decoding one video, wall clock
 
     def __post_init__(self) -> None:
         if not self.header_timeout_s > 0 or not self.body_timeout_s > 0:
             raise ValueError("header_timeout_s and body_timeout_s must be positive")
         if min(self.max_request_bytes, self.max_image_bytes, self.max_image_pixels) < 1:
             raise ValueError("max_request_bytes, max_image_bytes and max_image_pixels must be >= 1")
+        if min(self.max_video_bytes, self.max_video_frames) < 1:
+            raise ValueError("max_video_bytes and max_video_frames must be >= 1")
+        if not self.max_video_seconds > 0 or not self.video_time_budget_s > 0:
+            raise ValueError("max_video_seconds and video_time_budget_s must be positive")
 
 
 @dataclass(frozen=True, slots=True)
 class MediaConfig:
     min_pdq_quality: int = 50  # ThreatExchange's, node.media.hashing.LOW_QUALITY_THRESHOLD
+    video_interval_s: float = 1.0  # a video frame hashed each interval (0: every frame)
+    video_prune_bits: int = -1  # drop a frame within this many bits of the last kept (-1: off)
+    dihedral: bool = False  # image queries also match rotated and mirrored copies
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_pdq_quality <= 100:
             raise ValueError("min_pdq_quality must be 0..100 (PDQ quality is 0..100)")
+        if not self.video_interval_s >= 0:
+            raise ValueError("video_interval_s must be 0 or more")
+        if not -1 <= self.video_prune_bits <= 256:
+            raise ValueError("video_prune_bits must be -1 (off) or 0..256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,9 +366,16 @@ max_image_pixels = {lim.max_image_pixels}   # pixels decoded per image (bounds m
 max_batch_records = {lim.max_batch_records}
 header_timeout_s = {lim.header_timeout_s}  # a request's headers must arrive within this
 body_timeout_s = {lim.body_timeout_s}     # and its body within this
+max_video_bytes = {lim.max_video_bytes}   # a video upload (streamed to disk)
+max_video_seconds = {lim.max_video_seconds}  # longest video hashed
+max_video_frames = {lim.max_video_frames}   # frames decoded per video
+video_time_budget_s = {lim.video_time_budget_s}  # decoding one video, at most
 
 [media]
 min_pdq_quality = {media.min_pdq_quality}  # below it an image is too featureless to list or match
+video_interval_s = {media.video_interval_s}  # a video frame hashed every this many seconds
+video_prune_bits = {media.video_prune_bits}  # drop frames this close to the last kept (-1: off)
+dihedral = {_toml_bool(media.dihedral)}  # image queries also match rotated and mirrored copies
 """
 
 

@@ -47,7 +47,7 @@ import math
 import threading
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pdqhash
@@ -69,6 +69,10 @@ _REDUCIBLE_MODES = frozenset(
 _DECODE_LOCK = threading.Lock()
 
 
+class NotAnImageError(MediaError):
+    """The bytes are no image format Pillow reads (they may be a video)."""
+
+
 @dataclass(frozen=True, slots=True)
 class MediaHashes:
     """Every signal of one image, as canonical lowercase hex: one value for each type in
@@ -78,6 +82,7 @@ class MediaHashes:
     pdq_quality: int
     width: int
     height: int
+    dihedral: Mapping[str, str] = field(default_factory=dict)  # transform -> PDQ, if asked
 
     @property
     def pdq(self) -> str:
@@ -111,8 +116,10 @@ def hash_image(
     max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     fast_jpeg: bool = False,
+    dihedral: bool = False,
 ) -> MediaHashes:
-    """Hash an image file's bytes; raise ``MediaError`` if they are not a usable image."""
+    """Hash an image file's bytes; raise ``MediaError`` if they are not a usable image. With
+    ``dihedral``, also the PDQ of the picture's seven other orientations (``DIHEDRAL``)."""
     if not data:
         raise MediaError("empty file: no image bytes")
     if len(data) > max_bytes:
@@ -126,7 +133,21 @@ def hash_image(
     picture = Picture(rgb, rgb.convert("L"), pdq, quality)
     values = {n: t.of_picture(picture) for n, t in NODE_TYPES.items() if t.of_picture}
     values |= {n: t.of_bytes(data) for n, t in NODE_TYPES.items() if t.of_bytes}
-    return MediaHashes(values, quality, width, height)
+    turned = _dihedral_pdq(rgb) if dihedral else {}
+    return MediaHashes(values, quality, width, height, turned)
+
+
+# pdqhash.compute_dihedral's order (Meta's pdqDihedralHash256esFromFloatLuma): the PDQ of the
+# picture as it is, then as if turned or mirrored so; a listed copy turned by T matches T here
+DIHEDRAL = ("original", "rotate_90_ccw", "rotate_180", "rotate_90_cw", "flip_vertical",
+            "flip_horizontal", "transpose", "transverse")  # fmt: skip
+
+
+def _dihedral_pdq(rgb: Image.Image) -> dict[str, str]:
+    """PDQ of the seven other orientations of the picture (one pass over its DCT)."""
+    hashes, _quality = pdqhash.compute_dihedral(np.asarray(rgb))
+    packed = (np.packbits(np.asarray(h, dtype=np.uint8)).tobytes().hex() for h in hashes)
+    return dict(list(zip(DIHEDRAL, packed, strict=True))[1:])
 
 
 def _pdq_hash(rgb: Image.Image) -> tuple[str, int]:
@@ -148,7 +169,7 @@ def _decode_rgb(
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise MediaError(f"decompression bomb refused: {e}") from e
         except UnidentifiedImageError as e:
-            raise MediaError("not an image, or a format Pillow cannot read") from e
+            raise NotAnImageError("not an image, or a format Pillow cannot read") from e
         except MediaError:
             raise
         except Exception as e:  # any decoder failure on hostile bytes is bad media, not a crash

@@ -23,7 +23,9 @@ import numpy.typing as npt
 
 from node.media.matchindex import I64, Hit, TypeIndex
 from node.media.types import NODE_TYPES
+from node.media.video_index import FrameHit, VideoMatch, VpdqIndex
 from protocol.signal_types import SIGNAL_TYPES
+from protocol.vpdq import VpdqFrame
 
 DEFAULT_RADII: dict[str, int] = {
     n: t.default_radius for n, t in SIGNAL_TYPES.items() if t.is_hamming and n in NODE_TYPES
@@ -124,6 +126,22 @@ class MatchIndex:
             return index.query_batch(values, radius)
         except ValueError as e:
             raise ValueError(f"signal type {signal_type!r}: {e}") from e
+
+    def _videos(self) -> VpdqIndex:
+        index = self._by_type.get("vpdq")
+        if not isinstance(index, VpdqIndex):
+            raise ValueError("this node has no vpdq index")
+        return index
+
+    def match_videos(
+        self, frames: Iterable[VpdqFrame], *, query_pct: float, compared_pct: float
+    ) -> list[VideoMatch]:
+        """Every indexed video that matches a query video by vPDQ's rule (``VpdqIndex``)."""
+        return self._videos().match_videos(frames, query_pct=query_pct, compared_pct=compared_pct)
+
+    def frames_near(self, pdq_values: Sequence[str]) -> list[list[FrameHit]]:
+        """For each PDQ hash, the video signals holding a frame within the frame distance."""
+        return self._videos().frames_near(pdq_values)
 
     def compact(self) -> None:
         """Fold every delta and tombstone into rebuilt main segments now."""

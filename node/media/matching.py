@@ -21,22 +21,27 @@ are refused. Decoding is bounded by ``max_image_pixels`` (node.media.hashing).
 from __future__ import annotations
 
 import asyncio
+import io
+import os
+import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import IO, Any, BinaryIO, cast
 
 from aiohttp import BodyPartReader, StreamReader, web
 
 from node.clock import now_ms
 from node.errors import ApiError, MediaError
-from node.media.hashing import MediaHashes, hash_image
+from node.media.hashing import MediaHashes, NotAnImageError, hash_image
 from node.media.index import MatchIndex
 from node.media.matchindex import Hit
 from node.media.types import PICTURE_TYPES
+from node.media.video import VideoHashes, VideoLimits, hash_video
 from node.net.api_input import unknown_fields
 from node.net.context import Node
 from protocol.errors import RemoteProtocolError
 from protocol.signal_types import canonical_value, is_featureless, signal_type
+from protocol.vpdq import VPDQ_COMPARED_MATCH_PCT, VPDQ_QUERY_MATCH_PCT, VpdqFrame
 
 DEFAULT_MAX_HITS = 100
 MAX_QUERIES = 10_000
@@ -47,11 +52,12 @@ MATCH_FIELDS = frozenset({"hashes", "type", "value", "radius", "max_hits"})
 QUERY_FIELDS = frozenset({"type", "value", "quality"})
 PERCEPTUAL_TYPES = PICTURE_TYPES  # hashed from the picture: gated by PDQ quality
 _CHUNK_BYTES = 64 * 1024
+_SPOOL_BYTES = 8 * 1024 * 1024  # past this, chunks are written off the event loop
 
 
 @dataclass(slots=True)
 class Upload:
-    hashes: MediaHashes
+    hashes: MediaHashes | VideoHashes
     filename: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -69,9 +75,14 @@ def _too_large(what: str, limit: int) -> MediaError:
     return MediaError(f"{what} is larger than {limit} bytes", status=413, title="upload too large")
 
 
+def file_limit(node: Node) -> int:
+    """The most bytes one uploaded file may have: an image's or a video's limit."""
+    return max(node.config.limits.max_image_bytes, node.config.limits.max_video_bytes)
+
+
 def upload_limit(node: Node, request: web.Request) -> int:
-    """The most bytes an image request may carry; 413 at once if Content-Length says more."""
-    limit = node.config.limits.max_image_bytes
+    """The most bytes an upload request may carry; 413 at once if Content-Length says more."""
+    limit = file_limit(node)
     if request.content_type.startswith("multipart/"):
         limit += FORM_OVERHEAD_BYTES
     if request.content_length is not None and request.content_length > limit:
@@ -80,10 +91,10 @@ def upload_limit(node: Node, request: web.Request) -> int:
 
 
 async def _read_limited(
-    stream: StreamReader | BodyPartReader, limit: int, too_large: MediaError
-) -> bytes:
-    """Everything left in stream, in chunks; too_large as soon as it passes limit bytes."""
-    chunks: list[bytes] = []
+    stream: StreamReader | BodyPartReader, limit: int, too_large: MediaError, out: IO[bytes]
+) -> int:
+    """Copy everything left in stream to out, in chunks; too_large as soon as it passes limit
+    bytes. Returns the bytes copied."""
     size = 0
     while True:
         if isinstance(stream, BodyPartReader):
@@ -91,47 +102,65 @@ async def _read_limited(
         else:
             chunk = await stream.read(_CHUNK_BYTES)
         if not chunk:
-            return b"".join(chunks)
+            return size
         size += len(chunk)
         if size > limit:
             raise too_large
-        chunks.append(bytes(chunk))
+        if size > _SPOOL_BYTES:  # on disk by now: keep the loop free while it writes
+            await asyncio.to_thread(out.write, chunk)
+        else:
+            out.write(chunk)
+
+
+def _spool(node: Node) -> IO[bytes]:
+    """A file for one upload: in memory up to an image's size, then on disk (a video)."""
+    return tempfile.SpooledTemporaryFile(max_size=node.config.limits.max_image_bytes)
 
 
 async def read_uploads(
     request: web.Request, node: Node, form_fields: Collection[str] = ()
-) -> tuple[list[tuple[str | None, bytes]], dict[str, Any]]:
-    """The image files of a request (a raw body, or multipart parts named in FILE_FIELDS or
-    with a filename) and its other form fields, which must be among form_fields."""
+) -> tuple[list[tuple[str | None, IO[bytes]]], dict[str, Any]]:
+    """The files of a request (a raw body, or multipart parts named in FILE_FIELDS or with a
+    filename), each spooled to a temporary file, and its other form fields, which must be
+    among form_fields. The caller closes the files (``closing_uploads``)."""
     limit = upload_limit(node, request)
-    per_file = node.config.limits.max_image_bytes
+    per_file = file_limit(node)
     if not request.content_type.startswith("multipart/"):
-        return [
-            (None, await _read_limited(request.content, limit, _too_large("the image", limit)))
-        ], {}
+        out = _spool(node)
+        await _read_limited(request.content, limit, _too_large("the upload", limit), out)
+        return [(None, out)], {}
     reader = await request.multipart()
-    files: list[tuple[str | None, bytes]] = []
+    files: list[tuple[str | None, IO[bytes]]] = []
     fields: dict[str, Any] = {}
     left = limit  # of the whole body
-    async for part in reader:
-        if not isinstance(part, BodyPartReader):
-            raise ApiError("nested multipart bodies are not supported", title="malformed body")
-        name = part.name or ""
-        is_file = part.filename is not None or name in FILE_FIELDS
-        if not is_file:
-            unknown_fields([name], form_fields, "the form")
-        cap = per_file if is_file else MAX_FORM_FIELD_BYTES
-        too_large = _too_large(part.filename or "the image" if is_file else f"field {name}", cap)
-        if left < cap:
-            cap, too_large = left, _too_large("the request body", limit)
-        data = await _read_limited(part, cap, too_large)
-        if is_file:
-            files.append((part.filename, data))
-        else:
-            _add_field(fields, name, data.decode())
-        left -= len(data)
+    try:
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                raise ApiError("nested multipart bodies are not supported", title="malformed body")
+            name = part.name or ""
+            is_file = part.filename is not None or name in FILE_FIELDS
+            if not is_file:
+                unknown_fields([name], form_fields, "the form")
+            cap = per_file if is_file else MAX_FORM_FIELD_BYTES
+            what = part.filename or "the upload" if is_file else f"field {name}"
+            too_large = _too_large(what, cap)
+            if left < cap:
+                cap, too_large = left, _too_large("the request body", limit)
+            if is_file:
+                out = _spool(node)
+                files.append((part.filename, out))
+                left -= await _read_limited(part, cap, too_large, out)
+            else:
+                buffer = io.BytesIO()
+                left -= await _read_limited(part, cap, too_large, buffer)
+                _add_field(fields, name, buffer.getvalue().decode())
+    except BaseException:
+        for _name, f in files:
+            f.close()
+        raise
     if not files:
-        raise ApiError("no image in the request (multipart field 'file')", title="no image")
+        raise ApiError("no image or video in the request (multipart field 'file')",
+                       title="no image")  # fmt: skip
     return files, fields
 
 
@@ -145,18 +174,49 @@ def _add_field(fields: dict[str, Any], name: str, text: str) -> None:
 async def hash_upload(
     request: web.Request, node: Node, form_fields: Collection[str] = ()
 ) -> Upload:
-    """The one image of a request, hashed, with its form fields."""
+    """The one image or video of a request, hashed, with its form fields."""
     files, fields = await read_uploads(request, node, form_fields)
-    if len(files) > 1:
-        raise ApiError(f"one image per request, got {len(files)}", title="too many images")
-    name, data = files[0]
-    hashes = await asyncio.to_thread(_hash, node, data)
+    try:
+        if len(files) > 1:
+            raise ApiError(f"one file per request, got {len(files)}", title="too many images")
+        name, file = files[0]
+        hashes = await asyncio.to_thread(hash_media, node, file)
+    finally:
+        for _name, f in files:
+            f.close()
     return Upload(hashes, name, fields)
 
 
-def _hash(node: Node, data: bytes) -> MediaHashes:
+def hash_media(node: Node, file: IO[bytes], *, dihedral: bool = False) -> MediaHashes | VideoHashes:
+    """An uploaded file's hashes: as an image if Pillow reads it, else as a video (PyAV);
+    ``MediaError`` if it is neither, or over a limit."""
+    limits, media = node.config.limits, node.config.media
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    image_error: MediaError | None = None
+    if size <= limits.max_image_bytes:
+        try:
+            return hash_image(file.read(), max_bytes=limits.max_image_bytes,
+                              max_pixels=limits.max_image_pixels, dihedral=dihedral)  # fmt: skip
+        except NotAnImageError as e:
+            image_error = e
+        file.seek(0)
+    try:
+        return hash_video(cast(BinaryIO, file), interval_s=media.video_interval_s,
+                          prune_distance=None if media.video_prune_bits < 0
+                          else media.video_prune_bits,
+                          limits=video_limits(node))  # fmt: skip
+    except MediaError as e:
+        if image_error is not None and e.status == 400 and "not a video" in str(e):
+            raise MediaError(f"neither an image nor a video: {image_error}; {e}") from e
+        raise
+
+
+def video_limits(node: Node) -> VideoLimits:
     limits = node.config.limits
-    return hash_image(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
+    return VideoLimits(max_bytes=limits.max_video_bytes, max_duration_s=limits.max_video_seconds,
+                       max_frames=limits.max_video_frames,
+                       time_budget_s=limits.video_time_budget_s)  # fmt: skip
 
 
 # ---- hash queries -----------------------------------------------------------------------
@@ -253,33 +313,171 @@ async def _match(
     return results
 
 
-# ---- image queries ----------------------------------------------------------------------
+# ---- image and video queries --------------------------------------------------------------
+
+UPLOAD_MATCH_FIELDS = frozenset({"dihedral", "query_pct", "compared_pct"})
+
+
+@dataclass(frozen=True, slots=True)
+class MediaOptions:
+    """How an upload is matched: dihedral PDQ, and vPDQ's thresholds (percent)."""
+
+    dihedral: bool = False
+    query_pct: float = VPDQ_QUERY_MATCH_PCT
+    compared_pct: float = VPDQ_COMPARED_MATCH_PCT
+
+    @classmethod
+    def of(cls, node: Node, fields: dict[str, Any]) -> MediaOptions:
+        dihedral = fields.get("dihedral", node.config.media.dihedral)
+        if isinstance(dihedral, str):
+            if dihedral not in ("true", "false"):
+                raise ApiError("dihedral is true or false", title="invalid dihedral")
+            dihedral = dihedral == "true"
+        return cls(bool(dihedral), _pct(fields, "query_pct", VPDQ_QUERY_MATCH_PCT),
+                   _pct(fields, "compared_pct", VPDQ_COMPARED_MATCH_PCT))  # fmt: skip
+
+
+def _pct(fields: dict[str, Any], name: str, default: float) -> float:
+    raw = fields.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise ApiError(f"{name} is a percentage 0..100, got {str(raw)[:20]!r}",
+                       title=f"invalid {name}")  # fmt: skip
+    return value
 
 
 async def match_images(request: web.Request, node: Node) -> dict[str, Any]:
-    """Every uploaded image hashed and matched; an image that cannot be hashed is an entry
-    with ``error`` (the caller fails the request: an unreadable image is not a clean one)."""
-    files, _fields = await read_uploads(request, node)
-    floor = node.config.media.min_pdq_quality
+    """Every uploaded image or video hashed and matched; a file that cannot be hashed is an
+    entry with ``error`` (the caller fails the request: an unreadable file is not a clean
+    one)."""
+    files, fields = await read_uploads(request, node, UPLOAD_MATCH_FIELDS)
     results: list[dict[str, Any]] = []
-    for name, data in files:
-        try:
-            h = await asyncio.to_thread(_hash, node, data)
-        except MediaError as e:
-            results.append({"file": name, "error": str(e), "matched": False})
-            continue
-        signals = h.as_signals()
-        queries = [Query(k, v, h.pdq_quality if k in PERCEPTUAL_TYPES else None)
-                   for k, v in signals.items()]  # fmt: skip
-        per_type = await _match(node, queries, None, DEFAULT_MAX_HITS)
-        results.append(
-            {"file": name, "hashes": signals, "pdq_quality": h.pdq_quality,
-             "low_quality": h.is_low_quality(floor),
-             "featureless": any(r["featureless"] for r in per_type),
-             "matched": any(r["matched"] for r in per_type), "results": per_type}
-        )  # fmt: skip
+    try:
+        options = MediaOptions.of(node, fields)
+        for name, file in files:
+            try:
+                h = await asyncio.to_thread(hash_media, node, file, dihedral=options.dihedral)
+            except MediaError as e:
+                results.append({"file": name, "error": str(e), "matched": False})
+                continue
+            if isinstance(h, VideoHashes):
+                results.append({"file": name} | await match_video(node, h, options))
+            else:
+                results.append({"file": name} | await match_image(node, h, options))
+    finally:
+        for _name, f in files:
+            f.close()
     node.counters["match_queries"] = node.counters.get("match_queries", 0) + len(files)
     return {"matched": any(r["matched"] for r in results), "results": results}
+
+
+async def match_image(node: Node, h: MediaHashes, options: MediaOptions) -> dict[str, Any]:
+    """An image's hashes against the list, and its PDQ against every listed video's frames
+    (a still of a known video). With ``dihedral``, PDQ is also tried rotated and mirrored."""
+    floor = node.config.media.min_pdq_quality
+    signals = h.as_signals()
+    queries = [Query(k, v, h.pdq_quality if k in PERCEPTUAL_TYPES else None)
+               for k, v in signals.items()]  # fmt: skip
+    per_type = await _match(node, queries, None, DEFAULT_MAX_HITS)
+    answer: dict[str, Any] = {
+        "kind": "image", "hashes": signals, "pdq_quality": h.pdq_quality,
+        "low_quality": h.is_low_quality(floor),
+        "featureless": any(r["featureless"] for r in per_type), "results": per_type,
+    }  # fmt: skip
+    if options.dihedral and not h.is_low_quality(floor):
+        answer["dihedral"] = await _dihedral(node, h)
+    pdq = Query("pdq", h.pdq, h.pdq_quality)
+    answer["videos"] = [] if featureless_reason(node, pdq, None) else await _stills(node, [pdq])
+    answer["matched"] = bool(any(r["matched"] for r in per_type) or answer["videos"]
+                             or any(d["matched"] for d in answer.get("dihedral", ())))  # fmt: skip
+    return answer
+
+
+async def _dihedral(node: Node, h: MediaHashes) -> list[dict[str, Any]]:
+    """PDQ of the picture's seven other orientations, each matched; which one hit is said."""
+    variants = [Query("pdq", value, h.pdq_quality) for value in h.dihedral.values()]
+    results = await _match(node, variants, None, DEFAULT_MAX_HITS)
+    return [r | {"transform": t} for t, r in zip(h.dihedral, results, strict=True)]
+
+
+async def _stills(node: Node, pdqs: Sequence[Query]) -> list[dict[str, Any]]:
+    """Video signals holding a frame near one of the PDQ hashes: provenance, frame time."""
+    async with node.index_lock:
+        found = await asyncio.to_thread(node.index.frames_near, [q.value for q in pdqs])
+    best: dict[int, tuple[int, int]] = {}  # signal key -> (distance, frame ms)
+    for per in found:
+        for hit in per:
+            if hit.key not in best or (hit.distance, hit.timestamp_ms) < best[hit.key]:
+                best[hit.key] = (hit.distance, hit.timestamp_ms)
+    rows = await _rows(node, sorted(best))
+    return [rows[k] | {"distance": d, "frame_ms": ms}
+            for k, (d, ms) in sorted(best.items(), key=lambda i: i[1]) if k in rows]  # fmt: skip
+
+
+async def match_video(node: Node, h: VideoHashes, options: MediaOptions) -> dict[str, Any]:
+    """A video against the list: listed videos by vPDQ's rule (both shares and the matched
+    time ranges of the query), listed images found in any of its frames (with the frames'
+    times), and its file digests."""
+    floor = node.config.media.min_pdq_quality
+    usable = [f for f in h.frames if f.quality >= floor]
+    digests = [Query(t, getattr(h, t)) for t in ("md5", "sha256")]
+    per_type = await _match(node, digests, None, DEFAULT_MAX_HITS)
+    videos: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    if usable:
+        async with node.index_lock:
+            found = await asyncio.to_thread(
+                node.index.match_videos, usable, query_pct=options.query_pct,
+                compared_pct=options.compared_pct,
+            )  # fmt: skip
+        rows = await _rows(node, sorted({k for m in found for k in m.keys}))
+        videos = [
+            {"video_id": m.video_id, "signals": [rows[k] for k in m.keys if k in rows],
+             "query_matched_pct": round(m.query_matched_pct, 2),
+             "compared_matched_pct": round(m.compared_matched_pct, 2),
+             "ranges_ms": [list(r) for r in m.ranges_ms]}
+            for m in found
+        ]  # fmt: skip
+        images = await _frames_as_images(node, usable)
+    return {
+        "kind": "video", "frames": len(h.frames), "usable_frames": len(usable),
+        "duration_ms": h.duration_ms,
+        "hashes": {"md5": h.md5, "sha256": h.sha256, "vpdq": list(h.vpdq_values())},
+        "featureless": not usable, "results": per_type, "videos": videos, "images": images,
+        "matched": bool(videos or images or any(r["matched"] for r in per_type)),
+    }  # fmt: skip
+
+
+async def _frames_as_images(node: Node, frames: Sequence[VpdqFrame]) -> list[dict[str, Any]]:
+    """Listed PDQ image signals matching any frame, each with the times of those frames."""
+    queries = [Query("pdq", f.pdq, f.quality) for f in frames]
+    searched = [q for q in queries if featureless_reason(node, q, None) is None]
+    times = [f.timestamp_ms for f, q in zip(frames, queries, strict=True)
+             if featureless_reason(node, q, None) is None]  # fmt: skip
+    hits = await _search(node, searched, None)
+    best: dict[int, int] = {}
+    frames_ms: dict[int, list[int]] = {}
+    for ms, per in zip(times, hits, strict=True):
+        for hit in per:
+            best[hit.key] = min(best.get(hit.key, hit.distance), hit.distance)
+            frames_ms.setdefault(hit.key, []).append(ms)
+    rows = await _rows(node, sorted(best))
+    return [rows[k] | {"distance": d, "frames_ms": frames_ms[k]}
+            for k, d in sorted(best.items(), key=lambda i: (i[1], i[0])) if k in rows]  # fmt: skip
+
+
+async def _rows(node: Node, keys: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Provenance of signals by store key (the match answer's hit shape, without distance)."""
+    if not keys:
+        return {}
+    now = now_ms()
+    details = await node.store.read(lambda s: s.signal_rows(list(keys), now_ms=now))
+    return {cast(int, d["row"]): d for d in details}
 
 
 # ---- the index and provenance -----------------------------------------------------------

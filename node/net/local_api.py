@@ -43,6 +43,7 @@ from node.clock import now_ms
 from node.errors import ApiError, ConfigError, PeerError
 from node.media.matching import MATCH_FIELDS, Upload, hash_upload, match_hashes, match_images
 from node.media.types import DEFAULT_FILE_TYPES, PYTX_NAMES
+from node.media.video import VideoHashes
 from node.net.api_input import (
     HEX64,
     MULTIPART,
@@ -260,12 +261,15 @@ async def add_signal(request: web.Request, node: Node) -> web.StreamResponse:
 
 
 async def _add_upload(request: web.Request, node: Node) -> web.StreamResponse:
-    """An image's PDQ and MD5 as signals; refused whole if the image is too featureless."""
+    """An image's PDQ and MD5 as signals, or a video's vPDQ values and MD5; refused whole if
+    the image (every frame of the video) is too featureless."""
     upload = await _hash_upload(request, node, SIGNAL_FORM_FIELDS)
     labels = _labels(node, upload.fields.get("labels"))
     hashes = upload.hashes
     floor = node.config.media.min_pdq_quality
     allowed = form_flag(upload.fields, "allow_low_quality")
+    if isinstance(hashes, VideoHashes):
+        return await _add_video(node, hashes, labels, upload.fields.get("note"), allowed)
     if hashes.is_low_quality(floor) and not allowed:
         raise ApiError(
             f"PDQ quality {hashes.pdq_quality} is below min_pdq_quality {floor}: the image is "
@@ -289,6 +293,38 @@ async def _add_upload(request: web.Request, node: Node) -> web.StreamResponse:
         },
         status=201,
     )
+
+
+async def _add_video(
+    node: Node, video: VideoHashes, labels: tuple[str, ...], note: str | None, allowed: bool
+) -> web.StreamResponse:
+    floor = node.config.media.min_pdq_quality
+    if not any(f.quality >= floor for f in video.frames) and not allowed:
+        raise ApiError(
+            f"every hashed frame of the video has PDQ quality below min_pdq_quality {floor}: it "
+            "is too featureless to list; send allow_low_quality=true to list it anyway",
+            status=422,
+            title="video too featureless",
+        )
+    values = [("vpdq", v) for v in video.vpdq_values()] + [("md5", video.md5)]
+    bodies = [SignalBody(kind, value, labels, note=note) for kind, value in values]
+    for body in bodies:  # every value is checked before any is signed
+        check_body(node.federation, body)
+    records = [await node.author(body) for body in bodies]
+    return web.json_response(
+        {"signals": [{"id": r.id, "type": getattr(r.body, "type", "")} for r in records]}
+        | video_json(video, floor),
+        status=201,
+    )
+
+
+def video_json(video: VideoHashes, floor: int) -> dict[str, object]:
+    """What a video hashed to (the answer of POST /v1/hash for a video)."""
+    usable = sum(1 for f in video.frames if f.quality >= floor)
+    return {"kind": "video", "hashes": {"md5": video.md5, "sha256": video.sha256,
+            "vpdq": list(video.vpdq_values())}, "frames": len(video.frames),
+            "usable_frames": usable, "low_quality": usable == 0, "duration_ms": video.duration_ms,
+            "width": video.width, "height": video.height}  # fmt: skip
 
 
 def _signal_id(request: web.Request) -> str:
@@ -333,12 +369,14 @@ async def add_vote(request: web.Request, node: Node) -> web.StreamResponse:
 
 @local
 async def post_hash(request: web.Request, node: Node) -> web.StreamResponse:
-    require_content_type(request, (MULTIPART, "image/*", "application/octet-stream"))
+    require_content_type(request, (MULTIPART, "image/*", "video/*", "application/octet-stream"))
     upload = await _hash_upload(request, node)
     h = upload.hashes
     floor = node.config.media.min_pdq_quality
+    if isinstance(h, VideoHashes):
+        return web.json_response(video_json(h, floor))
     return web.json_response(
-        {"hashes": h.as_signals(), "pdq_quality": h.pdq_quality,
+        {"kind": "image", "hashes": h.as_signals(), "pdq_quality": h.pdq_quality,
          "low_quality": h.is_low_quality(floor), "width": h.width, "height": h.height}
     )  # fmt: skip
 

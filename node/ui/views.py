@@ -23,6 +23,7 @@ from aiohttp import web
 from node.clock import now_ms
 from node.errors import NodeError, explain
 from node.media.matching import hash_upload, match_hashes, match_images
+from node.media.video import VideoHashes
 from node.net.context import NODE, Node
 from node.net.local_api import MALFORMED_MULTIPART
 from node.store import users
@@ -498,14 +499,27 @@ async def act_upload(ctx: Ctx) -> web.StreamResponse:
         actions.expiry(days, now=now_ms())
         h = upload.hashes
         floor = node.config.media.min_pdq_quality
-        if h.is_low_quality(floor) and upload.fields.get("allow_low_quality") != "true":
-            raise FormError(
-                f"PDQ quality {h.pdq_quality} is below min_pdq_quality {floor}: the "
-                "image is too featureless to list (its hashes would match other "
-                "near-blank images); tick 'list it anyway' to list it"
-            )
-        signals = h.as_signals()
-        hashes = [f"{k}:{signals[k]}" for k in actions.UPLOAD_TYPES]
+        forced = upload.fields.get("allow_low_quality") == "true"
+        if isinstance(h, VideoHashes):
+            usable = sum(1 for f in h.frames if f.quality >= floor)
+            if not usable and not forced:
+                raise FormError(
+                    f"every hashed frame has PDQ quality below min_pdq_quality {floor}: the "
+                    "video is too featureless to list; tick 'list it anyway' to list it"
+                )
+            pairs = [("vpdq", v) for v in h.vpdq_values()] + [("md5", h.md5)]
+            what, quality = "video", f"{usable} of {len(h.frames)} frames usable"
+        else:
+            if h.is_low_quality(floor) and not forced:
+                raise FormError(
+                    f"PDQ quality {h.pdq_quality} is below min_pdq_quality {floor}: the "
+                    "image is too featureless to list (its hashes would match other "
+                    "near-blank images); tick 'list it anyway' to list it"
+                )
+            signals = h.as_signals()
+            pairs = [(k, signals[k]) for k in actions.UPLOAD_TYPES]
+            what, quality = "image", str(h.pdq_quality)
+        hashes = [f"{k}:{v}" for k, v in pairs]
         actions.signal_bodies(hashes, labels, note, None)  # refuses a degenerate value now
     except FormError as e:
         return _act_error(ctx, str(e))
@@ -515,12 +529,13 @@ async def act_upload(ctx: Ctx) -> web.StreamResponse:
     fields += [("labels", " ".join(labels)), ("note", note or ""), ("expires_days", days)]
     summary = [
         ("sign as", node.config.name),
-        ("image", upload.filename or "upload"),
-        ("PDQ quality", h.pdq_quality),
+        (what, upload.filename or "upload"),
+        ("PDQ quality", quality),
     ]
-    summary += [(f"{k} signal", signals[k]) for k in actions.UPLOAD_TYPES]
+    summary += [(f"{k} signal", v if len(v) <= 140 else f"{v[:64]}… ({len(v)} chars)")
+                for k, v in pairs]  # fmt: skip
     summary += [("labels", " ".join(labels) or "none"), ("note", note or "none")]
-    return _confirm(ctx, "Add this image's signals?", "/ui/act/add", summary, fields, "/ui/act")
+    return _confirm(ctx, f"Add this {what}'s signals?", "/ui/act/add", summary, fields, "/ui/act")
 
 
 def _act_error(ctx: Ctx, message: str) -> web.Response:

@@ -76,6 +76,14 @@ def add(node: NodeProc, kind: str, value: str, labels: tuple[str, ...] = (LABEL,
     return str(answer["signals"][0]["id"] if "signals" in answer else answer["id"])
 
 
+def listed(node: NodeProc, kind: str, value: str) -> str:
+    """The id of node's own active signal of this value, added now if need be (pytest-xdist
+    may run a module's tests on several workers, each with its own federation)."""
+    found = node.api("GET", f"/v1/lookup?signal_type={kind}&signal={value}")
+    exact = [h for h in found["hits"] if h["distance"] == 0]
+    return str(exact[0]["id"]) if exact else add(node, kind, value)
+
+
 def test_lookup_answers_a_hash_with_provenance_as_match_does(fed: Fed) -> None:
     signal = add(fed.a, "pdq", PDQ)
     add(fed.a, "md5", MD5)
@@ -136,6 +144,7 @@ def signed(fed: Fed, who: NodeProc, seq: int, prev: str | None, body: Body) -> R
 
 def test_stix_export_parses_and_round_trips_ids_labels_and_opinions(fed: Fed) -> None:
     stix2 = pytest.importorskip("stix2", reason="the stix extra (stix2) is not installed")
+    listed(fed.a, "pdq", PDQ)
     url = add(fed.a, "url", "https://example.org/watch?v=1")
     gone = add(fed.a, "sha256", "ab" * 32, labels=(LABEL, "behaviour:graphic-violence"))
     fed.a.api("POST", f"/v1/signals/{gone}/retract", {"reason": "mistake"})
@@ -231,6 +240,8 @@ def test_pytx_fetch_follows_the_node_resumes_and_restarts_on_a_new_epoch(fed: Fe
     )
     from threatexchange.signal_type.md5 import VideoMD5Signal
     from threatexchange.signal_type.pdq.signal import PdqSignal
+
+    listed(fed.a, "pdq", PDQ)
 
     types = [PdqSignal, VideoMD5Signal]
     collab = pytx.HashmeshCollabConfig(name="fed", node_url=f"http://127.0.0.1:{fed.a.local_port}")
