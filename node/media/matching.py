@@ -207,7 +207,7 @@ def hash_media(node: Node, file: IO[bytes], *, dihedral: bool = False) -> MediaH
                           else media.video_prune_bits,
                           limits=video_limits(node))  # fmt: skip
     except MediaError as e:
-        if image_error is not None and e.status == 400 and "not a video" in str(e):
+        if image_error is not None and "not a video" in str(e):
             raise MediaError(f"neither an image nor a video: {image_error}; {e}") from e
         raise
 
