@@ -125,12 +125,11 @@ def matched_videos(answer: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_a_listed_video_matches_its_copies_and_not_an_unrelated_video(world: World) -> None:
-    frames = frames_of(ORIGINAL)
     copies = {
         "re-encode": write_video(world.files / "re.mp4", frames_of(ORIGINAL)),
         "greyscale": write_video(
             world.files / "grey.mp4", (f.convert("L") for f in frames_of(ORIGINAL))
-        ),  # fmt: skip
+        ),
         "20 s clip": write_video(world.files / "clip.mp4", frames_of(ORIGINAL, 1.0, 21.0)),
     }
     for name, path in copies.items():
