@@ -26,12 +26,12 @@ from node.cli.common import (
     resolve_member,
 )
 from node.clock import now_ms
-from node.config import LimitsConfig, NodeConfig, load_config
+from node.config import LimitsConfig, MediaConfig, NodeConfig, load_config
 from node.errors import InputError, MediaError, explain
 from node.home import NodeHome
 from node.interop.formats import HashEntry, parse_expiry, parse_hash
 from node.media import types
-from node.media.types import DEFAULT_FILE_TYPES, PICTURE_TYPES
+from node.media.types import DEFAULT_FILE_TYPES, PICTURE_TYPES, VIDEO_TYPES
 from protocol.authoring import check_body
 from protocol.bodies import OpinionBody, RetractBody, SignalBody
 from protocol.errors import InvalidLabelError, RemoteProtocolError
@@ -40,6 +40,7 @@ from protocol.signal_types import SIGNAL_TYPES
 
 if TYPE_CHECKING:
     from node.media.hashing import MediaHashes
+    from node.media.video import VideoHashes
 
 # what `add FILE` contributes by default (as POST /v1/signals does), what it can, and which of
 # those PDQ's quality gates: all from the type registry (node.media.types)
@@ -59,18 +60,32 @@ label_option = click.option(
 )
 
 
-def hash_file(path: Path, limits: LimitsConfig | None = None) -> MediaHashes:
-    """Every hash of an image file (node.media.hashing), or MediaError naming the file."""
-    from node.media.hashing import hash_image
+def hash_file(
+    path: Path, config: NodeConfig | None = None, *, dihedral: bool = False
+) -> MediaHashes | VideoHashes:
+    """Every hash of an image or video file (node.media.media), or MediaError naming it."""
+    from node.media.media import hash_media  # the image and video stacks load when used
 
-    limits = limits or LimitsConfig()
+    limits = config.limits if config else LimitsConfig()
+    media = config.media if config else MediaConfig()
     try:
-        data = path.read_bytes()
-        return hash_image(
-            data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels
-        )
+        with path.open("rb") as file:
+            return hash_media(file, limits, media, dihedral=dihedral)
+    except OSError as e:
+        raise MediaError(f"{path}: cannot read: {e.strerror or e}") from e
     except MediaError as e:
         raise MediaError(f"{path}: {e}", status=e.status, title=e.title) from e
+
+
+def _video_values(path: Path, video: VideoHashes, types: Sequence[str]) -> list[HashEntry]:
+    """A video's signals for --type: pdq means its vPDQ values, md5 and sha256 its bytes'."""
+    values = {"vpdq": video.vpdq_values(), "md5": (video.md5,), "sha256": (video.sha256,)}
+    entries = []
+    for kind in dict.fromkeys("vpdq" if t in ("pdq", "vpdq") else t for t in types):
+        if kind not in values:
+            raise InputError(f"{path} is a video: it yields {', '.join(values)}, not {kind}")
+        entries += [HashEntry(kind, v, (), str(path)) for v in values[kind]]
+    return entries
 
 
 def _labels(home: NodeHome, labels: Sequence[str]) -> tuple[str, ...]:
@@ -102,8 +117,9 @@ def check_bodies(home: NodeHome, bodies: Sequence[SignalBody], sources: Sequence
 @files_argument
 @hash_option
 @click.option(
-    "--type", "types", multiple=True, type=click.Choice(IMAGE_TYPES),
-    help="Which hashes of each FILE to contribute (repeatable; default pdq and md5).",
+    "--type", "types", multiple=True, type=click.Choice((*IMAGE_TYPES, *VIDEO_TYPES)),
+    help="Which hashes of each FILE to contribute (repeatable; default pdq and md5; for a "
+    "video pdq means its vpdq values).",
 )  # fmt: skip
 @label_option
 @click.option("--note", default=None, help="A note for the other members (1-1000 chars).")
@@ -152,7 +168,15 @@ def _file_entries(
     entries = []
     floor = config.media.min_pdq_quality
     for path in files:
-        hashes = hash_file(path, config.limits)
+        hashes = hash_file(path, config)
+        if hashes.kind == "video":
+            if not any(f.quality >= floor for f in hashes.frames) and not allow_low_quality:
+                raise InputError(
+                    f"{path}: every hashed frame has PDQ quality below min_pdq_quality {floor}: "
+                    "the video is too featureless to list; add --allow-low-quality to list it"
+                )
+            entries += _video_values(path, hashes, types)
+            continue
         if set(types) & set(PERCEPTUAL_TYPES) and hashes.is_low_quality(floor):
             if not allow_low_quality:
                 raise InputError(
@@ -234,18 +258,33 @@ def opinion(
 @json_option
 def hash_command(files: tuple[Path, ...], as_json: bool) -> None:
     """Print every hash of each image FILE (PDQ with quality, pHash, dHash, MD5, SHA-1,
-    SHA-256). Runs locally; needs no node home."""
+    SHA-256, SHA-512) or video FILE (vPDQ, a frame a second, MD5, SHA-256). Runs locally with
+    the default limits; needs no node home."""
     results = [_hash_json(path, hash_file(path)) for path in files]
     lines = []
     for r in results:
+        if r["kind"] == "video":
+            lines.append(f"{r['file']}  (video {r['width']}x{r['height']}, {r['frames']} frames "
+                         f"hashed, {r['usable_frames']} usable)")  # fmt: skip
+            lines += [f"  {kind}:{value}" for kind in ("md5", "sha256")
+                      for value in [r["hashes"][kind]]]  # fmt: skip
+            lines += [f"  vpdq:{value}" for value in r["hashes"]["vpdq"]]
+            continue
         lines.append(f"{r['file']}  ({r['width']}x{r['height']}, PDQ quality {r['pdq_quality']})")
         lines += [f"  {kind}:{value}" for kind, value in r["hashes"].items()]
     emit({"files": results}, as_json, "\n".join(lines))
 
 
-def _hash_json(path: Path, h: MediaHashes) -> dict[str, Any]:
-    return {"file": str(path), "hashes": h.as_signals(), "pdq_quality": h.pdq_quality,
-            "low_quality": h.low_quality, "width": h.width, "height": h.height}  # fmt: skip
+def _hash_json(path: Path, h: MediaHashes | VideoHashes) -> dict[str, Any]:
+    if h.kind == "video":
+        floor = MediaConfig().min_pdq_quality
+        return {"file": str(path), "kind": "video", "hashes": {"md5": h.md5, "sha256": h.sha256,
+                "vpdq": list(h.vpdq_values())}, "frames": len(h.frames),
+                "usable_frames": sum(f.quality >= floor for f in h.frames),
+                "duration_ms": h.duration_ms, "width": h.width, "height": h.height}  # fmt: skip
+    return {"file": str(path), "kind": "image", "hashes": h.as_signals(),
+            "pdq_quality": h.pdq_quality, "low_quality": h.low_quality, "width": h.width,
+            "height": h.height}  # fmt: skip
 
 
 @click.command()
@@ -253,33 +292,50 @@ def _hash_json(path: Path, h: MediaHashes) -> dict[str, Any]:
 @files_argument
 @hash_option
 @click.option("--radius", type=click.IntRange(min=0), default=None, help="Hamming radius.")
+@click.option(
+    "--dihedral", is_flag=True,
+    help="Also match each image FILE turned (90, 180, 270 degrees) and mirrored.",
+)  # fmt: skip
 @json_option
 def match(
-    home: Path, files: tuple[Path, ...], hashes: tuple[str, ...], radius: int | None, as_json: bool
+    home: Path,
+    files: tuple[Path, ...],
+    hashes: tuple[str, ...],
+    radius: int | None,
+    dihedral: bool,
+    as_json: bool,
 ) -> int:
-    """Look images or hashes up in the federation's list, with provenance.
+    """Look images, videos or hashes up in the federation's list, with provenance.
 
-    Needs the running node. Each FILE and --hash is answered on its own: a file that is not
-    an image is an error for that file, and a near-blank image is reported as too
-    featureless to match. Exit status like grep: 0 when something matched, 1 when nothing
+    Needs the running node. Each FILE and --hash is answered on its own: a file that is
+    neither an image nor a video is an error for that file, and a near-blank image is
+    reported as too featureless to match. A video is matched by vPDQ against listed videos
+    and frame by frame against listed images; an image is also looked for in the frames of
+    listed videos. Exit status like grep: 0 when something matched, 1 when nothing
     did, 2 when any FILE could not be hashed (or on any other error), whatever matched.
     """
     if not files and not hashes:
         raise click.UsageError("give an image FILE or --hash TYPE:VALUE")
     node_home = NodeHome(home).require()
     api = LocalApi.for_home(node_home)
-    limits = load_config(node_home.path).limits
+    config = load_config(node_home.path)
     groups = [(f"--hash {h}", [_query(parse_hash(h), None)]) for h in hashes]
     errors: dict[str, str] = {}
     for path in files:
         try:
-            h = hash_file(path, limits)
+            h = hash_file(path, config, dihedral=dihedral or config.media.dihedral)
         except MediaError as e:
             errors[str(path)] = str(e)
             groups.append((str(path), []))
             continue
+        if h.kind == "video":  # its vPDQ values are matched as one video
+            entries = _video_values(path, h, ("vpdq", "md5", "sha256"))
+            groups.append((str(path), [_query(e, None) for e in entries]))
+            continue
         groups.append((str(path), [_query(HashEntry(k, v), h.pdq_quality)
                                    for k, v in h.as_signals().items()]))  # fmt: skip
+        groups += [(f"{path} ({turn})", [_query(HashEntry("pdq", v), h.pdq_quality)])
+                   for turn, v in h.dihedral.items()]  # fmt: skip
     queries = [q for _, group in groups for q in group]
     body: dict[str, Any] = {"hashes": queries} | ({} if radius is None else {"radius": radius})
     answer = api.call("POST", "/v1/match", body) if queries else {"results": []}
@@ -307,10 +363,16 @@ def _grouped(
     for name, queries in groups:
         mine = results[at : at + len(queries)]
         at += len(queries)
-        hits = [hit for result in mine for hit in result["hits"]]
-        reasons = [r["reason"] for r in mine if r.get("featureless")]
+        hits = [hit for result in mine for hit in result.get("hits", ())]
+        video = next((r for r in mine if r.get("kind") == "video"), None)
+        if video is not None:  # every vpdq value of one video has the video's answer
+            hits += [s | {"distance": 0, "query_matched_pct": v["query_matched_pct"]}
+                     for v in video["videos"] for s in v["signals"]] + video["images"]  # fmt: skip
+        reasons = [r["reason"] for r in mine if r.get("featureless") and "reason" in r]
         entry: dict[str, Any] = {"query": name, "matched": bool(hits), "hits": hits,
                                  "featureless": bool(reasons)}  # fmt: skip
+        if video is not None:
+            entry |= {"videos": video["videos"], "images": video["images"]}
         if reasons:
             entry["reason"] = reasons[0]
         if name in errors:

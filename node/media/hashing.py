@@ -48,6 +48,7 @@ import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pdqhash
@@ -83,6 +84,7 @@ class MediaHashes:
     width: int
     height: int
     dihedral: Mapping[str, str] = field(default_factory=dict)  # transform -> PDQ, if asked
+    kind: Literal["image"] = "image"
 
     @property
     def pdq(self) -> str:

@@ -22,33 +22,34 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, cast
 
 from aiohttp import BodyPartReader, StreamReader, web
 
 from node.clock import now_ms
 from node.errors import ApiError, MediaError
-from node.media.hashing import MediaHashes, NotAnImageError, hash_image
+from node.media import media
+from node.media.hashing import MediaHashes
 from node.media.index import MatchIndex
 from node.media.matchindex import Hit
-from node.media.types import PICTURE_TYPES
-from node.media.video import VideoHashes, VideoLimits, hash_video
+from node.media.types import PICTURE_TYPES, VIDEO_TYPES
+from node.media.video import VideoHashes
 from node.net.api_input import unknown_fields
 from node.net.context import Node
 from protocol.errors import RemoteProtocolError
 from protocol.signal_types import canonical_value, is_featureless, signal_type
-from protocol.vpdq import VPDQ_COMPARED_MATCH_PCT, VPDQ_QUERY_MATCH_PCT, VpdqFrame
+from protocol.vpdq import VPDQ_COMPARED_MATCH_PCT, VPDQ_QUERY_MATCH_PCT, VpdqFrame, join_vpdq
 
 DEFAULT_MAX_HITS = 100
 MAX_QUERIES = 10_000
 MAX_FORM_FIELD_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 1024 * 1024  # part headers, boundaries and fields beside the images
 FILE_FIELDS = frozenset({"file", "image", "files"})
-MATCH_FIELDS = frozenset({"hashes", "type", "value", "radius", "max_hits"})
+MATCH_FIELDS = frozenset({"hashes", "type", "value", "radius", "max_hits", "query_pct",
+                          "compared_pct"})  # fmt: skip
 QUERY_FIELDS = frozenset({"type", "value", "quality"})
 PERCEPTUAL_TYPES = PICTURE_TYPES  # hashed from the picture: gated by PDQ quality
 _CHUNK_BYTES = 64 * 1024
@@ -188,35 +189,8 @@ async def hash_upload(
 
 
 def hash_media(node: Node, file: IO[bytes], *, dihedral: bool = False) -> MediaHashes | VideoHashes:
-    """An uploaded file's hashes: as an image if Pillow reads it, else as a video (PyAV);
-    ``MediaError`` if it is neither, or over a limit."""
-    limits, media = node.config.limits, node.config.media
-    size = file.seek(0, os.SEEK_END)
-    file.seek(0)
-    image_error: MediaError | None = None
-    if size <= limits.max_image_bytes:
-        try:
-            return hash_image(file.read(), max_bytes=limits.max_image_bytes,
-                              max_pixels=limits.max_image_pixels, dihedral=dihedral)  # fmt: skip
-        except NotAnImageError as e:
-            image_error = e
-        file.seek(0)
-    try:
-        return hash_video(cast(BinaryIO, file), interval_s=media.video_interval_s,
-                          prune_distance=None if media.video_prune_bits < 0
-                          else media.video_prune_bits,
-                          limits=video_limits(node))  # fmt: skip
-    except MediaError as e:
-        if image_error is not None and "not a video" in str(e):
-            raise MediaError(f"neither an image nor a video: {image_error}; {e}") from e
-        raise
-
-
-def video_limits(node: Node) -> VideoLimits:
-    limits = node.config.limits
-    return VideoLimits(max_bytes=limits.max_video_bytes, max_duration_s=limits.max_video_seconds,
-                       max_frames=limits.max_video_frames,
-                       time_budget_s=limits.video_time_budget_s)  # fmt: skip
+    """An uploaded file's hashes (``node.media.media.hash_media`` with this node's limits)."""
+    return media.hash_media(file, node.config.limits, node.config.media, dihedral=dihedral)
 
 
 # ---- hash queries -----------------------------------------------------------------------
@@ -263,9 +237,31 @@ async def match_hashes(node: Node, body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("radius must be a non-negative integer", title="invalid radius")
     if radius is not None:
         _check_radius(radius, {q.type for q in queries})
-    results = await _match(node, queries, radius, max_hits)
+    videos = {i: q for i, q in enumerate(queries) if q.type in VIDEO_TYPES}
+    others = [q for i, q in enumerate(queries) if i not in videos]
+    found = iter(await _match(node, others, radius, max_hits))
+    by_video = await _match_video_values(node, list(videos.values()), MediaOptions.of(node, body))
+    results = [by_video[q.value] if i in videos else next(found) for i, q in enumerate(queries)]
     node.counters["match_queries"] = node.counters.get("match_queries", 0) + len(queries)
     return {"matched": any(r["matched"] for r in results), "results": results}
+
+
+async def _match_video_values(
+    node: Node, queries: Sequence[Query], options: MediaOptions
+) -> dict[str, dict[str, Any]]:
+    """vpdq queries: the values naming one video id are joined into one query video, and
+    each is answered with that video's answer (as an uploaded video is)."""
+    parts: dict[str, list[str]] = {}
+    for q in queries:
+        parts.setdefault(q.value[:64], []).append(q.value)
+    answers: dict[str, dict[str, Any]] = {}
+    for video_id, values in parts.items():
+        frames = join_vpdq(values)
+        answer = await match_frames(node, frames, options)
+        for value in values:
+            answers[value] = {"query": {"type": "vpdq", "value": value, "video_id": video_id},
+                              "kind": "video"} | answer  # fmt: skip
+    return answers
 
 
 def _check_radius(radius: int, kinds: set[str]) -> None:
@@ -420,13 +416,25 @@ async def _stills(node: Node, pdqs: Sequence[Query]) -> list[dict[str, Any]]:
 
 
 async def match_video(node: Node, h: VideoHashes, options: MediaOptions) -> dict[str, Any]:
-    """A video against the list: listed videos by vPDQ's rule (both shares and the matched
-    time ranges of the query), listed images found in any of its frames (with the frames'
-    times), and its file digests."""
-    floor = node.config.media.min_pdq_quality
-    usable = [f for f in h.frames if f.quality >= floor]
+    """A video against the list: its frames (``match_frames``) and its file digests."""
     digests = [Query(t, getattr(h, t)) for t in ("md5", "sha256")]
     per_type = await _match(node, digests, None, DEFAULT_MAX_HITS)
+    answer = await match_frames(node, h.frames, options)
+    return {
+        "kind": "video", "frames": len(h.frames), "duration_ms": h.duration_ms,
+        "hashes": {"md5": h.md5, "sha256": h.sha256, "vpdq": list(h.vpdq_values())},
+        "results": per_type,
+    } | answer | {"matched": answer["matched"] or any(r["matched"] for r in per_type)}  # fmt: skip
+
+
+async def match_frames(
+    node: Node, frames: Sequence[VpdqFrame], options: MediaOptions
+) -> dict[str, Any]:
+    """A video's frames against the list: listed videos by vPDQ's rule (both shares and the
+    matched time ranges of the query) and listed images found in any frame (with the
+    frames' times)."""
+    floor = node.config.media.min_pdq_quality
+    usable = [f for f in frames if f.quality >= floor]
     videos: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []
     if usable:
@@ -444,13 +452,8 @@ async def match_video(node: Node, h: VideoHashes, options: MediaOptions) -> dict
             for m in found
         ]  # fmt: skip
         images = await _frames_as_images(node, usable)
-    return {
-        "kind": "video", "frames": len(h.frames), "usable_frames": len(usable),
-        "duration_ms": h.duration_ms,
-        "hashes": {"md5": h.md5, "sha256": h.sha256, "vpdq": list(h.vpdq_values())},
-        "featureless": not usable, "results": per_type, "videos": videos, "images": images,
-        "matched": bool(videos or images or any(r["matched"] for r in per_type)),
-    }  # fmt: skip
+    return {"usable_frames": len(usable), "featureless": not usable, "videos": videos,
+            "images": images, "matched": bool(videos or images)}  # fmt: skip
 
 
 async def _frames_as_images(node: Node, frames: Sequence[VpdqFrame]) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import av
 import av.container
@@ -87,6 +87,7 @@ class VideoHashes:
     height: int
     decoded_frames: int  # frames decoded (a sampled decode skips some it does not need)
     duration_ms: int  # time of the last decoded frame
+    kind: Literal["video"] = "video"
 
     def vpdq_values(self) -> tuple[str, ...]:
         """The canonical ``vpdq`` values of this video: one per run of up to 80 frames,

@@ -215,19 +215,41 @@ def test_bad_video_uploads_are_refused_clearly_and_list_nothing(world: World) ->
     assert after == before
 
 
-def test_cli_hashes_and_matches_a_video(world: World) -> None:
+def test_cli_adds_hashes_and_matches_a_video(world: World) -> None:
     env = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
     home = str(world.node.home)
     clip = world.files / "clip.mp4"
     if not clip.exists():
         write_video(clip, frames_of(ORIGINAL, 1.0, 21.0))
-    hashed = subprocess.run([sys.executable, "-m", "node", "hash", "--home", home, "--json",
-                             str(clip)], capture_output=True, text=True, env=env, cwd=REPO,
-                            timeout=120, check=False)  # fmt: skip
+
+    def hm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "node", *args], capture_output=True,
+                              text=True, env=env, cwd=REPO, timeout=120, check=False)  # fmt: skip
+
+    hashed = hm("hash", "--json", str(clip))
     assert hashed.returncode == 0, hashed.stderr
-    assert json.loads(hashed.stdout)["results"][0]["kind"] == "video"
-    matched = subprocess.run([sys.executable, "-m", "node", "match", "--home", home, "--json",
-                              str(clip)], capture_output=True, text=True, env=env, cwd=REPO,
-                             timeout=120, check=False)  # fmt: skip
+    (entry,) = json.loads(hashed.stdout)["files"]
+    assert entry["kind"] == "video" and entry["frames"] >= 19 and entry["hashes"]["vpdq"]
+    matched = hm("match", "--home", home, "--json", str(clip))
     assert matched.returncode == 0, matched.stderr
-    assert json.loads(matched.stdout)["matched"] is True
+    answer = json.loads(matched.stdout)
+    (result,) = answer["results"]
+    assert answer["matched"] is True and result["videos"][0]["query_matched_pct"] >= 80
+    unrelated = hm("match", "--home", home, "--json", str(UNRELATED))
+    assert unrelated.returncode == 1, unrelated.stderr
+    added = hm("add", "--home", home, "--json", "--label", LABEL, str(UNRELATED))
+    assert added.returncode == 0, added.stderr
+    kinds = {s["type"] for s in json.loads(added.stdout)["signals"]}
+    assert kinds == {"vpdq", "md5"}
+    assert hm("match", "--home", home, "--json", str(UNRELATED)).returncode == 0
+    listed = texture(31, (320, 320))
+    (world.files / "listed.png").write_bytes(png(listed))
+    (world.files / "turned.png").write_bytes(png(listed.transpose(Image.Transpose.ROTATE_270)))
+    added = hm("add", "--home", home, "--label", LABEL, str(world.files / "listed.png"))
+    assert added.returncode == 0, added.stderr
+    turned = str(world.files / "turned.png")
+    assert hm("match", "--home", home, turned).returncode == 1
+    found = hm("match", "--home", home, "--dihedral", "--json", turned)
+    assert found.returncode == 0, found.stderr
+    hits = [r["query"] for r in json.loads(found.stdout)["results"] if r["matched"]]
+    assert len(hits) == 1 and hits[0].startswith(f"{turned} (rotate_90"), hits
