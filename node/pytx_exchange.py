@@ -17,7 +17,9 @@ How it maps:
   one member's retraction deletes only its own; a signal that is not active, or that the
   collaboration's filters drop (labels, members, disputes, confirmations), is a delete;
 - ``get_as_opinions()`` turns the contributor and each confirmation into positive opinions
-  and each dispute into a negative one, with the signal's labels as tags;
+  and each dispute into a negative one, with the signal's labels as tags; pytx's index and
+  dataset keep one record a hash, so ``naive_convert_to_signal_type`` folds the signals of
+  one hash into one record whose opinions are all of theirs;
 - ``report_opinion`` signs a hashmesh opinion (confirm for a positive opinion, dispute for a
   negative one) on every active signal with that hash.
 
@@ -37,7 +39,7 @@ import typing as t
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import faiss
 import numpy as np
@@ -129,6 +131,9 @@ class HashmeshSignalMetadata(state.FetchedSignalMetadata):
     disputes: int
     seen: int
     is_mine: bool = False
+    # the other signals with this hash, where pytx keeps one record a hash (its index and
+    # dataset, from naive_convert_to_signal_type): their opinions count too
+    also: tuple["HashmeshSignalMetadata", ...] = ()
 
     def get_as_opinions(self) -> t.Sequence[state.SignalOpinion]:
         tags = set(self.labels)
@@ -137,6 +142,8 @@ class HashmeshSignalMetadata(state.FetchedSignalMetadata):
         opinions = [state.SignalOpinion(self.is_mine, positive, tags)]
         opinions += [state.SignalOpinion(False, positive, tags)] * self.confirmations
         opinions += [state.SignalOpinion(False, negative, tags)] * self.disputes
+        for other in self.also:
+            opinions += other.get_as_opinions()
         return opinions
 
 
@@ -292,12 +299,19 @@ class HashmeshSignalExchangeAPI(
         collab: HashmeshCollabConfig,
         fetched: t.Mapping[str, HashmeshSignalMetadata],
     ) -> dict[type[SignalType], dict[str, HashmeshSignalMetadata]]:
+        """pytx keys by hash: the signals with one hash (two members listing it) become one
+        record, the first by signal id, holding the others in ``also``."""
         by_name = {s.get_name(): s for s in signal_types}
         converted: dict[type[SignalType], dict[str, HashmeshSignalMetadata]] = {}
         for record in sorted(fetched.values(), key=lambda r: r.signal_id):
             kind = by_name.get(record.signal_type)
-            if kind is not None:
-                converted.setdefault(kind, {})[record.value] = record
+            if kind is None:
+                continue
+            by_value = converted.setdefault(kind, {})
+            first = by_value.get(record.value)
+            by_value[record.value] = (
+                record if first is None else replace(first, also=(*first.also, record))
+            )
         return converted
 
     # ---- feedback ---------------------------------------------------------------------
