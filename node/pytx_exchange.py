@@ -377,6 +377,9 @@ def _multihash_state(self: PDQMultiHashIndex) -> npt.NDArray[np.uint8]:
     """``PDQMultiHashIndex.__getstate__``: faiss's bytes, with the hash maps it would write
     unreadably written again so that they load whole."""
     stock: npt.NDArray[np.uint8] = faiss.serialize_index_binary(self.faiss_index)
+    n = int(self.mih_index.ntotal)
+    if n == 0 or n & (n - 1):
+        return stock  # not a power of two: every bucket's length fits in faiss's id_bits
     try:
         mended = _mended_multihash(self, bytes(stock))
     except ValueError as e:  # a layout this does not know: faiss's bytes as they are
@@ -406,8 +409,8 @@ def _mended_multihash(index: PDQMultiHashIndex, stock: bytes) -> bytes | None:
         pos += struct.calcsize("<iQQ") + length
     if pos != len(inner):
         raise ValueError("hash maps of an unexpected length")
-    if n == 0 or n < 1 << min(written):
-        return None  # every bucket's length fits
+    if n < 1 << min(written):
+        return None  # every bucket's length fits (a faiss that writes a bit more)
     codes = np.asarray(mih.storage.reconstruct_n(0, n), dtype=np.uint8)
     width = b // 8
     parts = codes[:, : nhash * width].reshape(n, nhash, width).astype(np.uint64)
