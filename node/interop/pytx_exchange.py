@@ -17,27 +17,39 @@ How it maps:
   one member's retraction deletes only its own; a signal that is not active, or that the
   collaboration's filters drop (labels, members, disputes, confirmations), is a delete;
 - ``get_as_opinions()`` turns the contributor and each confirmation into positive opinions
-  and each dispute into a negative one, with the signal's labels as tags;
+  and each dispute into a negative one, with the signal's labels as tags; pytx's index and
+  dataset keep one record a hash, so ``naive_convert_to_signal_type`` folds the signals of
+  one hash into one record whose opinions are all of theirs;
 - ``report_opinion`` signs a hashmesh opinion (confirm for a positive opinion, dispute for a
   negative one) on every active signal with that hash.
 
 Synchronous, on the standard library's HTTP client (pytx and HMA call exchanges
 synchronously).
+
+Importing this module also mends how pytx pickles its PDQ index (``PDQMultiHashIndex``,
+faiss's ``IndexBinaryMultiHash``), so that ``threatexchange match`` finds what ``fetch``
+indexed: see ``_multihash_state``.
 """
 
 import json
+import logging
 import os
+import struct
 import typing as t
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import faiss
+import numpy as np
+import numpy.typing as npt
 from threatexchange.exchanges import auth
 from threatexchange.exchanges import fetch_state as state
 from threatexchange.exchanges.collab_config import CollaborationConfigWithDefaults
 from threatexchange.exchanges.signal_exchange_api import SignalExchangeAPI
 from threatexchange.extensions.manifest import ThreatExchangeExtensionManifest
+from threatexchange.signal_type.pdq.pdq_faiss_matcher import PDQMultiHashIndex
 from threatexchange.signal_type.signal_base import SignalType
 
 from node.media.types import PYTX_NAMES
@@ -120,6 +132,9 @@ class HashmeshSignalMetadata(state.FetchedSignalMetadata):
     disputes: int
     seen: int
     is_mine: bool = False
+    # the other signals with this hash, where pytx keeps one record a hash (its index and
+    # dataset, from naive_convert_to_signal_type): their opinions count too
+    also: tuple["HashmeshSignalMetadata", ...] = ()
 
     def get_as_opinions(self) -> t.Sequence[state.SignalOpinion]:
         tags = set(self.labels)
@@ -128,6 +143,8 @@ class HashmeshSignalMetadata(state.FetchedSignalMetadata):
         opinions = [state.SignalOpinion(self.is_mine, positive, tags)]
         opinions += [state.SignalOpinion(False, positive, tags)] * self.confirmations
         opinions += [state.SignalOpinion(False, negative, tags)] * self.disputes
+        for other in self.also:
+            opinions += other.get_as_opinions()
         return opinions
 
 
@@ -283,12 +300,19 @@ class HashmeshSignalExchangeAPI(
         collab: HashmeshCollabConfig,
         fetched: t.Mapping[str, HashmeshSignalMetadata],
     ) -> dict[type[SignalType], dict[str, HashmeshSignalMetadata]]:
+        """pytx keys by hash: the signals with one hash (two members listing it) become one
+        record, the first by signal id, holding the others in ``also``."""
         by_name = {s.get_name(): s for s in signal_types}
         converted: dict[type[SignalType], dict[str, HashmeshSignalMetadata]] = {}
         for record in sorted(fetched.values(), key=lambda r: r.signal_id):
             kind = by_name.get(record.signal_type)
-            if kind is not None:
-                converted.setdefault(kind, {})[record.value] = record
+            if kind is None:
+                continue
+            by_value = converted.setdefault(kind, {})
+            first = by_value.get(record.value)
+            by_value[record.value] = (
+                record if first is None else replace(first, also=(*first.also, record))
+            )
         return converted
 
     # ---- feedback ---------------------------------------------------------------------
@@ -326,5 +350,103 @@ def token_from_home(home: str | os.PathLike[str]) -> HashmeshCredentials:
     with open(os.path.join(home, "api.token"), encoding="utf-8") as f:
         return HashmeshCredentials(f.read().strip())
 
+
+# ---- pytx's PDQ index, pickled so that it matches after loading --------------------------
+#
+# pytx's CLI builds its PDQ index (``PDQIndex`` over ``PDQMultiHashIndex``, a faiss
+# ``IndexBinaryIDMap2`` around an ``IndexBinaryMultiHash``: 16 hash maps keyed by 16 bits of
+# the hash each) after ``fetch``, pickles it to ``~/.threatexchange/index/pdq.index``, and
+# ``match`` unpickles it; HMA stores it the same way. The pickle is faiss's own
+# ``serialize_index_binary``, whose ``write_binary_multi_hash_map`` writes each bucket's
+# length in ``id_bits`` bits, the fewest that hold an id (``ntotal <= 2**id_bits``). A bucket
+# holding all ``ntotal`` ids when ``ntotal`` is a power of two does not fit: its length is
+# written as 0 (the carry spills into the next field) and the maps read back empty or out of
+# step. With one PDQ hash (``id_bits`` 0) every bucket is such a bucket, so the loaded index
+# never matches, though ``dataset`` lists the hash and the unpickled index holds it; two or
+# four near-identical hashes lose most of their buckets. (faiss-cpu 1.7.4 to 1.15.1 with
+# threatexchange 1.2.17; ThreatExchange issue #1318.) faiss's reader takes
+# ``id_bits`` from the stream, so such maps written with one bit more are read back whole
+# by any faiss: ``_multihash_state`` writes them so and leaves every other index byte for
+# byte as faiss wrote it.
+
+_FOURCC = 4
+_HEADER = 21  # a binary index's header: d, code_size (int32), ntotal (int64), trained, metric
+_MIH_FIELDS = 12  # IndexBinaryMultiHash's b, nhash, nflip (int32) after its storage
+
+
+def _multihash_state(self: PDQMultiHashIndex) -> npt.NDArray[np.uint8]:
+    """``PDQMultiHashIndex.__getstate__``: faiss's bytes, with the hash maps it would write
+    unreadably written again so that they load whole."""
+    stock: npt.NDArray[np.uint8] = faiss.serialize_index_binary(self.faiss_index)
+    n = int(self.mih_index.ntotal)
+    if n == 0 or n & (n - 1):
+        return stock  # not a power of two: every bucket's length fits in faiss's id_bits
+    try:
+        mended = _mended_multihash(self, bytes(stock))
+    except ValueError as e:  # a layout this does not know: faiss's bytes as they are
+        logging.getLogger(__name__).warning("PDQ index pickled as faiss writes it: %s", e)
+        return stock
+    return stock if mended is None else np.frombuffer(mended, dtype=np.uint8).copy()
+
+
+def _mended_multihash(index: PDQMultiHashIndex, stock: bytes) -> bytes | None:
+    """``stock`` with its hash maps rewritten, or None when faiss wrote them readably."""
+    mih = index.mih_index
+    n, nhash, b = int(mih.ntotal), int(mih.nhash), int(mih.b)
+    inner = bytes(faiss.serialize_index_binary(mih))
+    storage = bytes(faiss.serialize_index_binary(mih.storage))
+    head = _FOURCC + _HEADER
+    if not (
+        stock[:_FOURCC] == b"IBM2" and stock[head : head + len(inner)] == inner
+        and inner[:_FOURCC] == b"IBHm" and inner[head : head + len(storage)] == storage
+        and b % 8 == 0 and 0 < b <= 64 and nhash * b <= 8 * int(mih.code_size)
+    ):  # fmt: skip
+        raise ValueError("not an IndexBinaryIDMap2 around an IndexBinaryMultiHash")
+    start = pos = head + len(storage) + _MIH_FIELDS
+    written = []  # each map's id_bits as faiss wrote it
+    for _ in range(nhash):
+        id_bits, _sz, length = struct.unpack_from("<iQQ", inner, pos)
+        written.append(id_bits)
+        pos += struct.calcsize("<iQQ") + length
+    if pos != len(inner):
+        raise ValueError("hash maps of an unexpected length")
+    if n < 1 << min(written):
+        return None  # every bucket's length fits (a faiss that writes a bit more)
+    codes = np.asarray(mih.storage.reconstruct_n(0, n), dtype=np.uint8)
+    width = b // 8
+    parts = codes[:, : nhash * width].reshape(n, nhash, width).astype(np.uint64)
+    keys = (parts << (8 * np.arange(width, dtype=np.uint64))).sum(axis=2, dtype=np.uint64)
+    largest = max(int(np.unique(keys[:, h], return_counts=True)[1].max()) for h in range(nhash))
+    if largest < 1 << min(written):
+        return None
+    maps = b"".join(_multihash_map(keys[:, h], b, n.bit_length()) for h in range(nhash))
+    mended = stock[:head] + inner[:start] + maps + stock[head + len(inner) :]
+    if int(faiss.deserialize_index_binary(np.frombuffer(mended, np.uint8)).ntotal) != n:
+        raise ValueError("the rewritten index does not load")
+    return mended
+
+
+def _multihash_map(keys: npt.NDArray[np.uint64], b: int, id_bits: int) -> bytes:
+    """One hash map as faiss's ``read_binary_multi_hash_map`` reads it: ``id_bits``, the
+    number of buckets, and a bitstring (least significant bit first) of each bucket's key
+    (``b`` bits), length and ids (``id_bits`` each)."""
+    order = np.argsort(keys, kind="stable")  # ids in each bucket ascending, as faiss adds them
+    bucket_keys, first, counts = np.unique(keys[order], return_index=True, return_counts=True)
+    fields = len(bucket_keys) * 2 + len(keys)
+    values = np.empty(fields, dtype=np.uint64)
+    widths = np.full(fields, id_bits)
+    at = first + 2 * np.arange(len(bucket_keys))  # each bucket's key field
+    values[at], widths[at], values[at + 1] = bucket_keys, b, counts
+    is_id = np.ones(fields, dtype=bool)
+    is_id[at] = is_id[at + 1] = False
+    values[is_id] = order
+    shifts = np.arange(max(b, id_bits), dtype=np.uint64)
+    bits = ((values[:, None] >> shifts) & 1).astype(np.uint8)[shifts[None, :] < widths[:, None]]
+    packed = np.packbits(bits, bitorder="little").tobytes()
+    return struct.pack("<iQQ", id_bits, len(bucket_keys), len(packed)) + packed
+
+
+if getattr(PDQMultiHashIndex, "__getstate__", None) is not _multihash_state:
+    setattr(PDQMultiHashIndex, "__getstate__", _multihash_state)  # noqa: B010 - a method
 
 TX_MANIFEST = ThreatExchangeExtensionManifest(apis=(HashmeshSignalExchangeAPI,))

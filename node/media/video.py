@@ -10,7 +10,7 @@
   ``BICUBIC | ACCURATE_RND`` reproduces them (the conformance videos: at most 6 bits, mean
   under 0.3 bits per frame), where PyAV's default fast path is up to 76 bits off on near-flat
   frames. PDQ (``pdqhash``, the reference C++) hashes the full-size RGB frame; Meta's bit order,
-  packed big-endian, is the hex (as ``node.hashing``). Shrinking frames before PDQ would be
+  packed big-endian, is the hex (as ``node.media.hashing``). Shrinking frames before PDQ would be
   faster but moves hashes 7-40 bits from the reference, so it is not done.
 - **Sampling** (``interval_s``, default 1.0 s; 0 = every frame): the first frame is hashed, then
   each frame whose time (from the first frame, exact rational arithmetic on pts) reaches the next

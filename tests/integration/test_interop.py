@@ -77,11 +77,12 @@ def add(node: NodeProc, kind: str, value: str, labels: tuple[str, ...] = (LABEL,
 
 
 def listed(node: NodeProc, kind: str, value: str) -> str:
-    """The id of node's own active signal of this value, added now if need be (pytest-xdist
-    may run a module's tests on several workers, each with its own federation)."""
-    found = node.api("GET", f"/v1/lookup?signal_type={kind}&signal={value}")
-    exact = [h for h in found["hits"] if h["distance"] == 0]
-    return str(exact[0]["id"]) if exact else add(node, kind, value)
+    """The node member's active signal of this hash, added unless an earlier test on this
+    worker did (the local API signs a hash again each time it is posted)."""
+    status, found = get(node, "/v1/lookup", signal_type=kind, signal=value, radius="0")
+    assert status == 200, found
+    mine = [hit["id"] for hit in found["hits"] if hit["author"] == node.key]
+    return str(mine[0]) if mine else add(node, kind, value)
 
 
 def test_lookup_answers_a_hash_with_provenance_as_match_does(fed: Fed) -> None:
@@ -144,7 +145,7 @@ def signed(fed: Fed, who: NodeProc, seq: int, prev: str | None, body: Body) -> R
 
 def test_stix_export_parses_and_round_trips_ids_labels_and_opinions(fed: Fed) -> None:
     stix2 = pytest.importorskip("stix2", reason="the stix extra (stix2) is not installed")
-    listed(fed.a, "pdq", PDQ)
+    listed(fed.a, "pdq", PDQ)  # whichever tests ran before on this worker
     url = add(fed.a, "url", "https://example.org/watch?v=1")
     gone = add(fed.a, "sha256", "ab" * 32, labels=(LABEL, "behaviour:graphic-violence"))
     fed.a.api("POST", f"/v1/signals/{gone}/retract", {"reason": "mistake"})
@@ -241,12 +242,11 @@ def test_pytx_fetch_follows_the_node_resumes_and_restarts_on_a_new_epoch(fed: Fe
     from threatexchange.signal_type.md5 import VideoMD5Signal
     from threatexchange.signal_type.pdq.signal import PdqSignal
 
-    listed(fed.a, "pdq", PDQ)
-
     types = [PdqSignal, VideoMD5Signal]
     collab = pytx.HashmeshCollabConfig(name="fed", node_url=f"http://127.0.0.1:{fed.a.local_port}")
     credentials = pytx.HashmeshCredentials(NodeHome(fed.a.home).token())
     api = pytx.HashmeshSignalExchangeAPI.for_collab(collab, credentials)
+    listed(fed.a, "pdq", PDQ)  # whichever tests ran before on this worker
     many = [add(fed.a, "md5", f"{n:032x}") for n in range(1, 1_200)]  # more than one page
     store = PytxState()
     assert store.fetch(api, types, abandon_after=1) == 1  # abandoned after one page
@@ -259,7 +259,9 @@ def test_pytx_fetch_follows_the_node_resumes_and_restarts_on_a_new_epoch(fed: Fe
     fed.a.api("POST", f"/v1/signals/{many[0]}/retract", {"reason": "mistake"})
     disputed = many[1]
     dispute = signed(fed, fed.c, 1, None, OpinionBody(disputed, "dispute", (), "not ours"))
-    assert import_ndjson(fed.a, dispute.canonical + b"\n")["counts"]["accepted"] == 1
+    also = signed(fed, fed.c, 2, dispute.id, SignalBody("pdq", PDQ, ("entity:other",)))
+    imported = import_ndjson(fed.a, dispute.canonical + b"\n" + also.canonical + b"\n")
+    assert imported["counts"]["accepted"] == 2, imported
     expires = int(time.time() * 1000) + 1_500
     body = {"type": "md5", "value": "c" * 32, "labels": [LABEL], "expires": expires}
     soon = fed.a.api("POST", "/v1/signals", body)["id"]
@@ -284,8 +286,10 @@ def test_pytx_fetch_follows_the_node_resumes_and_restarts_on_a_new_epoch(fed: Fe
     converted = api.naive_convert_to_signal_type(types, collab, store.held())
     assert converted[PdqSignal] and PDQ in converted[PdqSignal]
     index = PdqSignal.get_index_cls().build(converted[PdqSignal].items())
-    (match,) = index.query(NEAR)
-    assert match.metadata.signal_id == next(k for k, v in store.held().items() if v.value == PDQ)
+    (match,) = index.query(NEAR)  # one entry a hash: a's and c's signals of PDQ in one
+    held = {match.metadata.signal_id, *(other.signal_id for other in match.metadata.also)}
+    assert held == {k for k, v in store.held().items() if v.value == PDQ} and also.id in held
+    assert match.metadata.get_as_aggregate_opinion().tags == {LABEL, "entity:other"}
 
     # the node's database is replaced (a new epoch): the checkpoint turns stale, then a
     # fresh fetch holds exactly the new database's list
@@ -300,11 +304,28 @@ def test_pytx_fetch_follows_the_node_resumes_and_restarts_on_a_new_epoch(fed: Fe
     assert set(stale.held()) == active_ids(fed.a)
 
 
-def test_the_threatexchange_cli_fetches_the_node_with_the_extension(
+def noise_png(path: Path, seed: int) -> Path:
+    """A photo-like PNG with plenty of structure (PDQ quality 100)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = (np.random.default_rng(seed).random((32, 32, 3)) * 255).astype("uint8")
+    Image.fromarray(pixels).resize((256, 256)).save(path)
+    return path
+
+
+def test_the_threatexchange_cli_fetches_the_node_and_matches_a_listed_photo(
     fed: Fed, tmp_path: Path
 ) -> None:
-    """pytx's own CLI, the extension registered as its docs say: fetch, then its dataset."""
+    """pytx's own CLI, the extension registered as its docs say: fetch, its dataset, and
+    ``threatexchange match photo`` on an image the federation lists (hashed by hashmesh).
+
+    The collaboration ``photos`` keeps one label, so pytx's PDQ index holds exactly one hash:
+    the case faiss pickles unreadably (ThreatExchange #1318) unless node.interop.pytx_exchange mends
+    it; then ``fed`` (everything) is fetched beside it."""
     pytest.importorskip("node.interop.pytx_exchange", reason="the threatexchange extra is absent")
+    from node.media.hashing import hash_image
+
     cli = Path(sys.executable).parent / "threatexchange"
     env = dict(os.environ, HOME=str(tmp_path), HASHMESH_API_TOKEN=NodeHome(fed.a.home).token())
 
@@ -314,18 +335,61 @@ def test_the_threatexchange_cli_fetches_the_node_with_the_extension(
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         return done.stdout + done.stderr
 
-    add(fed.a, "pdq", PDQ)
-    tx("config", "extensions", "add", "node.interop.pytx_exchange")
+    def counts() -> dict[str, str]:
+        return dict(line.split(": ") for line in tx("dataset", "-S").split("\n") if ": " in line)
+
+    image, unrelated = noise_png(tmp_path / "listed.png", 1), noise_png(tmp_path / "other.png", 2)
+    listed(fed.a, "pdq", PDQ)
+    photo = add(fed.a, "pdq", hash_image(image.read_bytes()).pdq, labels=("entity:cli-photo",))
     url = f"http://127.0.0.1:{fed.a.local_port}"
+    tx("config", "extensions", "add", "node.interop.pytx_exchange")
+    tx("config", "collab", "edit", "hashmesh", "photos", "--create", "--node-url", url,
+       "--labels", "entity:cli-photo")  # fmt: skip
+    assert "Up to date" in tx("fetch")
+    assert counts() == {"pdq": "1"}
+
+    matched = [line for line in tx("match", "photo", str(image)).splitlines() if line]
+    assert matched == ["pdq 0 (photos) POSITIVE_CLASS entity:cli-photo"]
+    assert [line for line in tx("match", "photo", str(unrelated)).splitlines() if line] == []
+
     tx("config", "collab", "edit", "hashmesh", "fed", "--create", "--node-url", url)
     assert "Up to date" in tx("fetch")
-    counts = dict(line.split(": ") for line in tx("dataset", "-S").split("\n") if ": " in line)
     signals = fed.a.api("GET", "/v1/signals?active=true&limit=10000")["signals"]
-    distinct_pdq = len({s["value"] for s in signals if s["type"] == "pdq"})
-    assert int(counts["pdq"]) == distinct_pdq  # pytx indexes by hash value
-    assert int(counts.get("video_md5", "0")) == len(
+    assert photo in {s["id"] for s in signals}
+    fetched = counts()
+    assert int(fetched["pdq"]) == len({s["value"] for s in signals if s["type"] == "pdq"})
+    assert int(fetched.get("video_md5", "0")) == len(
         {s["value"] for s in signals if s["type"] == "md5"}
-    )
+    )  # pytx indexes by hash value
+
+
+def test_pytx_pdq_index_matches_after_pickling_as_it_did_before(tmp_path: Path) -> None:
+    """pytx's PDQ index pickled (as its CLI and HMA store it) and loaded again answers as
+    the index it was. faiss alone writes unreadably a hash map with a bucket that holds all
+    of a power of two of hashes (one hash; 2 or 4 near-identical ones); every other index
+    keeps faiss's bytes."""
+    pytest.importorskip("node.interop.pytx_exchange", reason="the threatexchange extra is absent")
+    import faiss
+    from threatexchange.signal_type.pdq.pdq_index import PDQIndex
+
+    near = [PDQ, NEAR, PDQ[:-2] + "00", PDQ[:-4] + "0000", "00" * 16 + PDQ[32:]]
+    far = "0f" * 32
+    cases = [([PDQ], True), (near[:2], True), (near[:3], False), (near[:4], True),
+             ([*near[:3], far], False), ([*near, far], False)]  # fmt: skip
+    for entries, mended in cases:
+        index = PDQIndex.build([(h, i) for i, h in enumerate(entries)])
+        path = tmp_path / "pdq.index"
+        with path.open("wb") as out:
+            index.serialize(out)
+        with path.open("rb") as back:
+            loaded = PDQIndex.deserialize(back)
+        for query in (PDQ, NEAR, far):
+            want = sorted((m.metadata, m.similarity_info.distance) for m in index.query(query))
+            got = sorted((m.metadata, m.similarity_info.distance) for m in loaded.query(query))
+            assert got == want, (len(entries), query)
+        assert [m.metadata for m in loaded.query(PDQ)]  # never vacuous: PDQ is in every one
+        stock = bytes(faiss.serialize_index_binary(index.index.faiss_index))
+        assert (bytes(index.index.__getstate__()) != stock) == mended, len(entries)
 
 
 def test_a_follower_of_the_feed_ends_at_the_active_list_under_concurrent_merges(fed: Fed) -> None:
