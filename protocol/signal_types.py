@@ -22,9 +22,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
-from protocol.errors import InvalidHashError, UnknownSignalTypeError
+from protocol.errors import InvalidHashError, SchemaError, UnknownSignalTypeError
 from protocol.urls import MAX_URL_CHARS, normalise_url
+
+TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # the syntax of every signal type name
+MAX_ANNOUNCED_TYPES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,25 @@ def signal_type(name: str) -> SignalType:
     return found
 
 
+def check_type_names(names: object, field: str = "types") -> tuple[str, ...]:
+    """A list of signal type names as an announce carries it (SPEC 5.2): 1..64 names of the
+    type name syntax, strictly ascending. Syntax only: a newer node may name types this
+    node's registry does not know. Raises ``SchemaError``."""
+    if not isinstance(names, tuple | list) or not 0 < len(names) <= MAX_ANNOUNCED_TYPES:
+        raise SchemaError(
+            f"{field} must be a list of 1..{MAX_ANNOUNCED_TYPES} signal type names", field=field
+        )
+    for name in names:
+        if not isinstance(name, str) or TYPE_NAME.fullmatch(name) is None:
+            raise SchemaError(
+                f"{field} holds a malformed signal type name",
+                field=field, expected=TYPE_NAME.pattern, actual=name,
+            )  # fmt: skip
+    if any(a >= b for a, b in pairwise(names)):
+        raise SchemaError(f"{field} must be strictly ascending (sorted, distinct)", field=field)
+    return tuple(names)
+
+
 def canonical_value(type_name: str, value: str) -> str:
     """The canonical form of a user-supplied value; raises if it cannot be one."""
     return signal_type(type_name).normalise(value)
@@ -185,6 +208,7 @@ __all__ = [
     "SignalType",
     "canonical_value",
     "check_authorable",
+    "check_type_names",
     "check_value",
     "featureless_distance",
     "is_featureless",
