@@ -257,7 +257,7 @@ def test_malformed_types_are_schema_errors(types: object) -> None:
     with pytest.raises(SchemaError):
         parse_body("announce", ANNOUNCE | {"types": types})
     with pytest.raises(SchemaError):
-        AnnounceBody("Node", types=types)  # type: ignore[arg-type]
+        AnnounceBody("Node", types=types)
 
 
 def test_well_formed_types() -> None:
@@ -287,6 +287,6 @@ def test_endpoint_summary_shows_types_only_when_announced() -> None:
     w.announce("b")
     endpoints = fold_state(w.records, FED, 0).to_json()["endpoints"]
     assert isinstance(endpoints, list)
-    by_name = {e["name"]: e for e in endpoints}  # type: ignore[index]
-    assert "types" not in by_name["node a"]  # type: ignore[operator]
-    assert by_name["node b"]["types"] == list(NEW)  # type: ignore[index]
+    by_name = {e["name"]: e for e in endpoints}
+    assert "types" not in by_name["node a"]
+    assert by_name["node b"]["types"] == list(NEW)
