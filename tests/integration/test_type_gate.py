@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from extra_types import EXTRA_TYPE, extra_value, register_extra_type
 from harness import NodeProc, found_federation
 
+from node.cli.main import _type_gate_lines as type_gate_lines
 from node.config import load_config
 from node.home import NodeHome
 from node.net.app import make_app
@@ -72,6 +73,9 @@ def test_a_signal_of_a_type_not_enabled_is_refused_naming_the_members(
             assert gate["enabled"] == sorted(CORE_TYPES)
             assert gate["waiting"] == {EXTRA_TYPE: ["b", "c"]}
             assert gate["known"] == list(SIGNAL_TYPES) and gate["unknown_enabled"] == []
+            assert type_gate_lines(state) == [  # what `hashmesh status` prints of it
+                "  signal type sha512 not enabled yet: waiting for b, c to announce it"
+            ]
 
             # b's node upgrades and announces; c's node announces without the type
             await node.merge([announce_of(b, federation.id, KNOWS_EXTRA).canonical,
@@ -113,6 +117,8 @@ def test_a_node_that_does_not_know_an_enabled_type_says_it_must_upgrade(
     with caplog.at_level(logging.WARNING, logger="hashmesh.node"):
         state = asyncio.run(exchange())
     assert state["signal_types"]["unknown_enabled"] == ["tlsh"]
+    assert type_gate_lines(state) == ["  upgrade needed: signal types tlsh are enabled in the "
+                                      "federation but unknown to this node"]  # fmt: skip
     assert "tlsh" in state["signal_types"]["enabled"]
     assert any("signal types tlsh are enabled in the federation but unknown to this node"
                in r.getMessage() for r in caplog.records)  # fmt: skip
