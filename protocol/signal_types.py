@@ -2,7 +2,8 @@
 
 A record carries a signal's value in canonical form; ``canonical_value`` turns user input
 (upper-case hex, a URL as pasted) into that form and ``check_value`` rejects anything that is
-not already canonical. Adding a type is one entry in ``SIGNAL_TYPES``.
+not already canonical. Adding a type is one entry in ``SIGNAL_TYPES``; members author it once
+every member's node has announced it (``protocol.type_gate``, SPEC 11).
 
 Perceptual types compare by Hamming distance over their bits; exact types only match equal
 values. ``pdq`` and ``url`` are also python-threatexchange's names; its bridge maps md5 and
