@@ -28,13 +28,19 @@ class NodeError(Exception):
     title: str = "node error"
 
     def __init__(
-        self, message: str, *, status: int | None = None, title: str | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        title: str | None = None,
+        fields: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
         if title is not None:  # what failed, for a problem body's title
             self.title = title
+        self.fields = fields or {}  # further members of a problem body
 
     def diagnostics(self) -> str:
         return f"{self.title}: {self}"
@@ -140,4 +146,4 @@ def explain(error: BaseException, *, kind: bool = True) -> str:
 def refused(error: AuthoringError) -> ApiError:
     """A refusal of the authoring rules (``protocol.authoring``) as the local API answers it:
     its status (403, 404, 409, 422) and title ("already retracted", "own signal", ...)."""
-    return ApiError(str(error), status=error.status, title=error.title)
+    return ApiError(str(error), status=error.status, title=error.title, fields=error.fields())

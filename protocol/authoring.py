@@ -16,7 +16,10 @@ Checks, in order; the first failure is raised:
 2. the author: a key of a member identity (``NotAMemberError``) with role ``member`` -- an
    auditor authors nothing (``AuditorError``) -- whose log is open at the next seq: a removed,
    forked or rotated-away key authors nothing (``ClosedLogError``);
-3. what the body names, as the node's state shows it (``Target``, ``counted votes``):
+3. what the body names, as the node's state shows it (``Target``, ``counted votes``, the
+   types each member's node announced):
+   - ``signal``: a type that is enabled in the federation (``protocol.type_gate``: a core
+     type, or one every member's node announced; ``TypeNotEnabledError``);
    - ``retract``: a counted signal (``UnknownSignalError``) of this identity -- only the
      contributor retracts (``NotContributorError``) -- not retracted already
      (``AlreadyRetractedError``);
@@ -29,7 +32,7 @@ Checks, in order; the first failure is raised:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
@@ -48,6 +51,7 @@ from protocol.labels import check_in_taxonomy
 from protocol.membership import Membership
 from protocol.records import Record
 from protocol.signal_types import check_authorable
+from protocol.type_gate import CORE_TYPES, Announced, check_type_enabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +79,19 @@ def check_authoring(
     *,
     target: Target | None = None,
     votes: Iterable[Record] = (),
+    announced: Callable[[], Announced] = dict,
 ) -> None:
     """Raise unless author may sign body as its record at seq now (module docstring).
 
     ``target``: the counted signal a retract or opinion names (None: no such signal);
-    ``votes``: the stored vote records (those that count are the identity's votes)."""
+    ``votes``: the stored vote records (those that count are the identity's votes);
+    ``announced``: reads each member identity's announced types -- called only for a signal
+    of a type that is not core, so authoring the core types reads nothing."""
     check_body(federation, body)
     identity = _check_author(membership, author, seq)
-    if isinstance(body, RetractBody):
+    if isinstance(body, SignalBody) and body.type not in CORE_TYPES:
+        check_type_enabled(membership, announced(), body.type)
+    elif isinstance(body, RetractBody):
         _check_retract(body, identity, target)
     elif isinstance(body, OpinionBody):
         _check_opinion(body, identity, target)

@@ -15,7 +15,7 @@ outside. A caller that cannot vouch for its bytes uses ``decode_record``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any, Final
 
 import orjson
@@ -39,8 +39,10 @@ _BODY_CLASSES: Final[dict[str, type[Body]]] = {
     cls.KIND: cls
     for cls in (SignalBody, RetractBody, OpinionBody, AnnounceBody, VoteBody, RotateBody)
 }
-_BODY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
-    kind: tuple(f.name for f in fields(cls)) for kind, cls in _BODY_CLASSES.items()
+# per kind: each field's name and its value when the JSON omits it (the dataclass default)
+_BODY_FIELDS: Final[dict[str, tuple[tuple[str, object], ...]]] = {
+    kind: tuple((f.name, None if f.default is MISSING else f.default) for f in fields(cls))
+    for kind, cls in _BODY_CLASSES.items()
 }
 
 
@@ -91,7 +93,7 @@ def _trusted_body(kind: str, obj: dict[str, Any]) -> Body:
 def _trusted_other_body(kind: str, obj: dict[str, Any]) -> Body:
     body = object.__new__(_BODY_CLASSES[kind])
     setattr_, get = object.__setattr__, obj.get
-    for name in _BODY_FIELDS[kind]:
-        value = get(name)
+    for name, default in _BODY_FIELDS[kind]:
+        value = get(name, default)
         setattr_(body, name, tuple(value) if type(value) is list else value)
     return body

@@ -17,7 +17,7 @@ from protocol.errors import InvalidHashError, SchemaError
 from protocol.federation import check_name, check_role
 from protocol.keys import SigningKey, is_public_key, is_signature, verify_signature
 from protocol.labels import check_labels
-from protocol.signal_types import SIGNAL_TYPES, check_value, signal_type
+from protocol.signal_types import SIGNAL_TYPES, check_type_names, check_value, signal_type
 from protocol.urls import normalise_url
 
 ROTATE_DOMAIN = b"hashmesh/rotate/v1\n"
@@ -129,12 +129,15 @@ class OpinionBody:
 
 @dataclass(frozen=True, slots=True)
 class AnnounceBody:
-    """The member's display name, its node URLs and its TLS public key fingerprint."""
+    """The member's display name, its node URLs, its TLS public key fingerprint and the signal
+    types its node can verify and index (``()``: the member's node does not say; the JSON
+    omits ``types`` then, as every announce before the type gate did: SPEC 5.2, 11)."""
 
     KIND: ClassVar[str] = "announce"
     name: str
     urls: tuple[str, ...] = ()
     tls: str | None = None  # SHA-256 of the node certificate's SubjectPublicKeyInfo, hex
+    types: tuple[str, ...] = ()  # strictly ascending type names (syntax only)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -152,9 +155,14 @@ class AnnounceBody:
             raise SchemaError("urls must be distinct", field="urls")
         if self.tls is not None:
             _check_hex64(self.tls, "tls")
+        if self.types != ():  # anything else given, [] included, must be 1..64 names
+            object.__setattr__(self, "types", check_type_names(self.types))
 
     def to_json(self) -> dict[str, JsonValue]:
-        return _with_optional({"name": self.name, "urls": list(self.urls)}, tls=self.tls)
+        out = _with_optional({"name": self.name, "urls": list(self.urls)}, tls=self.tls)
+        if self.types:
+            out["types"] = list(self.types)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,10 +367,12 @@ def _parse_opinion(obj: dict[str, Any]) -> Body:
 
 
 def _parse_announce(obj: dict[str, Any]) -> Body:
-    _keys(obj, _keyset("name", "urls"), _keyset("name", "urls", "tls"))
+    _keys(obj, _keyset("name", "urls"), _keyset("name", "urls", "tls", "types"))
     if not isinstance(obj["urls"], list):
         raise SchemaError("urls must be a list", field="urls")
-    return AnnounceBody(name=obj["name"], urls=tuple(obj["urls"]), tls=obj.get("tls"))
+    # present, types is 1..64 names (checked by the body; none is written by omitting it)
+    types = obj.get("types", ())
+    return AnnounceBody(name=obj["name"], urls=tuple(obj["urls"]), tls=obj.get("tls"), types=types)
 
 
 def _parse_vote(obj: dict[str, Any]) -> Body:

@@ -14,7 +14,8 @@ Tree::
     │       ├── NotContributorError  only the contributor retracts                    (403)
     │       ├── AlreadyRetractedError  retract or opinion on a retracted signal       (409)
     │       ├── AlreadyVotedError    the identity cast this vote already              (409)
-    │       └── OwnSignalError       an opinion on the member's own signal            (422)
+    │       ├── OwnSignalError       an opinion on the member's own signal            (422)
+    │       └── TypeNotEnabledError  a signal type not every member's node announced  (409)
     └── RemoteProtocolError          bytes from outside do not satisfy the protocol
         ├── EncodingError            not the canonical JSON of SPEC section 2
         │   ├── OversizeError        more than MAX_RECORD_BYTES, checked before parsing
@@ -71,6 +72,10 @@ class AuthoringError(LocalProtocolError):
     def diagnostics(self) -> str:
         return f"{self.title}: {self}"
 
+    def fields(self) -> dict[str, object]:
+        """Structured details for a problem body, beside the message (none by default)."""
+        return {}
+
 
 class NotAMemberError(AuthoringError):
     title = "not a member"
@@ -105,6 +110,26 @@ class AlreadyVotedError(AuthoringError):
 class OwnSignalError(AuthoringError):
     status = 422
     title = "own signal"
+
+
+class TypeNotEnabledError(AuthoringError):
+    """A signal of a type that is not enabled in the federation yet (SPEC 4.5, 11): the nodes
+    of ``waiting_for`` (member identity, name) have not announced that they know it."""
+
+    title = "signal type not enabled"
+
+    def __init__(
+        self, message: str, *, signal_type: str, waiting_for: tuple[tuple[str, str], ...]
+    ) -> None:
+        super().__init__(message)
+        self.signal_type = signal_type
+        self.waiting_for = waiting_for
+
+    def fields(self) -> dict[str, object]:
+        return {
+            "signal_type": self.signal_type,
+            "waiting_for": [{"identity": i, "name": n} for i, n in self.waiting_for],
+        }
 
 
 @dataclass(frozen=True, slots=True)

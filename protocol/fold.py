@@ -12,7 +12,8 @@ the same ``State`` in any order and with any duplication. Its parts:
 - opinions: per (signal, member identity) the latest counted opinion, where later means a later
   key generation, then a higher seq, unless the signal is the identity's own; tallies count
   the latest verdicts;
-- endpoints: per member identity, its latest counted ``announce``.
+- endpoints: per member identity, its latest counted ``announce`` (with the signal types its
+  node announced, from which ``protocol.type_gate`` derives the enabled types).
 
 Each rule is one small function below (``signal_status``, ``is_active``,
 ``retraction_applies``, ``first_retraction``, ``latest``, ``opinion_counts``, ``tally``); the
@@ -98,15 +99,21 @@ class Endpoint:
     urls: tuple[str, ...]
     tls: str | None
     record: str
+    types: tuple[str, ...] = ()  # the signal types its node announced (SPEC 5.2, 11)
 
     def to_json(self) -> dict[str, JsonValue]:
-        return {
+        """As in the state summary (8.7): ``types`` only when announced, so a state without
+        any keeps the summary it had before the type gate."""
+        out: dict[str, JsonValue] = {
             "member": self.member,
             "name": self.name,
             "urls": list(self.urls),
             "tls": self.tls,
             "record": self.record,
         }
+        if self.types:
+            out["types"] = list(self.types)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +320,7 @@ def _endpoints(counted: list[Record], membership: Membership) -> dict[str, Endpo
         body = record.body
         if isinstance(body, AnnounceBody):
             member = membership.owner[record.author]
-            endpoint = Endpoint(member, body.name, body.urls, body.tls, record.id)
+            endpoint = Endpoint(member, body.name, body.urls, body.tls, record.id, body.types)
             position = (membership.generation(record.author), record.seq)
             announced.setdefault(member, []).append((*position, endpoint))
     chosen = {member: latest(candidates) for member, candidates in announced.items()}

@@ -64,6 +64,7 @@ from protocol.membership import (
     membership_changes,
 )
 from protocol.records import Record
+from protocol.type_gate import Announced
 
 MAX_HELD_PER_AUTHOR: Final = 10_000
 MAX_HELD_TOTAL: Final = 200_000
@@ -320,15 +321,22 @@ class Ledger:
             return len(self._held_ids)
         return len(self._held.get(author, ()))
 
-    def check_authoring(self, author: str, body: Body, target: Target | None = None) -> int:
+    def check_authoring(
+        self,
+        author: str,
+        body: Body,
+        target: Target | None = None,
+        announced: Callable[[], Announced] = dict,
+    ) -> int:
         """Raise ``AuthoringError`` unless author may sign body as its next record now
-        (``protocol.authoring``, with this ledger's membership and votes); that seq."""
+        (``protocol.authoring``, with this ledger's membership and votes, and ``announced``
+        reading each member's announced types); that seq."""
         self._refresh()
         head = self.heads.get(author)
         seq = 1 if head is None else head.seq + 1
         check_authoring(
             self.federation, self.membership, author, seq, body, target=target,
-            votes=self.membership_records,
+            votes=self.membership_records, announced=announced,
         )  # fmt: skip
         return seq
 

@@ -8,7 +8,8 @@ a family module on each side, its SPEC row and its vectors (SPEC 11).
 
 A record carries a signal's value in canonical form; ``canonical_value`` turns user input
 (upper-case hex, a URL as pasted) into that form and ``check_value`` rejects anything that is
-not already canonical.
+not already canonical. A type beyond the core ones is authored once every member's node has
+announced it (``protocol.type_gate``, SPEC 11).
 
 Featureless values (SPEC 5.3): a value within the radius of one of its type's degenerate
 values would match every blank image, not a piece of content. Such a record stays valid
@@ -19,9 +20,11 @@ depends on the value and the radius alone.
 
 from __future__ import annotations
 
+import re
+from itertools import pairwise
 from types import ModuleType
 
-from protocol.errors import InvalidHashError, UnknownSignalTypeError
+from protocol.errors import InvalidHashError, SchemaError, UnknownSignalTypeError
 from protocol.types import SignalType, digests, hamming_distance, perceptual, url, video
 from protocol.urls import MAX_URL_CHARS
 
@@ -29,6 +32,8 @@ FAMILIES: tuple[ModuleType, ...] = (perceptual, digests, url, video)
 
 SIGNAL_TYPES: dict[str, SignalType] = {t.name: t for f in FAMILIES for t in f.TYPES}
 CORE_TYPES: frozenset[str] = frozenset(n for n, t in SIGNAL_TYPES.items() if t.core)
+TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # the syntax of every signal type name
+MAX_ANNOUNCED_TYPES = 64
 DEGENERATE_VALUES: dict[str, tuple[str, ...]] = {
     n: t.degenerate for n, t in SIGNAL_TYPES.items() if t.degenerate
 }
@@ -44,6 +49,25 @@ def signal_type(name: str) -> SignalType:
             actual=name,
         )
     return found
+
+
+def check_type_names(names: object, field: str = "types") -> tuple[str, ...]:
+    """A list of signal type names as an announce carries it (SPEC 5.2): 1..64 names of the
+    type name syntax, strictly ascending. Syntax only: a newer node may name types this
+    node's registry does not know. Raises ``SchemaError``."""
+    if not isinstance(names, tuple | list) or not 0 < len(names) <= MAX_ANNOUNCED_TYPES:
+        raise SchemaError(
+            f"{field} must be a list of 1..{MAX_ANNOUNCED_TYPES} signal type names", field=field
+        )
+    for name in names:
+        if not isinstance(name, str) or TYPE_NAME.fullmatch(name) is None:
+            raise SchemaError(
+                f"{field} holds a malformed signal type name",
+                field=field, expected=TYPE_NAME.pattern, actual=name,
+            )  # fmt: skip
+    if any(a >= b for a, b in pairwise(names)):
+        raise SchemaError(f"{field} must be strictly ascending (sorted, distinct)", field=field)
+    return tuple(names)
 
 
 def canonical_value(type_name: str, value: str) -> str:
@@ -110,6 +134,7 @@ __all__ = [
     "SignalType",
     "canonical_value",
     "check_authorable",
+    "check_type_names",
     "check_value",
     "distance",
     "featureless_distance",

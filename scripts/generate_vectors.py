@@ -100,6 +100,11 @@ fold.json
 # --- keys, federation, logs -----------------------------------------------------------------
 
 
+# announced type lists: a node that knows sha512 too, and one newer still (tlsh)
+TYPES_KNOWN = ("dhash", "md5", "pdq", "phash", "sha1", "sha256", "sha512", "url")
+TYPES_NEWER = ("dhash", "md5", "pdq", "phash", "sha1", "sha256", "sha512", "tlsh", "url")
+
+
 def key_seed(name: str) -> bytes:
     return hashlib.sha256(f"hashmesh/vectors/key/{name}".encode()).digest()
 
@@ -255,6 +260,10 @@ def valid_records() -> list[tuple[str, Record]]:
     add("signal_pdq_degenerate", bob, SignalBody("pdq", "0" * 64))  # valid, never authored
     add("signal_sha512", bob, SignalBody("sha512", SHA512))  # the first type after v1
     add("signal_vpdq_two_frames", bob, SignalBody("vpdq", VPDQ, ("entity:example-group",)))
+    # the signal types a node announces (SPEC 5.2): syntax only, so names a verifier's
+    # registry does not hold are valid too
+    announce = AnnounceBody("Carol Social", ("https://carol.example/",), types=TYPES_NEWER)
+    add("announce_types", lg["carol"], announce)
     return out
 
 
@@ -546,6 +555,17 @@ def invalid_records() -> list[Invalid]:  # one table, read top to bottom
     )
     body("announce_name_with_newline", "SchemaError", "announce", name="Alice\nPlatform", urls=[])
     body("announce_null_tls", "SchemaError", "announce", name="Alice", urls=[], tls=None)
+    body("announce_empty_types", "SchemaError", "announce", name="Alice", urls=[], types=[])
+    body("announce_null_types", "SchemaError", "announce", name="Alice", urls=[], types=None)
+    body("announce_unsorted_types", "SchemaError", "announce", name="A", urls=[],
+         types=["sha256", "md5"])  # fmt: skip
+    body("announce_duplicate_types", "SchemaError", "announce", name="A", urls=[],
+         types=["md5", "md5"])  # fmt: skip
+    body("announce_type_uppercase", "SchemaError", "announce", name="A", urls=[], types=["MD5"])
+    body("announce_type_33_chars", "SchemaError", "announce", name="A", urls=[],
+         types=["t" * 33])  # fmt: skip
+    body("announce_65_types", "SchemaError", "announce", name="A", urls=[],
+         types=[f"t{i:02}" for i in range(65)])  # fmt: skip
     erin = KEYS["erin"].public
     body("vote_unknown_action", "SchemaError", "vote", action="ban", member=erin, after=0)
     body("vote_remove_without_after", "SchemaError", "vote", action="remove", member=erin)
@@ -773,6 +793,19 @@ def _rotation() -> list[Record]:
     return [*a.records, *a2.records, *b.records]
 
 
+def _announced_types() -> list[Record]:
+    """Each member's latest announce gives its endpoint's types (an endpoint without any has
+    no ``types`` member, 8.7); an auditor's announce does not count."""
+    lg = logs()
+    a, b, c, d = lg["alice"], lg["bob"], lg["carol"], lg["dave"]
+    a.add(AnnounceBody("Alice Platform", ("https://alice.example/",), types=TYPES_KNOWN))
+    b.add(AnnounceBody("Bob Video", ("https://bob.example/",), types=TYPES_NEWER))
+    b.add(AnnounceBody("Bob Video", ("https://bob.example/",)))  # latest: no types
+    c.add(AnnounceBody("Carol Social", (), types=("tlsh",)))
+    d.add(AnnounceBody("Dave Research Institute", (), types=TYPES_KNOWN))
+    return [*a.records, *b.records, *c.records, *d.records]
+
+
 def _gap_and_outsider() -> list[Record]:
     lg = logs()
     a = lg["alice"]
@@ -794,6 +827,7 @@ FOLD_BUILDERS: list[tuple[str, Callable[[], list[Record]]]] = [
     ("removal", _removal),
     ("rotation", _rotation),
     ("chain_gap_and_outsider", _gap_and_outsider),
+    ("announced_types", _announced_types),
 ]
 
 

@@ -306,7 +306,21 @@ def status(home: Path, as_json: bool) -> None:
         f"members {len(data['members'])}  peers {len(data['peers'])}",
     ]
     lines += [_peer_line(p) for p in data["peers"]]
-    emit(data, as_json, "\n".join(lines + _membership_lines(data)))
+    emit(data, as_json, "\n".join(lines + _membership_lines(data) + _type_gate_lines(data)))
+
+
+def _type_gate_lines(status: dict[str, Any]) -> list[str]:
+    """Signal types this node knows that are not enabled yet, and enabled ones it does not
+    know (SPEC 11: it must be upgraded)."""
+    gate = status.get("signal_types") or {}
+    lines = [
+        f"  signal type {name} not enabled yet: waiting for {', '.join(names)} to announce it"
+        for name, names in sorted((gate.get("waiting") or {}).items())
+    ]
+    if gate.get("unknown_enabled"):
+        lines.append(f"  upgrade needed: signal types {', '.join(gate['unknown_enabled'])} are "
+                     "enabled in the federation but unknown to this node")  # fmt: skip
+    return lines
 
 
 def _peer_line(peer: dict[str, Any]) -> str:

@@ -33,7 +33,15 @@ from node.config import NodeConfig
 from node.errors import ApiError, NodeError
 from node.home import NodeHome
 from node.net import gossip, local_api, peer_api
-from node.net.context import NODE, PROBLEM_MEMBERS, SESSION, Node, announce_self, problem
+from node.net.context import (
+    NODE,
+    PROBLEM_MEMBERS,
+    SESSION,
+    Node,
+    announce_self,
+    check_enabled_types,
+    problem,
+)
 from node.net.deadlines import counting, read_deadlines
 from node.net.gossip import GOSSIP
 from node.net.httpsig import RequestVerifier
@@ -59,7 +67,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         fields = {k: v for k, v in e.to_json().items() if k not in PROBLEM_MEMBERS}
         return problem(e.status, e.code, str(e), **fields)
     except NodeError as e:
-        return problem(e.status, e.title, str(e))
+        fields = {k: v for k, v in e.fields.items() if k not in PROBLEM_MEMBERS}
+        return problem(e.status, e.title, str(e), **fields)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem(500, "internal error", "the node failed to handle this request")
@@ -73,6 +82,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(node.index.add_many, rows)  # seconds at 10 M signals
     node.metrics.signals_indexed(rows)
     await announce_self(node)
+    await check_enabled_types(node)
     node.ready = True
     yield
     node.ready = False

@@ -40,7 +40,9 @@ from protocol.federation import Federation
 from protocol.keys import SigningKey
 from protocol.membership import Membership
 from protocol.records import Record
+from protocol.signal_types import SIGNAL_TYPES
 from protocol.sync import VIEW_DEPENDENT_ERRORS
+from protocol.type_gate import announced_types, enabled_types
 
 log = logging.getLogger("hashmesh.node")
 
@@ -78,6 +80,8 @@ class Node:
     index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # queries vs. updates
     index_order: asyncio.Lock = field(default_factory=asyncio.Lock)  # updates in commit order
     announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # enabled signal types this node's registry does not know (SPEC 11: it must upgrade)
+    unknown_enabled: frozenset[str] = frozenset()
 
     def is_peer_key(self, key: str) -> bool:
         """May key talk to this node: the current key of a member or auditor, neither
@@ -127,6 +131,7 @@ class Node:
         if result.membership is not None or any(r.kind == "announce" for r in result.accepted):
             for hook in self.on_announces:
                 await hook()
+            await check_enabled_types(self)
         if result.membership is not None:
             await announce_self(self)  # admitted while running: announce now, not at restart
         if result.accepted and relay:
@@ -238,9 +243,35 @@ async def announce_self(node: Node) -> None:
             return  # not (or no longer) a member that authors
         endpoints = await node.store.read(lambda s: s.endpoints())
         mine = [e for e in endpoints if e["member"] == node.identity]
-        wanted = {"name": node.config.name, "urls": [node.config.url], "tls": node.tls.spki}
-        if mine and {k: mine[0].get(k) for k in wanted} == wanted:
+        types = announced_types(SIGNAL_TYPES)
+        wanted = {"name": node.config.name, "urls": [node.config.url], "tls": node.tls.spki,
+                  "types": list(types)}  # fmt: skip
+        if mine and {k: mine[0].get(k, []) for k in wanted} == wanted:
             return
-        body = AnnounceBody(name=node.config.name, urls=(node.config.url,), tls=node.tls.spki)
+        body = AnnounceBody(name=node.config.name, urls=(node.config.url,), tls=node.tls.spki,
+                            types=types)  # fmt: skip
         await node.author(body)
-    log.info("announced %s (TLS key fingerprint %s)", node.config.url, node.tls.spki or "none")
+    log.info("announced %s (TLS key fingerprint %s; signal types %s)", node.config.url,
+             node.tls.spki or "none", ", ".join(types) or "the core ones")  # fmt: skip
+
+
+async def check_enabled_types(node: Node) -> frozenset[str]:
+    """The signal types enabled in the federation (``protocol.type_gate``); logs a warning when
+    some of them are unknown to this node's registry: records of those types are rejected here
+    and their authors' later records stop counting here, until this node is upgraded (SPEC 11).
+    An auditor's node, which announces nothing, is the usual case."""
+    membership = node.membership
+    if membership is None:
+        return frozenset()
+    announced = await node.store.read(lambda s: s.announced_types())
+    enabled = enabled_types(membership, announced)
+    unknown = frozenset(enabled - SIGNAL_TYPES.keys())
+    if unknown and unknown != node.unknown_enabled:
+        log.warning(
+            "signal types %s are enabled in the federation but unknown to this node: upgrade "
+            "hashmesh, or records of those types are rejected here and their authors' later "
+            "records stop counting here",
+            ", ".join(sorted(unknown)),
+        )
+    node.unknown_enabled = unknown
+    return enabled

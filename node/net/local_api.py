@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -64,6 +64,7 @@ from protocol.labels import check_labels, normalise_labels
 from protocol.membership import Membership
 from protocol.records import is_record_id
 from protocol.signal_types import SIGNAL_TYPES, canonical_value
+from protocol.type_gate import enabled_types, waiting_for
 
 if TYPE_CHECKING:
     from node.store.store import Store
@@ -145,6 +146,7 @@ async def get_status(request: web.Request, node: Node) -> web.StreamResponse:
     members = (
         [] if membership is None else sorted(membership.members.values(), key=lambda m: m.name)
     )
+    announced = await node.store.read(lambda s: s.announced_types())
     return web.json_response(
         {
             "node": {
@@ -165,9 +167,11 @@ async def get_status(request: web.Request, node: Node) -> web.StreamResponse:
                     "role": m.role,
                     "removed": m.removed,
                     "frozen": _frozen(membership, m.current_key),
+                    "types": announced.get(m.identity, []),
                 }
                 for m in members
             ],
+            "signal_types": _signal_types(membership, announced),
             "forks": _forks(membership),
             "peers": [p.to_json(time.time()) for p in gossip.peers.values()],
             "barred_peers": [{"url": u, "reason": r} for u, r in sorted(gossip.barred.items())],
@@ -175,6 +179,25 @@ async def get_status(request: web.Request, node: Node) -> web.StreamResponse:
             "counters": node.counters,
         }
     )
+
+
+def _signal_types(
+    membership: Membership | None, announced: Mapping[str, list[str]]
+) -> dict[str, object]:
+    """The type gate as this node sees it (SPEC 11): the types its registry knows, those
+    enabled in the federation, the enabled ones it does not know (it must be upgraded), and
+    for each known type not enabled yet the members whose nodes have not announced it."""
+    enabled = set() if membership is None else enabled_types(membership, announced)
+    return {
+        "known": list(SIGNAL_TYPES),
+        "enabled": sorted(enabled),
+        "unknown_enabled": sorted(enabled - SIGNAL_TYPES.keys()),
+        "waiting": {
+            name: [m.name for m in waiting_for(membership, announced, name)]
+            for name in sorted(SIGNAL_TYPES.keys() - enabled)
+            if membership is not None
+        },
+    }
 
 
 def _frozen(membership: Membership | None, key: str) -> dict[str, object] | None:

@@ -224,11 +224,15 @@ class Materialiser:
                                  body.verdict, _json(body.labels)))  # fmt: skip
             elif isinstance(body, AnnounceBody):
                 announces.append((row, member, gen, record.seq, body.name, _json(body.urls),
-                                  body.tls))  # fmt: skip
+                                  body.tls, _json(body.types) if body.types else None))  # fmt: skip
         self._add_signals(signals)
         self._add_retractions(retracts)
         self.conn.executemany("INSERT INTO opinions VALUES (?, ?, ?, ?, ?, ?, ?)", opinions)
-        self.conn.executemany("INSERT INTO announces VALUES (?, ?, ?, ?, ?, ?, ?)", announces)
+        self.conn.executemany(
+            "INSERT INTO announces (row, member, gen, seq, name, urls, tls, types) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            announces,
+        )
 
     def _add_signals(self, signals: list[tuple[int, Record, SignalBody, int, bool]]) -> None:
         keyer, now, adopted = Keyer(self.state.lookup_salt), self.received_ms, self._adopted

@@ -290,15 +290,30 @@ def _render_opinions(
 
 
 def endpoints(conn: sqlite3.Connection) -> list[dict[str, object]]:
-    """Every member's latest counted announcement, like ``Endpoint.to_json()``, by member."""
+    """Every member's latest counted announcement, like ``Endpoint.to_json()`` (``types``
+    only when announced), by member."""
     rows = conn.execute(
-        "SELECT m.key, o.gen, o.seq, o.name, o.urls, o.tls, r.id FROM announces o "
+        "SELECT m.key, o.gen, o.seq, o.name, o.urls, o.tls, r.id, o.types FROM announces o "
         "JOIN keys m ON m.ref = o.member JOIN records r ON r.row = o.row"
     )
     announced: dict[str, list[tuple[int, int, dict[str, object]]]] = {}
-    for member, gen, seq, name, urls, tls, rid in rows:
+    for member, gen, seq, name, urls, tls, rid, types in rows:
         endpoint = {"member": member, "name": name, "urls": orjson.loads(urls), "tls": tls,
                     "record": rid.hex()}  # fmt: skip
+        if types is not None:
+            endpoint["types"] = orjson.loads(types)
         announced.setdefault(member, []).append((gen, seq, endpoint))
     chosen = [latest(candidates) for _, candidates in sorted(announced.items())]
     return [endpoint for endpoint in chosen if endpoint is not None]
+
+
+def announced_types(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Member identity -> the signal types its latest counted announce lists (the type gate's
+    input, ``protocol.type_gate``)."""
+    announced: dict[str, list[str]] = {}
+    for endpoint in endpoints(conn):
+        types = endpoint.get("types")
+        announced[str(endpoint["member"])] = (
+            [str(t) for t in types] if isinstance(types, list) else []
+        )
+    return announced

@@ -17,7 +17,8 @@ Tables (``row`` is always the ``records.row`` of the record a materialised row c
 - ``counted``: per key, through which seq its records are materialised, and as which member
   identity and key generation -- the frontier of the materialised state.
 - ``signals`` (+ ``signal_labels``), ``retractions``, ``opinions``, ``announces``: the effects
-  of every counted record of those kinds; ``members`` and ``freezes``: the derived membership.
+  of every counted record of those kinds (an announce's ``types``: migration 0004);
+  ``members`` and ``freezes``: the derived membership.
   A signal row repeats its record's id, author and seq, so that answering a lookup never reads
   the (large) ``records`` rows.
 - ``peers`` and ``meta``: the federation layer's peer list and key/value settings.
@@ -194,6 +195,14 @@ def _ui_users(db: sqlite_utils.Database) -> None:
     """The web UI's accounts, sessions and action log (node.users)."""
     for statement in users.TABLES:
         db.execute(statement)
+
+
+@MIGRATIONS(name="0004_announced_types")
+def _announced_types(db: sqlite_utils.Database) -> None:
+    """The signal types each announce lists (JSON, NULL: none), for the type gate (SPEC 11).
+    Older nodes stored no announce with types (they reject one), so NULL is right for every
+    row already materialised."""
+    db.execute("ALTER TABLE announces ADD COLUMN types TEXT")
 
 
 @functools.cache

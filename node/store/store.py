@@ -276,7 +276,8 @@ class Store:
         Every record this node signs is signed here, after ``protocol.authoring`` said that
         this member may sign this body now (``AuthoringError`` if not: SPEC 4.5)."""
         state = self._writer_state()
-        seq = state.ledger.check_authoring(key.public, body, self._target(body, ts))
+        seq = state.ledger.check_authoring(key.public, body, self._target(body, ts),
+                                           announced=self.announced_types)  # fmt: skip
         head = state.heads.get(key.public)
         record = sign_record(
             key, fed=self.federation.id, seq=seq, prev=None if head is None else head.id, ts=ts,
@@ -437,6 +438,10 @@ class Store:
         """Each member's latest announce: member, name, urls, tls (fingerprint), record --
         for node.app and node.gossip, like ``Endpoint.to_json()``, ordered by member."""
         return reads.endpoints(self.conn)
+
+    def announced_types(self) -> dict[str, list[str]]:
+        """Member identity -> the signal types its latest counted announce lists."""
+        return reads.announced_types(self.conn)
 
     def announces_by(self, keys: Iterable[str]) -> list[tuple[str, AnnounceBody]]:
         """Every stored announce signed by these keys, counted or not: (author, body). Reads

@@ -32,6 +32,8 @@ from protocol.bodies import rotation
 T0 = 1_763_800_000_000
 LABELS = ("behaviour:glorification", "entity:alpha", "entity:beta", "incident:7")
 TYPES = ("sha256", "md5", "pdq", "url")
+# what announces list: often nothing (as before the type gate), names known here or not
+ANNOUNCED_TYPES = ((), (), ("md5", "sha512"), ("tlsh",), ("md5", "sha512", "tlsh"))
 
 
 @cache
@@ -128,7 +130,9 @@ def random_body(h: History, author: Author) -> Body:
     if choice < 0.85:
         verdict = rng.choice(("confirm", "dispute", "seen"))
         return OpinionBody(rng.choice(h.signals).id, verdict, (rng.choice(LABELS),))
-    return AnnounceBody(f"node {rng.randint(0, 3)}", (f"https://n{rng.randint(0, 3)}.example/",))
+    types = rng.choice(ANNOUNCED_TYPES)
+    return AnnounceBody(f"node {rng.randint(0, 3)}", (f"https://n{rng.randint(0, 3)}.example/",),
+                        types=types)  # fmt: skip
 
 
 def random_history(rng: random.Random, federation: Federation, steps: int) -> History:
