@@ -46,6 +46,7 @@ from protocol.keys import SigningKey
 from protocol.membership import Membership
 
 if TYPE_CHECKING:  # the store (SQLite, verify pool) loads only when a command needs it
+    from node.store.read import SignalQuery
     from node.store.store import MergeResult, Store
 
 
@@ -112,18 +113,6 @@ def problem_detail(body: bytes) -> str:
 
 
 # ---- the two backends -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SignalQuery:
-    """Filters of ``hashmesh signals`` (and of GET /v1/signals)."""
-
-    type: str | None = None
-    label: str | None = None
-    member: str | None = None
-    active: bool | None = True
-    limit: int = 100
-    offset: int = 0
 
 
 class Backend(Protocol):
@@ -316,10 +305,9 @@ class StoreBackend:
         return _merge_json(self.store.merge(batch, received_ms=now_ms()))
 
     def signals(self, query: SignalQuery) -> list[dict[str, Any]]:
-        return self.store.signals(
-            now_ms=now_ms(), type=query.type, label=query.label, member=query.member,
-            active=query.active, limit=query.limit, offset=query.offset,
-        )  # fmt: skip
+        from node.store import read
+
+        return read.signals(self.store.conn, query, now_ms=now_ms())
 
     def signal(self, signal_id: str) -> dict[str, Any] | None:
         return self.store.signal(signal_id, now_ms=now_ms())

@@ -27,6 +27,8 @@ from node.net.context import NODE, Node
 from node.net.local_api import MALFORMED_MULTIPART
 from node.store import users
 from node.store.membership_view import members_json, pending_votes
+from node.store.read import STATUSES, SignalQuery
+from node.store.read import signals as list_signals
 from node.ui import actions, queries
 from node.ui.actions import FormError
 from node.ui.auth import (
@@ -196,7 +198,7 @@ async def _pending(node: Node) -> list[dict[str, Any]]:
 # -- signals ---------------------------------------------------------------------------------
 
 
-def _signal_filter(node: Node, q: Any) -> queries.SignalFilter:
+def _signal_query(node: Node, q: Any) -> SignalQuery:
     type_ = q.get("type") or None
     if type_ is not None and type_ not in SIGNAL_TYPES:
         raise FormError(f"type must be one of {', '.join(SIGNAL_TYPES)}")
@@ -210,14 +212,15 @@ def _signal_filter(node: Node, q: Any) -> queries.SignalFilter:
     if member is not None and (node.membership is None or member not in node.membership.members):
         raise FormError("member: choose one of the federation's members")
     status = q.get("status") or None
-    if status is not None and status not in queries.STATUSES:
-        raise FormError(f"status must be one of {', '.join(queries.STATUSES)}")
+    if status is not None and status not in STATUSES:
+        raise FormError(f"status must be one of {', '.join(STATUSES)}")
     before = q.get("before") or None
     if before is not None and (not before.isdigit() or len(before) > 18):
         raise FormError("before: a row number")
-    return queries.SignalFilter(
-        type_, label, member, status, None if before is None else int(before)
-    )
+    return SignalQuery(
+        type_, label, member, status=status, before=None if before is None else int(before),
+        limit=queries.PAGE_ROWS + 1,
+    )  # fmt: skip
 
 
 @page()
@@ -227,7 +230,7 @@ async def signals(ctx: Ctx) -> web.StreamResponse:
     members = members_json(node.membership) if node.membership else []
     context: dict[str, Any] = {
         "types": list(SIGNAL_TYPES),
-        "statuses": queries.STATUSES,
+        "statuses": STATUSES,
         "members": members,
         "q": q,
         "rows": [],
@@ -248,10 +251,8 @@ async def signals(ctx: Ctx) -> web.StreamResponse:
                 lambda s: queries.search_value(s, pairs, now_ms=now)
             )
             return render(ctx.request, "signals.html", context, ctx=ctx)
-        f = _signal_filter(node, q)
-        rows = await node.store.read(
-            lambda s: queries.list_signals(s, f, now_ms=now, limit=queries.PAGE_ROWS + 1)
-        )
+        query = _signal_query(node, q)
+        rows = await node.store.read(lambda s: list_signals(s.conn, query, now_ms=now))
     except FormError as e:
         context["error"] = str(e)
         return render(ctx.request, "signals.html", context, ctx=ctx, status=400)
