@@ -47,7 +47,7 @@ from protocol.membership import Membership
 
 if TYPE_CHECKING:  # the store (SQLite, verify pool) loads only when a command needs it
     from node.store.read import SignalQuery
-    from node.store.store import MergeResult, Store
+    from node.store.store import Store
 
 
 # ---- the local API client ---------------------------------------------------------------
@@ -182,15 +182,6 @@ def _members(membership: Membership) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _merge_json(result: MergeResult) -> dict[str, Any]:
-    outcomes = [
-        {"index": o.index, "status": str(o.status), "id": o.id, "error": o.error}
-        for o in result.outcomes
-        if o.status != "accepted"
-    ]
-    return {"counts": result.counts(), "outcomes": outcomes}
-
-
 class ApiBackend:
     """Writes through the running node's local API; two lookups read the database."""
 
@@ -302,7 +293,7 @@ class StoreBackend:
         return {"id": record.id, "seq": record.seq, "kind": record.kind, "record": record.text}
 
     def merge(self, batch: Sequence[bytes]) -> dict[str, Any]:
-        return _merge_json(self.store.merge(batch, received_ms=now_ms()))
+        return self.store.merge(batch, received_ms=now_ms()).to_json()
 
     def signals(self, query: SignalQuery) -> list[dict[str, Any]]:
         from node.store import read

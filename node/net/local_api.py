@@ -559,12 +559,7 @@ async def import_records(request: web.Request, node: Node) -> web.StreamResponse
         raise ApiError(f"at most {node.config.limits.max_batch_records} records per request",
                        title="too many records")  # fmt: skip
     result = await node.merge(lines, source=None)
-    outcomes = [
-        {"index": o.index, "status": str(o.status), "id": o.id, "error": o.error}
-        for o in result.outcomes
-        if o.status != "accepted"
-    ]
-    return web.json_response({"counts": result.counts(), "outcomes": outcomes})
+    return web.json_response(result.to_json())
 
 
 def add_routes(app: web.Application) -> None:
