@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import click
@@ -39,6 +36,7 @@ from node.config import normalise_peer
 from node.errors import ApiError, ConfigError, InputError, refused
 from node.home import NodeHome
 from node.homelock import SERVE, HomeBusyError, HomeLock
+from node.net.client import NodeClient, bearer
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
 from protocol.errors import AuthoringError, LocalProtocolError
 from protocol.federation import Federation
@@ -53,13 +51,8 @@ if TYPE_CHECKING:  # the store (SQLite, verify pool) loads only when a command n
 # ---- the local API client ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LocalApi:
-    """A client of a running node's local API (bearer token from the home)."""
-
-    base: str
-    token: str
-    timeout_s: float = 60.0
+class LocalApi(NodeClient):
+    """A client of a running node's local API (the bearer token of its home)."""
 
     @classmethod
     def for_home(cls, home: NodeHome) -> LocalApi:
@@ -69,47 +62,7 @@ class LocalApi:
                 f"no node is running for {home.path}: "
                 f"start it with 'hashmesh serve --home {home.path}'"
             )
-        return cls(str(info["api"]).rstrip("/"), home.token())
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """A JSON request; the parsed JSON answer, or ApiError with the problem detail."""
-        data = None if body is None else json.dumps(body).encode()
-        return json.loads(self.call_raw(method, path, data) or b"null")
-
-    def call_raw(
-        self, method: str, path: str, data: bytes | None = None, content_type: str = ""
-    ) -> bytes:
-        with self._open(method, path, data, content_type) as response:
-            return bytes(response.read())
-
-    def lines(self, path: str) -> Iterator[bytes]:
-        """GET path's NDJSON answer line by line, as it streams (never all in memory)."""
-        with self._open("GET", path) as response:
-            yield from (line.rstrip(b"\n") for line in response if line.strip())
-
-    @contextlib.contextmanager
-    def _open(
-        self, method: str, path: str, data: bytes | None = None, content_type: str = ""
-    ) -> Iterator[Any]:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        headers["Content-Type"] = content_type or "application/json"
-        request = urllib.request.Request(self.base + path, data, headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                yield response
-        except urllib.error.HTTPError as e:
-            detail = problem_detail(e.read())
-            raise ApiError(f"node answered {e.code}: {detail}", status=e.code) from None
-        except urllib.error.URLError as e:
-            raise ConfigError(f"cannot reach the node at {self.base}: {e.reason}") from None
-
-
-def problem_detail(body: bytes) -> str:
-    try:
-        problem = json.loads(body)
-        return str(problem.get("detail") or problem.get("title"))
-    except (ValueError, AttributeError):
-        return body[:200].decode(errors="replace")
+        return cls(str(info["api"]), bearer(home.token()))
 
 
 # ---- the two backends -------------------------------------------------------------------
