@@ -45,7 +45,13 @@ from node.store.store import Store
 from protocol import Federation, Head, RemoteProtocolError, SigningKey
 from protocol.encoding import JsonValue
 from protocol.federation import parse_genesis
-from protocol.sync import MAX_PAGE_RECORDS, parse_frontier
+from protocol.sync import (
+    MAX_PAGE_RECORDS,
+    LogRequest,
+    claimed_last_seq,
+    next_page,
+    parse_frontier,
+)
 
 CHUNK_RECORDS: Final = 1024
 HTTP_TIMEOUT_S: Final = 60
@@ -310,23 +316,20 @@ class PeerClient(NodeClient):
         return value
 
     def log(self, author: str, through: int) -> list[bytes]:
-        """author's records with seq <= through. Pages overlap by one seq, so the second
-        record of a fork is not lost at a page boundary; each line is kept once."""
+        """author's records with seq <= through, paged as gossip pages (``protocol.sync``'s
+        ``next_page``), except that each page after the first starts one seq back, so the
+        second record of a fork at a page boundary is not lost; each line is kept once."""
         kept: dict[bytes, None] = {}
-        after = 0
+        page = LogRequest(author, 0, MAX_PAGE_RECORDS)
         while True:
-            query = {"after": str(after), "limit": str(MAX_PAGE_RECORDS)}
-            lines = [line for line in self.get(f"/v1/log/{author}", query).split(b"\n") if line]
-            seqs = [_seq_of(line) for line in lines]
-            kept.update(
-                (line, None)
-                for line, s in zip(lines, seqs, strict=True)
-                if s is None or s <= through
-            )
-            last = max((s for s in seqs if s is not None), default=None)
-            if len(lines) < MAX_PAGE_RECORDS or last is None or last >= through:
+            lines = [
+                line for line in self.get(f"/v1/log/{author}", page.query()).split(b"\n") if line
+            ]
+            kept.update((line, None) for line in lines if (_seq_of(line) or 0) <= through)
+            following = next_page(page, len(lines), claimed_last_seq(lines))
+            if following is None or following.after >= through:
                 return list(kept)
-            after = last - 1 if last - 1 > after else last
+            page = LogRequest(author, max(following.after - 1, page.after + 1), page.limit)
 
 
 def _seq_of(line: bytes) -> int | None:

@@ -1,6 +1,7 @@
 """node.net.client against a real HTTP/1.1 server on 127.0.0.1 (the standard library's, in a
 thread): JSON, NDJSON lines, problem bodies, an unreachable node, kept-alive connections and
-a connection the server dropped while idle, and https refused without a pin."""
+a connection the server dropped while idle, and https refused without a pin; the audit's
+``PeerClient.log`` paging a log (``protocol.sync.next_page``, one seq back per page)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,25 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from node.audit.sources import PeerClient
 from node.errors import ApiError, ConfigError
 from node.net.client import NodeClient, bearer
 from node.net.tls import TlsRefusedError
+from protocol.keys import SigningKey
+from protocol.sync import MAX_PAGE_RECORDS
+
+AUDITOR = SigningKey(bytes(range(32)))
 
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     seen: list[tuple[str, str, dict[str, str], int]]  # method, path, headers, client port
+    log: list[bytes]  # what GET /v1/log/{author} pages through, in seq order
+    ignore_after: bool  # a node that answers the first page whatever is asked
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -47,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
             answer = b'{"a":1}\n\n{"b":2}\n'
         elif self.path == "/text":
             answer = b"plain words"
+        elif self.path.startswith("/v1/log/"):
+            answer = self._log_page()
         self.send_response(status)
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
@@ -54,11 +65,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/drop":  # answered, then the connection dropped without a word
             self.close_connection = True
 
+    def _log_page(self) -> bytes:
+        query = {k: int(v[0]) for k, v in parse_qs(urlsplit(self.path).query).items()}
+        after = 0 if self.server.ignore_after else query["after"]
+        page = [line for line in self.server.log if json.loads(line)["seq"] > after]
+        return b"".join(line + b"\n" for line in page[: query["limit"]])
+
 
 @pytest.fixture
 def server() -> Iterator[Server]:
     httpd = Server(("127.0.0.1", 0), Handler)
-    httpd.seen = []
+    httpd.seen, httpd.log, httpd.ignore_after = [], [], False
     thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     yield httpd
@@ -139,3 +156,39 @@ def test_with_keeps_one_connection_and_replaces_one_dropped_while_idle(server: S
 def test_https_without_a_pin_is_refused_before_connecting() -> None:
     with pytest.raises(TlsRefusedError, match="no TLS pin"):
         NodeClient("https://127.0.0.1:9/").call("GET", "/v1/heads")
+
+
+# ---- the audit's log paging ----------------------------------------------------------------
+
+
+def entry(seq: int, fork: str = "") -> bytes:
+    return json.dumps({"seq": seq, "fork": fork}).encode()
+
+
+def afters(server: Server) -> list[int]:
+    return [int(parse_qs(urlsplit(path).query)["after"][0]) for _, path, _, _ in server.seen]
+
+
+def test_the_audit_keeps_both_records_of_a_fork_at_a_page_boundary(server: Server) -> None:
+    fork_seq = MAX_PAGE_RECORDS  # the first page ends with one of the fork's two records
+    server.log = [entry(n) for n in range(1, fork_seq + 1)] + [entry(fork_seq, "second")]
+    server.log += [entry(n) for n in range(fork_seq + 1, fork_seq + 11)]
+    with PeerClient(url_of(server), AUDITOR) as client:
+        kept = client.log("author", fork_seq + 10)
+    assert kept == server.log  # every line once, the second fork record too
+    assert afters(server) == [0, fork_seq - 1]  # the second page starts one seq back
+
+
+def test_the_audit_stops_at_the_frontier_it_was_given(server: Server) -> None:
+    server.log = [entry(n) for n in range(1, 2 * MAX_PAGE_RECORDS + 1)]
+    with PeerClient(url_of(server), AUDITOR) as client:
+        kept = client.log("author", MAX_PAGE_RECORDS - 3)
+    assert kept == server.log[: MAX_PAGE_RECORDS - 3] and afters(server) == [0]
+
+
+def test_a_node_that_ignores_after_cannot_keep_the_audit_paging(server: Server) -> None:
+    server.log, server.ignore_after = [entry(n) for n in range(1, 3 * MAX_PAGE_RECORDS)], True
+    with PeerClient(url_of(server), AUDITOR) as client:
+        kept = client.log("author", 3 * MAX_PAGE_RECORDS)
+    assert kept == server.log[:MAX_PAGE_RECORDS]  # the one page it answers, once
+    assert afters(server) == [0, MAX_PAGE_RECORDS - 1, MAX_PAGE_RECORDS]
