@@ -154,27 +154,29 @@ def call(port: int, token: str | None, method: str, path: str, body: Any = None)
 
 
 def hm(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 60
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run `hashmesh ARGS` as a user would (no HASHMESH_HOME in the environment), with this
     checkout's code from any working directory."""
     base = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
     base["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", "node", *args],
+        [sys.executable, "-m", "node", *map(str, args)],
         capture_output=True, text=True, env=base | (env or {}), cwd=cwd, timeout=timeout,
         check=False,
     )  # fmt: skip
 
 
-def ok(*args: str) -> str:
+def ok(*args: str | Path) -> str:
     """`hashmesh ARGS`' standard output; the command must succeed."""
     result = hm(*args)
-    assert result.returncode == 0, f"hashmesh {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    assert result.returncode == 0, (
+        f"hashmesh {' '.join(map(str, args))}:\n{result.stdout}{result.stderr}"
+    )
     return result.stdout
 
 
-def ok_json(*args: str) -> Any:
+def ok_json(*args: str | Path) -> Any:
     return json.loads(ok(*args, "--json"))
 
 

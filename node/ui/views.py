@@ -42,7 +42,7 @@ from node.ui.auth import (
     set_cookie,
 )
 from node.ui.jobs import UI, rates, report_is_stale, start
-from node.ui.render import SECURITY_HEADERS, Ctx, render
+from node.ui.render import SECURITY_HEADERS, Ctx, denied_page, render
 from protocol.errors import ProtocolError
 from protocol.labels import check_labels
 from protocol.records import RECORD_DOMAIN, decode_record, is_record_id, unsigned_bytes
@@ -288,13 +288,7 @@ async def signal_page(ctx: Ctx) -> web.StreamResponse:
 
     data = await node.store.read(read) if is_record_id(sid) else None
     if data is None:
-        return render(
-            ctx.request,
-            "denied.html",
-            {"status": 404, "error": f"no signal {sid[:80]} on this node"},
-            ctx=ctx,
-            status=404,
-        )
+        return denied_page(ctx.request, 404, f"no signal {sid[:80]} on this node", ctx=ctx)
     context = data | {
         "names": _names(node),
         "own": data["row"]["member"] == node.identity,
@@ -319,13 +313,7 @@ async def record_page(ctx: Ctx) -> web.StreamResponse:
     node, rid = ctx.node, ctx.request.match_info["id"]
     raw = await node.store.read(lambda s: s.record(rid)) if is_record_id(rid) else None
     if raw is None:
-        return render(
-            ctx.request,
-            "denied.html",
-            {"status": 404, "error": f"no record {rid[:80]} on this node"},
-            ctx=ctx,
-            status=404,
-        )
+        return denied_page(ctx.request, 404, f"no record {rid[:80]} on this node", ctx=ctx)
     check: dict[str, Any] = {"ok": True, "error": None}
     try:
         record = decode_record(raw, node.federation.id)
@@ -538,9 +526,7 @@ async def _signal_error(ctx: Ctx, sid: str, message: str) -> web.Response:
     node, now = ctx.node, now_ms()
     row = await node.store.read(lambda s: s.signal(sid, now_ms=now)) if is_record_id(sid) else None
     if row is None:
-        return render(
-            ctx.request, "denied.html", {"status": 404, "error": message}, ctx=ctx, status=404
-        )
+        return denied_page(ctx.request, 404, message, ctx=ctx)
     opinions = await node.store.read(lambda s: queries.opinions_of(s, sid))
     retraction = None
     if row["retracted_by"]:
