@@ -5,10 +5,12 @@ and seq, so the large ``records`` rows are never read), the two ``keys`` it name
 name, and every opinion row on it. Which of those count is decided here with
 ``protocol.fold``'s rules (each member's ``latest``, not on its own signal: ``opinion_counts``;
 ``tally``), as is status (``signal_status``, from ``retracted_by`` and ``expires`` at the
-``now_ms`` the caller passes: expiry needs no write). The one rule written in SQL is
-``ACTIVE``, the filter form of ``protocol.fold.is_active`` over the same two columns, which a
-listing of millions of signals needs; ``tests/node/test_store.py`` checks it against the
-protocol function.
+``now_ms`` the caller passes: expiry needs no write). The rules written in SQL are
+``ACTIVE``, the filter form of ``protocol.fold.is_active`` over the same two columns, and the
+statuses a listing filters by (``_STATUS_SQL``), which a listing of millions of signals
+needs; ``tests/node/test_store.py`` checks ``ACTIVE`` against the protocol function and
+``tests/ui/test_pages.py`` each status. Every listing (``GET /v1/signals``, ``hashmesh
+signals``, the web UI) is one ``SignalQuery`` answered by ``signals``.
 """
 
 from __future__ import annotations
