@@ -153,6 +153,42 @@ def call(port: int, token: str | None, method: str, path: str, body: Any = None)
         return json.loads(response.read() or b"null")
 
 
+def hm(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `hashmesh ARGS` as a user would (no HASHMESH_HOME in the environment), with this
+    checkout's code from any working directory."""
+    base = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
+    base["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "node", *map(str, args)],
+        capture_output=True, text=True, env=base | (env or {}), cwd=cwd, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
+def ok(*args: str | Path) -> str:
+    """`hashmesh ARGS`' standard output; the command must succeed."""
+    result = hm(*args)
+    assert result.returncode == 0, (
+        f"hashmesh {' '.join(map(str, args))}:\n{result.stdout}{result.stderr}"
+    )
+    return result.stdout
+
+
+def ok_json(*args: str | Path) -> Any:
+    return json.loads(ok(*args, "--json"))
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The result failed with exit 2 and exactly one stderr line, no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hashmesh: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
 def write_config(
     node: NodeProc,
     gossip: dict[str, Any] | None = None,

@@ -22,7 +22,6 @@ Anything that makes a source unreadable raises ``AuditError`` (exit 2 at the CLI
 from __future__ import annotations
 
 import functools
-import http.client
 import json
 import sqlite3
 import time
@@ -31,14 +30,14 @@ from pathlib import Path
 from typing import Final
 
 import orjson
-from yarl import URL
 
 from node.audit.checks import ForkRow, part_digests
 from node.audit.engine import AuditError, Row, Snapshot
 from node.config import split_seed
-from node.errors import ConfigError, StoreError
+from node.errors import ConfigError, NodeError, StoreError
+from node.net.client import NodeClient
 from node.net.httpsig import sign_request
-from node.net.tls import TlsRefusedError, announced_pins, connect_pinned
+from node.net.tls import announced_pins
 from node.store import schema
 from node.store.materialise import id8
 from node.store.schema import SQLITE_HEADER
@@ -46,7 +45,13 @@ from node.store.store import Store
 from protocol import Federation, Head, RemoteProtocolError, SigningKey
 from protocol.encoding import JsonValue
 from protocol.federation import parse_genesis
-from protocol.sync import MAX_PAGE_RECORDS, parse_frontier
+from protocol.sync import (
+    MAX_PAGE_RECORDS,
+    LogRequest,
+    claimed_last_seq,
+    next_page,
+    parse_frontier,
+)
 
 CHUNK_RECORDS: Final = 1024
 HTTP_TIMEOUT_S: Final = 60
@@ -280,9 +285,9 @@ def _int(value: object) -> int | None:
     return value if type(value) is int else None
 
 
-class PeerClient:
-    """Signed GET requests to a node's peer API (RFC 9421, with the auditor's key), over one
-    kept-alive connection; ``https`` only with a pin (``node.net.tls.connect_pinned``)."""
+class PeerClient(NodeClient):
+    """Signed GET requests to a node's peer API (RFC 9421, with the auditor's key); ``https``
+    only with a pin. Every failure is an ``AuditError``."""
 
     def __init__(
         self,
@@ -292,90 +297,39 @@ class PeerClient:
         *,
         pin: str | None = None,
     ) -> None:
-        self.base = URL(url if url.endswith("/") else url + "/")
-        self.key = key
-        self.clock = clock
-        self.pin = pin
-        self._connection: http.client.HTTPConnection | None = None
+        def authorise(method: str, url: str, body: bytes) -> dict[str, str]:
+            return sign_request(key, method, url, body, now_s=clock())
 
-    def __enter__(self) -> PeerClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def _connect(self) -> http.client.HTTPConnection:
-        host, port = self.base.raw_host or "", self.base.port or 0
-        try:
-            if self.base.scheme == "https":
-                if self.pin is None:
-                    raise AuditError(f"no TLS pin for {self.base}")
-                return connect_pinned(host, port, self.pin, timeout=HTTP_TIMEOUT_S)
-            connection = http.client.HTTPConnection(host, port, timeout=HTTP_TIMEOUT_S)
-            connection.connect()
-            return connection
-        except TlsRefusedError as e:
-            raise AuditError(f"{self.base}: {e}") from e
-        except OSError as e:
-            raise AuditError(f"cannot reach {self.base}: {e}") from e
+        super().__init__(url, authorise, pin=pin, timeout_s=HTTP_TIMEOUT_S)
 
     def get(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
-        target = self.base.join(URL(path)).with_query(query or {})
-        reused = self._connection is not None
         try:
-            status, data = self._exchange(target)
-        except (http.client.HTTPException, OSError) as e:
-            self.close()
-            if not reused:
-                raise AuditError(f"cannot reach {target}: {e}") from e
-            try:  # the node closed the idle connection: once more, freshly signed
-                status, data = self._exchange(target)
-            except (http.client.HTTPException, OSError) as again:
-                self.close()
-                raise AuditError(f"cannot reach {target}: {again}") from again
-        if status != 200:
-            detail = data[:300].decode(errors="replace")
-            raise AuditError(f"{target} answered {status}: {detail}")
-        return data
-
-    def _exchange(self, target: URL) -> tuple[int, bytes]:
-        headers = sign_request(self.key, "GET", str(target), b"", now_s=self.clock())
-        if self._connection is None:
-            self._connection = self._connect()
-        self._connection.request("GET", target.raw_path_qs, headers=headers)
-        response = self._connection.getresponse()
-        return response.status, response.read()
+            return self.call_raw("GET", path, query=query)
+        except NodeError as e:
+            raise AuditError(f"{self.base}{path}: {e}") from e
 
     def get_json(self, path: str) -> JsonValue:
         try:
             value: JsonValue = json.loads(self.get(path))
         except ValueError as e:
-            raise AuditError(f"{self.base}{path.lstrip('/')}: the answer is not JSON") from e
+            raise AuditError(f"{self.base}{path}: the answer is not JSON") from e
         return value
 
     def log(self, author: str, through: int) -> list[bytes]:
-        """author's records with seq <= through. Pages overlap by one seq, so the second
-        record of a fork is not lost at a page boundary; each line is kept once."""
+        """author's records with seq <= through, paged as gossip pages (``protocol.sync``'s
+        ``next_page``), except that each page after the first starts one seq back, so the
+        second record of a fork at a page boundary is not lost; each line is kept once."""
         kept: dict[bytes, None] = {}
-        after = 0
+        page = LogRequest(author, 0, MAX_PAGE_RECORDS)
         while True:
-            query = {"after": str(after), "limit": str(MAX_PAGE_RECORDS)}
-            lines = [line for line in self.get(f"/v1/log/{author}", query).split(b"\n") if line]
-            seqs = [_seq_of(line) for line in lines]
-            kept.update(
-                (line, None)
-                for line, s in zip(lines, seqs, strict=True)
-                if s is None or s <= through
-            )
-            last = max((s for s in seqs if s is not None), default=None)
-            if len(lines) < MAX_PAGE_RECORDS or last is None or last >= through:
+            lines = [
+                line for line in self.get(f"/v1/log/{author}", page.query()).split(b"\n") if line
+            ]
+            kept.update((line, None) for line in lines if (_seq_of(line) or 0) <= through)
+            following = next_page(page, len(lines), claimed_last_seq(lines))
+            if following is None or following.after >= through:
                 return list(kept)
-            after = last - 1 if last - 1 > after else last
+            page = LogRequest(author, max(following.after - 1, page.after + 1), page.limit)
 
 
 def _seq_of(line: bytes) -> int | None:

@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import click
@@ -39,6 +36,7 @@ from node.config import normalise_peer
 from node.errors import ApiError, ConfigError, InputError, refused
 from node.home import NodeHome
 from node.homelock import SERVE, HomeBusyError, HomeLock
+from node.net.client import NodeClient, bearer
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
 from protocol.errors import AuthoringError, LocalProtocolError
 from protocol.federation import Federation
@@ -46,19 +44,15 @@ from protocol.keys import SigningKey
 from protocol.membership import Membership
 
 if TYPE_CHECKING:  # the store (SQLite, verify pool) loads only when a command needs it
-    from node.store.store import MergeResult, Store
+    from node.store.read import SignalQuery
+    from node.store.store import Store
 
 
 # ---- the local API client ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LocalApi:
-    """A client of a running node's local API (bearer token from the home)."""
-
-    base: str
-    token: str
-    timeout_s: float = 60.0
+class LocalApi(NodeClient):
+    """A client of a running node's local API (the bearer token of its home)."""
 
     @classmethod
     def for_home(cls, home: NodeHome) -> LocalApi:
@@ -68,62 +62,10 @@ class LocalApi:
                 f"no node is running for {home.path}: "
                 f"start it with 'hashmesh serve --home {home.path}'"
             )
-        return cls(str(info["api"]).rstrip("/"), home.token())
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """A JSON request; the parsed JSON answer, or ApiError with the problem detail."""
-        data = None if body is None else json.dumps(body).encode()
-        return json.loads(self.call_raw(method, path, data) or b"null")
-
-    def call_raw(
-        self, method: str, path: str, data: bytes | None = None, content_type: str = ""
-    ) -> bytes:
-        with self._open(method, path, data, content_type) as response:
-            return bytes(response.read())
-
-    def lines(self, path: str) -> Iterator[bytes]:
-        """GET path's NDJSON answer line by line, as it streams (never all in memory)."""
-        with self._open("GET", path) as response:
-            yield from (line.rstrip(b"\n") for line in response if line.strip())
-
-    @contextlib.contextmanager
-    def _open(
-        self, method: str, path: str, data: bytes | None = None, content_type: str = ""
-    ) -> Iterator[Any]:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        headers["Content-Type"] = content_type or "application/json"
-        request = urllib.request.Request(self.base + path, data, headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                yield response
-        except urllib.error.HTTPError as e:
-            detail = problem_detail(e.read())
-            raise ApiError(f"node answered {e.code}: {detail}", status=e.code) from None
-        except urllib.error.URLError as e:
-            raise ConfigError(f"cannot reach the node at {self.base}: {e.reason}") from None
-
-
-def problem_detail(body: bytes) -> str:
-    try:
-        problem = json.loads(body)
-        return str(problem.get("detail") or problem.get("title"))
-    except (ValueError, AttributeError):
-        return body[:200].decode(errors="replace")
+        return cls(str(info["api"]), bearer(home.token()))
 
 
 # ---- the two backends -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SignalQuery:
-    """Filters of ``hashmesh signals`` (and of GET /v1/signals)."""
-
-    type: str | None = None
-    label: str | None = None
-    member: str | None = None
-    active: bool | None = True
-    limit: int = 100
-    offset: int = 0
 
 
 class Backend(Protocol):
@@ -191,15 +133,6 @@ def _members(membership: Membership) -> list[dict[str, Any]]:
          "removed": m.removed}
         for m in sorted(membership.members.values(), key=lambda m: m.name)
     ]  # fmt: skip
-
-
-def _merge_json(result: MergeResult) -> dict[str, Any]:
-    outcomes = [
-        {"index": o.index, "status": str(o.status), "id": o.id, "error": o.error}
-        for o in result.outcomes
-        if o.status != "accepted"
-    ]
-    return {"counts": result.counts(), "outcomes": outcomes}
 
 
 class ApiBackend:
@@ -313,13 +246,12 @@ class StoreBackend:
         return {"id": record.id, "seq": record.seq, "kind": record.kind, "record": record.text}
 
     def merge(self, batch: Sequence[bytes]) -> dict[str, Any]:
-        return _merge_json(self.store.merge(batch, received_ms=now_ms()))
+        return self.store.merge(batch, received_ms=now_ms()).to_json()
 
     def signals(self, query: SignalQuery) -> list[dict[str, Any]]:
-        return self.store.signals(
-            now_ms=now_ms(), type=query.type, label=query.label, member=query.member,
-            active=query.active, limit=query.limit, offset=query.offset,
-        )  # fmt: skip
+        from node.store import read
+
+        return read.signals(self.store.conn, query, now_ms=now_ms())
 
     def signal(self, signal_id: str) -> dict[str, Any] | None:
         return self.store.signal(signal_id, now_ms=now_ms())

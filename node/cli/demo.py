@@ -32,8 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +44,7 @@ from rich.console import Console
 from node.cli.backend import LocalApi
 from node.errors import NodeError
 from node.home import NodeHome
+from node.net.client import NodeClient
 
 SHARED_IMAGE = Path(__file__).resolve().parents[2] / "shared/conformance/pdq/images/aaa-orig.jpg"
 NAMES = ("Alpha", "Beta", "Gamma")
@@ -265,10 +264,10 @@ def _ready(node: DemoNode) -> bool:
     if node.process is not None and node.process.poll() is not None:
         raise NodeError(f"demo: {node.name} exited {node.process.returncode}: {node.log_tail()}")
     try:
-        with urllib.request.urlopen(f"{node.url}readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
+        NodeClient(node.url, timeout_s=2).call_raw("GET", "/readyz")
+    except NodeError:
         return False
+    return True
 
 
 def _signal(node: DemoNode, signal_id: str) -> dict[str, Any] | None:

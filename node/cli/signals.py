@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from node.cli.backend import Backend, LocalApi, SignalQuery, open_backend
+from node.cli.backend import Backend, LocalApi, open_backend
 from node.cli.common import (
     EXIT_ERROR,
     EXIT_NO,
@@ -429,9 +429,11 @@ def signals(
     as_json: bool,
 ) -> None:
     """List signals, newest first, with contributor, labels, status and opinion tallies."""
+    from node.store.read import SignalQuery
+
     with open_backend(NodeHome(home).require()) as backend:
         identity = None if member is None else _member_identity(backend, member)
-        query = SignalQuery(kind, label, identity, True if active else None, limit)
+        query = SignalQuery(kind, label, identity, active=True if active else None, limit=limit)
         rows = backend.signals(query)
     emit({"signals": rows}, as_json, "\n".join(_signal_line(r) for r in rows) or "no signals")
 

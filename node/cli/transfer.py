@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import click
 
-from node.cli.backend import Backend, SignalQuery, open_backend
+from node.cli.backend import Backend, open_backend
 from node.cli.common import emit, home_option, json_option
 from node.cli.progress import progress_lines, progress_mode, progress_option
 from node.cli.signals import contribute, label_option
@@ -142,9 +142,11 @@ def _write_csv(backend: Backend, sink: IO[bytes]) -> int:
 
 
 def _active_signals(backend: Backend) -> Iterator[dict[str, Any]]:
+    from node.store.read import SignalQuery
+
     offset = 0
     while True:
-        page = backend.signals(SignalQuery(limit=EXPORT_PAGE, offset=offset))
+        page = backend.signals(SignalQuery(active=True, limit=EXPORT_PAGE, offset=offset))
         yield from page
         if len(page) < EXPORT_PAGE:
             return

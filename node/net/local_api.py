@@ -56,6 +56,8 @@ from node.net.api_input import (
 )
 from node.net.context import NODE, Node, problem
 from node.net.peer_api import frontier
+from node.store import read as store_read
+from node.store.read import SignalQuery
 from protocol.authoring import check_body
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody, VoteBody
 from protocol.encoding import MAX_SAFE_INTEGER, encode_canonical
@@ -222,10 +224,16 @@ SIGNAL_PARAMS = ("type", "label", "member", "active", "limit", "offset")
 
 @local
 async def list_signals(request: web.Request, node: Node) -> web.StreamResponse:
-    q = query_params(request, SIGNAL_PARAMS)
+    query = signal_query(query_params(request, SIGNAL_PARAMS))
+    now = now_ms()
+    rows = await node.store.read(lambda s: store_read.signals(s.conn, query, now_ms=now))
+    return web.json_response({"signals": rows, "limit": query.limit, "offset": query.offset})
+
+
+def signal_query(q: dict[str, str]) -> SignalQuery:
+    """The listing ``GET /v1/signals`` asks for (absent: any signal, 100 of them)."""
     if q.get("active") not in ("true", "false", None):
         raise ApiError("active must be true or false", title="invalid query parameter active")
-    active = {"true": True, "false": False}.get(q.get("active", ""))
     if q.get("type") is not None and q["type"] not in SIGNAL_TYPES:
         raise ApiError(f"type must be one of {', '.join(SIGNAL_TYPES)}, got {q['type'][:40]!r}",
                        title="invalid query parameter type")  # fmt: skip
@@ -237,16 +245,14 @@ async def list_signals(request: web.Request, node: Node) -> web.StreamResponse:
             check_labels([q["label"]], "label")
         except RemoteProtocolError as e:
             raise ApiError(f"label: {e}", title="invalid query parameter label") from e
-    limit = int_param(q, "limit", 100, 1, MAX_LIST_LIMIT)
-    offset = int_param(q, "offset", 0, 0)
-    now = now_ms()
-    rows = await node.store.read(
-        lambda s: s.signals(
-            now_ms=now, type=q.get("type"), label=q.get("label"), member=q.get("member"),
-            active=active, limit=limit, offset=offset,
-        )
-    )  # fmt: skip
-    return web.json_response({"signals": rows, "limit": limit, "offset": offset})
+    return SignalQuery(
+        type=q.get("type"),
+        label=q.get("label"),
+        member=q.get("member"),
+        active={"true": True, "false": False}.get(q.get("active", "")),
+        limit=int_param(q, "limit", 100, 1, MAX_LIST_LIMIT),
+        offset=int_param(q, "offset", 0, 0),
+    )
 
 
 @local
@@ -614,12 +620,7 @@ async def import_records(request: web.Request, node: Node) -> web.StreamResponse
         raise ApiError(f"at most {node.config.limits.max_batch_records} records per request",
                        title="too many records")  # fmt: skip
     result = await node.merge(lines, source=None)
-    outcomes = [
-        {"index": o.index, "status": str(o.status), "id": o.id, "error": o.error}
-        for o in result.outcomes
-        if o.status != "accepted"
-    ]
-    return web.json_response({"counts": result.counts(), "outcomes": outcomes})
+    return web.json_response(result.to_json())
 
 
 def add_routes(app: web.Application) -> None:

@@ -115,22 +115,15 @@ async def post_records(request: web.Request, node: Node) -> web.StreamResponse:
     if relay not in ("0", "1"):
         raise SyncError("relay must be 0 or 1", field="relay", actual=relay)
     result = await node.merge(lines, source=request[PEER_KEY], relay=relay == "1")
-    outcomes = [
-        {"index": o.index, "status": str(o.status), "id": o.id, "error": o.error}
-        for o in result.outcomes
-        if o.status != "accepted"
-    ]
-    counts = result.counts()
     bad = [o for o in result.outcomes if is_misbehaviour(o.error)]
     if bad:
         return problem(
             422,
             "records rejected",
             f"{len(bad)} of {len(lines)} records failed verification and were not stored",
-            counts=counts,
-            outcomes=outcomes,
+            **result.to_json(),
         )
-    return web.json_response({"counts": counts, "outcomes": outcomes})
+    return web.json_response(result.to_json())
 
 
 def add_routes(app: web.Application) -> None:

@@ -84,6 +84,16 @@ class MergeResult:
             counts[outcome.status] += 1
         return {str(status): n for status, n in counts.items()}
 
+    def to_json(self) -> dict[str, object]:
+        """What a merge answers (``POST /v1/records``, ``POST /v1/import``, ``hashmesh
+        import``): the counts, and the outcome of every record not accepted."""
+        outcomes = [
+            {"index": o.index, "status": str(o.status), "id": o.id, "error": o.error}
+            for o in self.outcomes
+            if o.status != MergeStatus.ACCEPTED
+        ]
+        return {"counts": self.counts(), "outcomes": outcomes}
+
 
 class StoredLog:
     """The ledger's ``LogReader``: stored and held records, read from the node database."""

@@ -5,10 +5,12 @@ and seq, so the large ``records`` rows are never read), the two ``keys`` it name
 name, and every opinion row on it. Which of those count is decided here with
 ``protocol.fold``'s rules (each member's ``latest``, not on its own signal: ``opinion_counts``;
 ``tally``), as is status (``signal_status``, from ``retracted_by`` and ``expires`` at the
-``now_ms`` the caller passes: expiry needs no write). The one rule written in SQL is
-``ACTIVE``, the filter form of ``protocol.fold.is_active`` over the same two columns, which a
-listing of millions of signals needs; ``tests/node/test_store.py`` checks it against the
-protocol function.
+``now_ms`` the caller passes: expiry needs no write). The rules written in SQL are
+``ACTIVE``, the filter form of ``protocol.fold.is_active`` over the same two columns, and the
+statuses a listing filters by (``_STATUS_SQL``), which a listing of millions of signals
+needs; ``tests/node/test_store.py`` checks ``ACTIVE`` against the protocol function and
+``tests/ui/test_pages.py`` each status. Every listing (``GET /v1/signals``, ``hashmesh
+signals``, the web UI) is one ``SignalQuery`` answered by ``signals``.
 """
 
 from __future__ import annotations
@@ -28,55 +30,115 @@ _PAGE_ROWS: Final = 10_000
 _MAX_PARAMS: Final = 500
 # protocol.fold.is_active(expires, retracted_by is not None, :now), as a filter
 ACTIVE: Final = "s.retracted_by IS NULL AND (s.expires IS NULL OR s.expires > :now)"
-
-_SIGNAL_ROWS: Final = """
+# a signal's opinion rows, "member gen seq verdict" comma separated (what _tallies reads)
+_OPINION_ROWS: Final = (
+    "(SELECT group_concat(o.member || ' ' || o.gen || ' ' || o.seq || ' ' || o.verdict) "
+    "FROM opinions o WHERE o.signal = s.id)"
+)
+# the columns signal_json reads, one row per signal
+SIGNAL_ROWS: Final = f"""
 SELECT s.row, s.id, a.key, m.key, mb.name, s.type, s.value, s.labels, s.note, s.expires, s.ts,
-    s.seq, s.retracted_by, s.member,
-    (SELECT group_concat(o.member || ' ' || o.gen || ' ' || o.seq || ' ' || o.verdict)
-     FROM opinions o WHERE o.signal = s.id)
+    s.seq, s.retracted_by, s.member, {_OPINION_ROWS}
 FROM signals s
 JOIN keys a ON a.ref = s.author
 JOIN keys m ON m.ref = s.member
 LEFT JOIN members mb ON mb.identity = m.key
 """
-_LOOKUP: Final = (
-    _SIGNAL_ROWS + f" WHERE s.vkey = :vkey AND s.type = :type AND s.value = :value AND {ACTIVE}"
+# driven by the (label, row) primary key: the newest rows with the label first
+_BY_LABEL: Final = SIGNAL_ROWS.replace(
+    "FROM signals s", "FROM signal_labels sl CROSS JOIN signals s ON s.row = sl.row", 1
 )
+_LOOKUP: Final = (
+    SIGNAL_ROWS + f" WHERE s.vkey = :vkey AND s.type = :type AND s.value = :value AND {ACTIVE}"
+)
+STATUSES: Final = ("active", "retracted", "expired", "disputed", "frozen")
+# each status as a filter: the first three are protocol.fold.signal_status's; a disputed
+# signal's rows and a frozen author's key refs are looked up first (they are few)
+_STATUS_SQL: Final = {
+    "active": ACTIVE,
+    "retracted": "s.retracted_by IS NOT NULL",
+    "expired": "s.retracted_by IS NULL AND s.expires IS NOT NULL AND s.expires <= :now",
+    "disputed": "s.row IN (SELECT value FROM json_each(:disputed))",
+    "frozen": "s.author IN (SELECT value FROM json_each(:frozen))",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class SignalQuery:
-    """Filters of a signal listing; None means any."""
+    """A page of a signal listing, newest first: filters that must all hold (None: any), then
+    where the page starts.
+
+    ``member`` is a member identity; ``active`` is ``protocol.fold.is_active`` (False: retracted
+    or expired); ``status`` one of ``STATUSES`` (the web UI's filter). A page is at most
+    ``limit`` rows, after skipping ``offset`` (``GET /v1/signals``, ``hashmesh signals``) or
+    below row ``before`` (keyset paging, the web UI: a deep page costs what the first does).
+    The default of ``active`` is each caller's: any through the API, active only in the CLI.
+    """
 
     type: str | None = None
     label: str | None = None
-    member: str | None = None  # member identity
+    member: str | None = None
     active: bool | None = None
-
-    def where(self) -> tuple[str, dict[str, object]]:
-        clauses: list[str] = []
-        params: dict[str, object] = {}
-        if self.type is not None:
-            clauses.append("s.type = :type")
-            params["type"] = self.type
-        if self.label is not None:
-            clauses.append("s.row IN (SELECT row FROM signal_labels WHERE label = :label)")
-            params["label"] = self.label
-        if self.member is not None:
-            clauses.append("m.key = :member")
-            params["member"] = self.member
-        if self.active is not None:
-            clauses.append(ACTIVE if self.active else f"NOT ({ACTIVE})")
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+    status: str | None = None
+    before: int | None = None
+    limit: int = 100
+    offset: int = 0
 
 
 def signals(
-    conn: sqlite3.Connection, query: SignalQuery, *, now_ms: int, limit: int, offset: int
+    conn: sqlite3.Connection, query: SignalQuery, *, now_ms: int
 ) -> list[dict[str, object]]:
-    where, params = query.where()
-    sql = _SIGNAL_ROWS + where + " ORDER BY s.row DESC LIMIT :limit OFFSET :offset"
-    rows = conn.execute(sql, params | {"now": now_ms, "limit": limit, "offset": offset})
-    return [signal_json(row, now_ms) for row in rows]
+    """A page of signals. A page's cost stays independent of the store's size where it can: a
+    label walks its own index, the other filters are tested row by row as the newest rows are
+    walked (a few disputes or frozen authors are looked up first instead)."""
+    clauses: list[str] = []
+    params: dict[str, object] = {"now": now_ms, "limit": query.limit, "offset": query.offset}
+    select, row = SIGNAL_ROWS, "s.row"
+    if query.label is not None:
+        select, row = _BY_LABEL, "sl.row"
+        clauses.append("sl.label = :label")
+        params["label"] = query.label
+    if query.type is not None:
+        clauses.append("s.type = :type")
+        params["type"] = query.type
+    if query.member is not None:
+        clauses.append("s.member = (SELECT ref FROM keys WHERE key = :member)")
+        params["member"] = query.member
+    if query.active is not None:
+        clauses.append(ACTIVE if query.active else f"NOT ({ACTIVE})")
+    if query.status in ("disputed", "frozen"):
+        listed = _disputed_rows(conn) if query.status == "disputed" else _frozen_refs(conn)
+        if not listed:
+            return []
+        params[query.status] = orjson.dumps(listed).decode()
+    if query.status is not None:
+        clauses.append(_STATUS_SQL[query.status])
+    if query.before is not None:
+        clauses.append(f"{row} < :before")
+        params["before"] = query.before
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    sql = select + where + f" ORDER BY {row} DESC LIMIT :limit OFFSET :offset"
+    return [signal_json(r, now_ms) for r in conn.execute(sql, params)]
+
+
+def _frozen_refs(conn: sqlite3.Connection) -> list[int]:
+    """The key refs of authors frozen by a fork or a removal."""
+    return [
+        int(r[0])
+        for r in conn.execute(
+            "SELECT k.ref FROM freezes f JOIN keys k ON k.key = f.key "
+            "WHERE f.reason IN ('fork', 'removed')"
+        )
+    ]
+
+
+def _disputed_rows(conn: sqlite3.Connection) -> list[int]:
+    """The rows of every signal that a counted dispute stands on (as its tallies count)."""
+    found = conn.execute(
+        f"SELECT s.row, s.member, {_OPINION_ROWS} FROM signals s "
+        "WHERE s.id IN (SELECT signal FROM opinions WHERE verdict = 'dispute')"
+    )
+    return [int(row) for row, member, given in found if _tallies(given, member)["dispute"]]
 
 
 def signal(conn: sqlite3.Connection, record_id: str, *, now_ms: int) -> dict[str, object] | None:
@@ -84,7 +146,7 @@ def signal(conn: sqlite3.Connection, record_id: str, *, now_ms: int) -> dict[str
         return None
     rid = bytes.fromhex(record_id)
     row = conn.execute(
-        _SIGNAL_ROWS + " WHERE s.row = (SELECT row FROM records WHERE id8 = ? AND id = ?)",
+        SIGNAL_ROWS + " WHERE s.row = (SELECT row FROM records WHERE id8 = ? AND id = ?)",
         (id8(rid), rid),
     ).fetchone()
     return None if row is None else signal_json(row, now_ms)
@@ -105,7 +167,7 @@ def signal_rows(
     for i in range(0, len(ids), _MAX_PARAMS):
         chunk = ids[i : i + _MAX_PARAMS]
         marks = ",".join("?" * len(chunk))
-        for row in conn.execute(_SIGNAL_ROWS + f" WHERE s.row IN ({marks})", chunk):
+        for row in conn.execute(SIGNAL_ROWS + f" WHERE s.row IN ({marks})", chunk):
             found[row[0]] = signal_json(row, now_ms)
     return [found[r] for r in ids if r in found]
 
@@ -169,7 +231,7 @@ def stats(conn: sqlite3.Connection, *, now_ms: int) -> tuple[dict[str, int], int
 
 
 def signal_json(row: tuple[Any, ...], now_ms: int) -> dict[str, object]:
-    """One row of ``_SIGNAL_ROWS`` as the API shows a signal."""
+    """One row of ``SIGNAL_ROWS`` as the API shows a signal."""
     (r, rid, author, member, name, type_, value, labels, note, expires, ts, seq, retracted_by,
      member_ref, opinions) = row  # fmt: skip
     return {

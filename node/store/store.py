@@ -403,8 +403,8 @@ class Store:
         offset: int = 0,
     ) -> list[dict[str, object]]:
         """Signals, newest first, filtered by type, label, member identity and activity."""
-        query = SignalQuery(type=type, label=label, member=member, active=active)
-        return reads.signals(self.conn, query, now_ms=now_ms, limit=limit, offset=offset)
+        query = SignalQuery(type, label, member, active, limit=limit, offset=offset)
+        return reads.signals(self.conn, query, now_ms=now_ms)
 
     def signal(self, record_id: str, *, now_ms: int) -> dict[str, object] | None:
         return reads.signal(self.conn, record_id, now_ms=now_ms)

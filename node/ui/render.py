@@ -124,5 +124,8 @@ def render(
     return response
 
 
-def denied_page(request: web.Request, status: int, message: str) -> web.Response:
-    return render(request, "denied.html", {"status": status, "error": message}, status=status)
+def denied_page(
+    request: web.Request, status: int, message: str, *, ctx: Ctx | None = None
+) -> web.Response:
+    context = {"status": status, "error": message}
+    return render(request, "denied.html", context, ctx=ctx, status=status)

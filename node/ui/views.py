@@ -28,6 +28,8 @@ from node.net.context import NODE, Node
 from node.net.local_api import MALFORMED_MULTIPART
 from node.store import users
 from node.store.membership_view import members_json, pending_votes
+from node.store.read import STATUSES, SignalQuery
+from node.store.read import signals as list_signals
 from node.ui import actions, queries
 from node.ui.actions import FormError
 from node.ui.auth import (
@@ -41,7 +43,7 @@ from node.ui.auth import (
     set_cookie,
 )
 from node.ui.jobs import UI, rates, report_is_stale, start
-from node.ui.render import SECURITY_HEADERS, Ctx, render
+from node.ui.render import SECURITY_HEADERS, Ctx, denied_page, render
 from protocol.errors import ProtocolError
 from protocol.labels import check_labels
 from protocol.records import RECORD_DOMAIN, decode_record, is_record_id, unsigned_bytes
@@ -197,7 +199,7 @@ async def _pending(node: Node) -> list[dict[str, Any]]:
 # -- signals ---------------------------------------------------------------------------------
 
 
-def _signal_filter(node: Node, q: Any) -> queries.SignalFilter:
+def _signal_query(node: Node, q: Any) -> SignalQuery:
     type_ = q.get("type") or None
     if type_ is not None and type_ not in SIGNAL_TYPES:
         raise FormError(f"type must be one of {', '.join(SIGNAL_TYPES)}")
@@ -211,14 +213,15 @@ def _signal_filter(node: Node, q: Any) -> queries.SignalFilter:
     if member is not None and (node.membership is None or member not in node.membership.members):
         raise FormError("member: choose one of the federation's members")
     status = q.get("status") or None
-    if status is not None and status not in queries.STATUSES:
-        raise FormError(f"status must be one of {', '.join(queries.STATUSES)}")
+    if status is not None and status not in STATUSES:
+        raise FormError(f"status must be one of {', '.join(STATUSES)}")
     before = q.get("before") or None
     if before is not None and (not before.isdigit() or len(before) > 18):
         raise FormError("before: a row number")
-    return queries.SignalFilter(
-        type_, label, member, status, None if before is None else int(before)
-    )
+    return SignalQuery(
+        type_, label, member, status=status, before=None if before is None else int(before),
+        limit=queries.PAGE_ROWS + 1,
+    )  # fmt: skip
 
 
 @page()
@@ -228,7 +231,7 @@ async def signals(ctx: Ctx) -> web.StreamResponse:
     members = members_json(node.membership) if node.membership else []
     context: dict[str, Any] = {
         "types": list(SIGNAL_TYPES),
-        "statuses": queries.STATUSES,
+        "statuses": STATUSES,
         "members": members,
         "q": q,
         "rows": [],
@@ -249,10 +252,8 @@ async def signals(ctx: Ctx) -> web.StreamResponse:
                 lambda s: queries.search_value(s, pairs, now_ms=now)
             )
             return render(ctx.request, "signals.html", context, ctx=ctx)
-        f = _signal_filter(node, q)
-        rows = await node.store.read(
-            lambda s: queries.list_signals(s, f, now_ms=now, limit=queries.PAGE_ROWS + 1)
-        )
+        query = _signal_query(node, q)
+        rows = await node.store.read(lambda s: list_signals(s.conn, query, now_ms=now))
     except FormError as e:
         context["error"] = str(e)
         return render(ctx.request, "signals.html", context, ctx=ctx, status=400)
@@ -288,13 +289,7 @@ async def signal_page(ctx: Ctx) -> web.StreamResponse:
 
     data = await node.store.read(read) if is_record_id(sid) else None
     if data is None:
-        return render(
-            ctx.request,
-            "denied.html",
-            {"status": 404, "error": f"no signal {sid[:80]} on this node"},
-            ctx=ctx,
-            status=404,
-        )
+        return denied_page(ctx.request, 404, f"no signal {sid[:80]} on this node", ctx=ctx)
     context = data | {
         "names": _names(node),
         "own": data["row"]["member"] == node.identity,
@@ -319,13 +314,7 @@ async def record_page(ctx: Ctx) -> web.StreamResponse:
     node, rid = ctx.node, ctx.request.match_info["id"]
     raw = await node.store.read(lambda s: s.record(rid)) if is_record_id(rid) else None
     if raw is None:
-        return render(
-            ctx.request,
-            "denied.html",
-            {"status": 404, "error": f"no record {rid[:80]} on this node"},
-            ctx=ctx,
-            status=404,
-        )
+        return denied_page(ctx.request, 404, f"no record {rid[:80]} on this node", ctx=ctx)
     check: dict[str, Any] = {"ok": True, "error": None}
     try:
         record = decode_record(raw, node.federation.id)
@@ -552,9 +541,7 @@ async def _signal_error(ctx: Ctx, sid: str, message: str) -> web.Response:
     node, now = ctx.node, now_ms()
     row = await node.store.read(lambda s: s.signal(sid, now_ms=now)) if is_record_id(sid) else None
     if row is None:
-        return render(
-            ctx.request, "denied.html", {"status": 404, "error": message}, ctx=ctx, status=404
-        )
+        return denied_page(ctx.request, 404, message, ctx=ctx)
     opinions = await node.store.read(lambda s: queries.opinions_of(s, sid))
     retraction = None
     if row["retracted_by"]:

@@ -13,14 +13,12 @@ import hashlib
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from harness import REPO, NodeProc, found_federation, wait_until
+from harness import NodeProc, found_federation, hm, wait_until
 
 import node.audit.engine
 import node.audit.sources
@@ -343,23 +341,16 @@ def test_compare_finds_missing_records_and_a_split_view(tmp_path: Path) -> None:
 # -- the command line ----------------------------------------------------------------------------
 
 
-def hashmesh(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "node", *map(str, args)]
-    return subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=60, check=False
-    )
-
-
 def test_cli_exit_codes_and_json(copy: Path, tmp_path: Path) -> None:
-    clean = hashmesh("audit", "--db", copy, "--json")
+    clean = hm("audit", "--db", copy, "--json")
     assert clean.returncode == 0, clean.stderr
     assert json.loads(clean.stdout)["clean"] is True
     tamper(copy, "UPDATE keys SET head_seq = head_seq - 1 WHERE key = ?", B.public)
-    dirty = hashmesh("audit", "--db", copy, "--json")
+    dirty = hm("audit", "--db", copy, "--json")
     assert dirty.returncode == 1
     assert [v["code"] for v in json.loads(dirty.stdout)["violations"]] == ["head_mismatch"]
     assert canonical_json(run_audit(copy).to_json()) + b"\n" == dirty.stdout.encode()
-    human = hashmesh("audit", "--db", copy)
+    human = hm("audit", "--db", copy)
     assert human.returncode == 1 and "head_mismatch" in human.stdout
 
 
@@ -370,9 +361,7 @@ def test_cli_refuses_what_is_not_a_hashmesh_database(tmp_path: Path) -> None:
     conn.close()
     text = tmp_path / "notes.txt"
     text.write_text("hello\n")
-    refusals = {
-        path.name: hashmesh("audit", "--db", path) for path in (other, text, tmp_path / "x.db")
-    }
+    refusals = {path.name: hm("audit", "--db", path) for path in (other, text, tmp_path / "x.db")}
     assert [r.returncode for r in refusals.values()] == [2, 2, 2]
     assert all("could not audit" in r.stderr for r in refusals.values())
     assert "other.db: not a hashmesh database" in refusals["other.db"].stderr
@@ -383,11 +372,11 @@ def test_cli_audits_a_jsonl_export(tmp_path: Path) -> None:
     export, genesis = tmp_path / "records.jsonl", tmp_path / "federation.json"
     export.write_bytes(b"".join(r.canonical + b"\n" for r in HISTORY.records))
     genesis.write_bytes(FED.to_bytes())
-    result = hashmesh("audit", "--db", export, "--federation", genesis, "--json")
+    result = hm("audit", "--db", export, "--federation", genesis, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     out = json.loads(result.stdout)
     assert out["kind"] == "jsonl" and out["counts"]["valid"] == len(HISTORY.records)
-    assert hashmesh("audit", "--db", export).returncode == 2  # no federation given
+    assert hm("audit", "--db", export).returncode == 2  # no federation given
 
 
 # -- a live node, over the signed peer API -------------------------------------------------------
@@ -421,12 +410,12 @@ def test_online_audit_of_live_nodes(live: tuple[list[NodeProc], Path]) -> None:
            for n in range(1, 4)]  # fmt: skip
     b.api("POST", f"/v1/signals/{ids[0]}/opinions", {"verdict": "dispute"})
     stored = wait_until(lambda: converged(a, b))
-    result = hashmesh("audit", "--node", a.url, "--home", home, "--json")
+    result = hm("audit", "--node", a.url, "--home", home, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     out = json.loads(result.stdout)
     assert (out["kind"], out["clean"], out["counts"]["valid"]) == ("node", True, stored)
     assert {c["check"]: c["status"] for c in out["checks"]}["heads"] == "pass"
-    both = hashmesh("audit", "--compare", a.url, b.url, "--home", home, "--json")
+    both = hm("audit", "--compare", a.url, b.url, "--home", home, "--json")
     assert both.returncode == 0 and json.loads(both.stdout)["agree"] is True
     b.stop()  # now b serves a record whose signature does not verify
     victim = ids[1]
@@ -440,7 +429,7 @@ def test_online_audit_of_live_nodes(live: tuple[list[NodeProc], Path]) -> None:
         )
     conn.close()
     b.start()
-    bad = hashmesh("audit", "--node", b.url, "--home", home, "--json")
+    bad = hm("audit", "--node", b.url, "--home", home, "--json")
     assert bad.returncode == 1, bad.stderr
     invalid = [v for v in json.loads(bad.stdout)["violations"] if v["code"] == "record_invalid"]
     assert [(v["records"], v["error"]) for v in invalid] == [([victim], "SignatureError")]

@@ -9,15 +9,12 @@ one signing point (``Store.append_local``), whichever way the request came.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import REPO, NodeProc, found_federation, wait_until
+from harness import NodeProc, found_federation, hm, wait_until
 
 from node.home import NodeHome
 from node.store.store import Store
@@ -27,14 +24,6 @@ pytestmark = pytest.mark.slow
 
 PDQ = "f8f8f0cce0f4e84d0e370a22028f67f0b36e2ed596623e1d33e6339c4e9c9b22"
 LABELS = ["entity:test"]
-
-
-def hm(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False,
-    )  # fmt: skip
 
 
 def refused(node: NodeProc, path: str, body: Any) -> tuple[int, dict[str, Any]]:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import REPO, NodeProc, free_port, wait_until
+from harness import NodeProc, free_port, hm, ok, ok_json, one_line_error, wait_until
 
 from node.cli.demo import demo_images
 from node.home import NodeHome
@@ -36,34 +34,6 @@ NAMES = ("alpha", "beta", "gamma")
 PDQ = hashlib.sha256(b"not the hash of any test image").hexdigest()
 PDQ_NEAR = f"{int(PDQ[:2], 16) ^ 0x7F:02x}" + PDQ[2:]  # 7 bits away: within the radius 31
 PDQ_FAR = "".join("0123456789abcdef"[15 - int(c, 16)] for c in PDQ)  # every bit flipped
-
-
-def hm(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run `hashmesh ARGS` as a user would (no HASHMESH_HOME in the environment)."""
-    env = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False,
-    )  # fmt: skip
-
-
-def ok(*args: str) -> str:
-    result = hm(*args)
-    assert result.returncode == 0, f"hashmesh {' '.join(args)}:\n{result.stdout}{result.stderr}"
-    return result.stdout
-
-
-def ok_json(*args: str) -> Any:
-    return json.loads(ok(*args, "--json"))
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The result failed with exit 2 and exactly one stderr line, no traceback."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hashmesh: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 @dataclass

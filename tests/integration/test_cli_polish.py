@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,8 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import harness
 import pytest
-from harness import REPO, found_federation, free_port, write_config
+from harness import REPO, found_federation, free_port, hm, ok, ok_json, write_config
 
 from node.cli.demo import demo_images
 from node.home import NodeHome
@@ -30,36 +29,11 @@ from node.home import NodeHome
 CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception)\b")
 
 
-def hm(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
-) -> subprocess.CompletedProcess[str]:
-    """Run `hashmesh ARGS` as a user would (no HASHMESH_HOME in the environment)."""
-    base = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
-    base["PYTHONPATH"] = str(REPO)  # this checkout's code, from any working directory
-    return subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        capture_output=True, text=True, env=base | (env or {}), cwd=cwd, timeout=60,
-        check=False,
-    )  # fmt: skip
-
-
-def ok(*args: str) -> str:
-    result = hm(*args)
-    assert result.returncode == 0, f"hashmesh {' '.join(args)}:\n{result.stdout}{result.stderr}"
-    return result.stdout
-
-
-def ok_json(*args: str) -> Any:
-    return json.loads(ok(*args, "--json"))
-
-
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """The result failed with exit 2 and exactly one stderr line, in words, no traceback."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hashmesh: error: "), result.stderr
-    assert not CLASS_NAME.search(lines[0]) and "expected None" not in lines[0], lines[0]
-    return lines[0]
+    line = harness.one_line_error(result)
+    assert not CLASS_NAME.search(line) and "expected None" not in line, line
+    return line
 
 
 class Homes:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import REPO, NodeProc, found_federation
+from harness import NodeProc, found_federation, hm
 
 from node.home import NodeHome
 from protocol.bodies import Body, OpinionBody, RetractBody, SignalBody
@@ -120,12 +120,6 @@ def test_lookup_refuses_bad_input_by_name(fed: Fed, params: dict[str, str], titl
 
 
 # ---- STIX 2.1 export ------------------------------------------------------------------------
-
-
-def hm(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
-    return subprocess.run([sys.executable, "-m", "node", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=60, check=False)  # fmt: skip
 
 
 def import_ndjson(node: NodeProc, data: bytes) -> dict[str, Any]:

@@ -9,9 +9,6 @@ home is used for offline commands. CLI commands run as subprocesses (``python -m
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from harness import REPO, NodeProc, found_federation
+from harness import NodeProc, found_federation, hm
 from images import blank_png, encode
 from PIL import Image
 
@@ -45,14 +42,6 @@ class Fed:
     b: NodeProc
     c: NodeProc
     files: Path
-
-
-def hm(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False,
-    )  # fmt: skip
 
 
 def request(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import REPO, NodeProc, found_federation, wait_until
+from harness import REPO, NodeProc, found_federation, hm, wait_until
 
 from node.home import NodeHome
 from node.homelock import SERVE, HomeLock
@@ -37,14 +37,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Federation, 
     yield federation, nodes
     for node in nodes:
         node.stop()
-
-
-def hashmesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "HASHMESH_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout, check=False,
-    )  # fmt: skip
 
 
 def md5_of(text: str) -> str:
@@ -66,7 +58,7 @@ def test_second_serve_is_refused_and_the_running_node_is_untouched(
     node.start()
     assert node.process is not None
     runtime = (node.home / "node.json").read_text()
-    second = hashmesh("serve", "--home", str(node.home), timeout=30)
+    second = hm("serve", "--home", str(node.home), timeout=30)
     assert second.returncode == 2, second.stderr
     assert f"a node is already running (pid {node.process.pid})" in second.stderr
     assert "serving" not in second.stderr and "address already in use" not in second.stderr
@@ -74,7 +66,7 @@ def test_second_serve_is_refused_and_the_running_node_is_untouched(
     assert node.ready()
     # a command run now reaches the running node: it signs, stores and indexes at once
     value = md5_of("added after a second serve was refused")
-    added = hashmesh("add", "--home", str(node.home), "--hash", f"md5:{value}", "--json")
+    added = hm("add", "--home", str(node.home), "--hash", f"md5:{value}", "--json")
     assert added.returncode == 0, added.stderr
     assert matched(node, "md5", value)
     node.stop()
@@ -89,19 +81,19 @@ def test_no_offline_write_while_a_node_holds_the_home(
     home = NodeHome(node.home)
     value = md5_of("never written beside a node")
     with HomeLock.acquire(node.home, SERVE):
-        refused = hashmesh("add", "--home", str(node.home), "--hash", f"md5:{value}")
+        refused = hm("add", "--home", str(node.home), "--hash", f"md5:{value}")
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert f"a node is already running (pid {os.getpid()})" in refused.stderr
         assert "its local API is not answering" in refused.stderr
-        vote = hashmesh("member", "vote", "remove", "--home", str(node.home), fed[1][2].key)
+        vote = hm("member", "vote", "remove", "--home", str(node.home), fed[1][2].key)
         assert vote.returncode == 2 and "already running" in vote.stderr
     assert not home.db_path.exists()  # nothing was written, not even an empty store
     with HomeLock.acquire(node.home, "import"):
-        serve = hashmesh("serve", "--home", str(node.home), timeout=30)
+        serve = hm("serve", "--home", str(node.home), timeout=30)
         assert serve.returncode == 2, serve.stderr
         assert f"'hashmesh import' (pid {os.getpid()}) is writing to it" in serve.stderr
         assert not (node.home / "node.json").exists()
-    added = hashmesh("add", "--home", str(node.home), "--hash", f"md5:{value}", "--json")
+    added = hm("add", "--home", str(node.home), "--hash", f"md5:{value}", "--json")
     assert added.returncode == 0, added.stderr  # the lock released, the write goes through
     assert json.loads(added.stdout)["signals"][0]["new"] is True
     assert home.db_path.exists()

@@ -14,8 +14,6 @@ import json
 import shutil
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from harness import REPO, NodeProc, found_federation, wait_until
+from harness import NodeProc, found_federation, hm, wait_until
 from peer_signing import DEVIATIONS, sign_deviant
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -310,23 +308,17 @@ def test_a_slow_request_body_is_answered_408_and_closed(wire: Wire, listener: st
 # ---- live audit of a TLS node (issue 13 item 5) ---------------------------------------------
 
 
-def hashmesh(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "node", *map(str, args)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60,
-                          check=False)  # fmt: skip
-
-
 def test_live_audit_of_a_tls_node_pinned_by_the_url(wire: Wire, tmp_path: Path) -> None:
     a, b = wire.a, wire.b
     home = tmp_path / "auditor"  # the auditor's key and federation, but no database
     shutil.copytree(wire.audit.home, home, ignore=shutil.ignore_patterns("hashmesh.db*", "*.log"))
-    pinned = hashmesh("audit", "--node", f"{a.url}#spki={a.spki}", "--home", home, "--json")
+    pinned = hm("audit", "--node", f"{a.url}#spki={a.spki}", "--home", home, "--json")
     assert pinned.returncode == 0, pinned.stdout[-2000:] + pinned.stderr[-2000:]
     out = json.loads(pinned.stdout)
     assert (out["kind"], out["clean"]) == ("node", True) and out["counts"]["valid"] > 0
-    unpinned = hashmesh("audit", "--node", a.url, "--home", home, "--json")
+    unpinned = hm("audit", "--node", a.url, "--home", home, "--json")
     assert unpinned.returncode == 2 and "no TLS pin" in unpinned.stderr, unpinned.stderr
-    wrong = hashmesh("audit", "--node", f"{a.url}#spki={b.spki}", "--home", home, "--json")
+    wrong = hm("audit", "--node", f"{a.url}#spki={b.spki}", "--home", home, "--json")
     assert wrong.returncode == 2 and "TLS pin mismatch" in wrong.stderr, wrong.stderr
 
 
@@ -335,6 +327,6 @@ def test_live_audit_of_a_tls_node_pinned_by_its_members_announce(wire: Wire) -> 
     pinned = {"pin": a.spki, "source": "announce"}
     wait_until(lambda: any(p["url"] == a.url and p["tls"] == pinned
                            for p in audit.api("GET", "/v1/status")["peers"]))  # fmt: skip
-    result = hashmesh("audit", "--node", a.url, "--home", audit.home, "--json")
+    result = hm("audit", "--node", a.url, "--home", audit.home, "--json")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert json.loads(result.stdout)["clean"] is True
