@@ -171,9 +171,9 @@ def file_digests(file: BinaryIO, *, max_bytes: int = DEFAULT_MAX_VIDEO_BYTES) ->
 
 def _decode(file: BinaryIO, sampler: _Sampler) -> None:
     with _open_container(file) as container:
-        stream = _video_stream(container)
-        sampler.check_header(stream, container)
         try:
+            stream = _video_stream(container)
+            sampler.check_header(stream, container)
             sampler.run(container, stream)
         except MediaError:
             raise
@@ -202,7 +202,10 @@ def _open_container(file: BinaryIO) -> Iterator[av.container.InputContainer]:
 
 def _video_stream(container: av.container.InputContainer) -> av.VideoStream:
     if container.streams.video:
-        return container.streams.video[0]
+        stream = container.streams.video[0]
+        if stream.codec_context is None:  # FFmpeg has no decoder for it
+            raise MediaError("the video stream's codec is unknown or unsupported")
+        return stream
     if container.streams.audio:
         raise MediaError("no video stream: the file is audio only")
     raise MediaError("no video stream in the file")
