@@ -7,11 +7,12 @@
   rotation metadata is ignored, as the reference does.
 - **Frames to RGB exactly as Meta's reference**: the reference vPDQ hashes were made by FFmpeg's
   ``-pix_fmt rgb24`` conversion, which rounds accurately; ``to_ndarray(format="rgb24")`` with
-  ``BICUBIC | ACCURATE_RND`` reproduces them (the conformance videos: at most 6 bits, mean
-  under 0.3 bits per frame), where PyAV's default fast path is up to 76 bits off on near-flat
+  ``BICUBIC | ACCURATE_RND`` reproduces them (all 3265 frames of the conformance videos: at
+  most 6 bits, 0.14 on average), where PyAV's default fast path is up to 76 bits off on near-flat
   frames. PDQ (``pdqhash``, the reference C++) hashes the full-size RGB frame; Meta's bit order,
-  packed big-endian, is the hex (as ``node.media.hashing``). Shrinking frames before PDQ would be
-  faster but moves hashes 7-40 bits from the reference, so it is not done.
+  packed big-endian, is the hex (as ``node.media.hashing``). Shrinking frames to 512 px before PDQ
+  would be about 20% faster but moves hashes 7-9 bits from the reference on average (up to 14;
+  more when smaller), so it is not done (``tests/bench/bench_video.py``).
 - **Sampling** (``interval_s``, default 1.0 s; 0 = every frame): the first frame is hashed, then
   each frame whose time (from the first frame, exact rational arithmetic on pts) reaches the next
   multiple of the interval after the last hashed frame. Meta's reference samples every
@@ -50,8 +51,6 @@ from typing import BinaryIO, Literal
 import av
 import av.container
 import av.error
-import av.stream
-import av.video.frame
 import numpy as np
 import pdqhash
 from av.video.reformatter import Interpolation
@@ -172,9 +171,9 @@ def file_digests(file: BinaryIO, *, max_bytes: int = DEFAULT_MAX_VIDEO_BYTES) ->
 
 def _decode(file: BinaryIO, sampler: _Sampler) -> None:
     with _open_container(file) as container:
-        stream = _video_stream(container)
-        sampler.check_header(stream, container)
         try:
+            stream = _video_stream(container)
+            sampler.check_header(stream, container)
             sampler.run(container, stream)
         except MediaError:
             raise
@@ -203,7 +202,10 @@ def _open_container(file: BinaryIO) -> Iterator[av.container.InputContainer]:
 
 def _video_stream(container: av.container.InputContainer) -> av.VideoStream:
     if container.streams.video:
-        return container.streams.video[0]
+        stream = container.streams.video[0]
+        if stream.codec_context is None:  # FFmpeg has no decoder for it
+            raise MediaError("the video stream's codec is unknown or unsupported")
+        return stream
     if container.streams.audio:
         raise MediaError("no video stream: the file is audio only")
     raise MediaError("no video stream in the file")
