@@ -118,6 +118,33 @@ def test_node_is_arranged_in_rooms() -> None:
     assert rooms == ROOMS, f"node/'s rooms changed: {sorted(rooms)}; update README Layout"
 
 
+# node/'s rooms from the top down: a module may import its own room and the rooms below it
+LAYERS = ("cli", "ui", "audit", "net", "interop", "media", "store", "base")
+# the base's home repairs a database (store) and makes the node's certificate (net); the app
+# (net) mounts the web UI's routes beside the APIs'; ``python -m node`` runs the CLI
+UPWARD = {("node.home", "node.store.schema"), ("node.home", "node.net.tls"),
+          ("node.net.app", "node.ui"), ("node.__main__", "node.cli.main")}  # fmt: skip
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in ROOMS) else "base"
+
+
+def test_rooms_import_only_downwards() -> None:
+    graph = imports_graph(project_modules())
+    wrong = sorted(
+        (m, t)
+        for m, targets in graph.items()
+        if m.startswith("node")
+        for t in targets
+        if t.startswith("node")
+        and LAYERS.index(room_of(t)) < LAYERS.index(room_of(m))
+        and (m, t) not in UPWARD
+    )
+    assert not wrong, f"imports up the rooms {LAYERS} (top first): {wrong}"
+
+
 def test_protocol_never_imports_node() -> None:
     graph = imports_graph(project_modules())
     wrong = {m: sorted(t for t in ts if t.startswith("node")) for m, ts in graph.items()

@@ -37,7 +37,7 @@
 - **Quality**: PDQ's quality score (0-100) says how much structure the picture has; a flat or
   tiny image scores below ``LOW_QUALITY_THRESHOLD`` (50, ThreatExchange's). Hashing only
   reports it; the node refuses to list (and does not match) such hashes below its
-  ``[media] min_pdq_quality`` (node.media.matching, node.net.local_api).
+  ``[media] min_pdq_quality`` (node.net.matching, node.net.local_api).
 """
 
 from __future__ import annotations

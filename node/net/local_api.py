@@ -7,7 +7,7 @@ than a silent default: a body's Content-Type must be one the route takes (415), 
 member, form field or query parameter the route does not know is refused (a misspelt
 ``lables`` would otherwise sign a signal without labels), and a repeated query parameter is
 refused. JSON and NDJSON bodies are at most ``max_request_bytes``; image uploads to
-``/v1/hash``, ``/v1/match`` and ``/v1/signals`` at most ``max_image_bytes`` (node.media.matching).
+``/v1/hash``, ``/v1/match`` and ``/v1/signals`` at most ``max_image_bytes`` (node.net.matching).
 
     GET  /v1/status                         node, store, members, peers, forks
     GET  /v1/signals?type=&label=&member=&active=&limit=&offset=
@@ -41,7 +41,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from node.clock import now_ms
 from node.errors import ApiError, ConfigError, PeerError
-from node.media.matching import MATCH_FIELDS, Upload, hash_upload, match_hashes, match_images
 from node.media.types import DEFAULT_FILE_TYPES, PYTX_NAMES
 from node.media.video import VideoHashes
 from node.net.api_input import (
@@ -55,6 +54,7 @@ from node.net.api_input import (
     require_content_type,
 )
 from node.net.context import NODE, Node, problem
+from node.net.matching import MATCH_FIELDS, Upload, hash_upload, match_hashes, match_images
 from node.net.peer_api import frontier
 from node.store import read as store_read
 from node.store.read import SignalQuery

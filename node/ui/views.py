@@ -4,7 +4,7 @@ Read-only pages are plain GETs that work without JavaScript; every action is a P
 behind a confirmation page (the first POST checks the input and shows what will be signed,
 the second, with ``confirm=yes``, signs it) and the session's CSRF token. Actions go through
 ``node.ui.actions`` (the local API's rules and ``Node.author``) and matching through
-``node.media.matching`` (the functions ``POST /v1/match`` calls), so the UI and the API answer
+``node.net.matching`` (the functions ``POST /v1/match`` calls), so the UI and the API answer
 alike. Every signed record is written to the action log with the user who asked for it.
 """
 
@@ -22,10 +22,10 @@ from aiohttp import web
 
 from node.clock import now_ms
 from node.errors import NodeError, explain
-from node.media.matching import hash_upload, match_hashes, match_images
 from node.media.video import VideoHashes
 from node.net.context import NODE, Node
 from node.net.local_api import MALFORMED_MULTIPART
+from node.net.matching import hash_upload, match_hashes, match_images
 from node.store import users
 from node.store.membership_view import members_json, pending_votes
 from node.store.read import STATUSES, SignalQuery
