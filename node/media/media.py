@@ -36,9 +36,16 @@ def hash_media(
                           else media.video_prune_bits,
                           limits=video_limits(limits))  # fmt: skip
     except MediaError as e:
-        if image_error is not None and "not a video" in str(e):
+        if "not a video" not in str(e):
+            raise
+        if image_error is not None:
             raise MediaError(f"neither an image nor a video: {image_error}; {e}") from e
-        raise
+        raise MediaError(  # too large for an image, and no video
+            f"file is {size} bytes, over the limit of {limits.max_image_bytes} bytes for an "
+            f"image (max_image_bytes), and not a video either ({e})",
+            status=413,
+            title="image too large",
+        ) from e
 
 
 def video_limits(limits: LimitsConfig) -> VideoLimits:

@@ -427,10 +427,12 @@ async def post_match(request: web.Request, node: Node) -> web.StreamResponse:
         return web.json_response(answer)
     first = errors[0]
     detail = (
-        f"{len(errors)} of {len(results)} images could not be hashed, so they were not "
+        f"{len(errors)} of {len(results)} files could not be hashed, so they were not "
         f"matched (first: {first['file'] or 'upload'}: {first['error']})"
     )
-    return problem(422, "image could not be hashed", detail, errors=errors, results=results)
+    too_large = all(r.get("status") == 413 for r in results if "error" in r)
+    return problem(413 if too_large else 422, "image could not be hashed", detail,
+                   errors=errors, results=results)  # fmt: skip
 
 
 CHANGES_PARAMS = ("after", "limit", "epoch")

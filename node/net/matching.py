@@ -359,7 +359,8 @@ async def match_images(request: web.Request, node: Node) -> dict[str, Any]:
             try:
                 h = await asyncio.to_thread(hash_media, node, file, dihedral=options.dihedral)
             except MediaError as e:
-                results.append({"file": name, "error": str(e), "matched": False})
+                results.append({"file": name, "error": str(e), "status": e.status,
+                                "matched": False})  # fmt: skip
                 continue
             if isinstance(h, VideoHashes):
                 results.append({"file": name} | await match_video(node, h, options))
