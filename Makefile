@@ -25,7 +25,8 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest -q -n 4
 
 fuzz: $(STAMP)
-	HASHMESH_FUZZ_DEPTH=1 $(VENV)/bin/pytest -q -n 2 tests/protocol tests/node/test_store_crash.py
+	HASHMESH_FUZZ_DEPTH=1 $(VENV)/bin/pytest -q -n 2 tests/protocol tests/node/test_store_crash.py \
+	  tests/node/test_store.py tests/node/test_video.py
 
 # The lowest versions pyproject.toml allows, installed exactly, in a venv of their own.
 test-min:

@@ -22,6 +22,7 @@ its store's writer thread (writes) or a reader (reads), the CLI on a connection 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -44,8 +45,14 @@ SESSION_TTL_MS: Final = 12 * 3600 * 1000
 MAX_ACTION_DETAIL_CHARS: Final = 2000
 
 _HASHER: Final = PasswordHasher()
-# verified against when the name is unknown, so that both failures take the same time
-_DUMMY_HASH: Final = _HASHER.hash(secrets.token_hex(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the name is unknown, so that both failures take the same time
+    (made on first use: an argon2id hash costs every CLI command ~0.2 s at import)."""
+    return _HASHER.hash(secrets.token_hex(16))
+
 
 TABLES: Final = (
     """CREATE TABLE ui_users (
@@ -188,7 +195,7 @@ def list_users(conn: sqlite3.Connection) -> list[User]:
 def check_login(conn: sqlite3.Connection, name: str, password: str) -> User | None:
     """The user if name and password match, else None (in about the same time either way)."""
     row = conn.execute("SELECT password FROM ui_users WHERE name = ?", (name,)).fetchone()
-    stored = _DUMMY_HASH if row is None else str(row[0])
+    stored = _dummy_hash() if row is None else str(row[0])
     try:
         _HASHER.verify(stored, password[:MAX_PASSWORD_CHARS])
     except (VerificationError, InvalidHashError):

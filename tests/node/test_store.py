@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from fuzzdepth import depth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from store_helpers import (
@@ -121,7 +122,7 @@ def _merge_in_random_batches(store: Store, history: History, rng: random.Random)
 
 
 @settings(
-    max_examples=60,
+    max_examples=depth(100, floor=25),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

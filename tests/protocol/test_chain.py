@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 import pytest
+from fuzzdepth import depth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -284,7 +285,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=depth(300, floor=75), deadline=None)
 @given(
     author=json_values,
     seq=json_values,

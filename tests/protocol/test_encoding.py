@@ -75,13 +75,13 @@ def strictly_equal(a: object, b: object) -> bool:
     return a == b
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=depth(600, floor=150), deadline=None)
 @given(values)
 def test_encoding_equals_rfc8785(value: Any) -> None:
     assert encode_canonical(value) == rfc8785.dumps(value)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=depth(600, floor=150), deadline=None)
 @given(values)
 def test_round_trip(value: Any) -> None:
     data = encode_canonical(value)
@@ -90,7 +90,7 @@ def test_round_trip(value: Any) -> None:
     assert encode_canonical(decoded) == data
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=depth(300, floor=75), deadline=None)
 @given(st.dictionaries(strings, scalars, min_size=2, max_size=8))
 def test_decoder_rejects_members_in_any_other_order(obj: dict[str, Any]) -> None:
     canonical = encode_canonical(obj)

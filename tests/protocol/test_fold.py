@@ -9,6 +9,7 @@ from typing import Any
 
 import nacl.bindings
 import pytest
+from fuzzdepth import depth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -693,7 +694,7 @@ def record_sets(draw: st.DrawFn) -> list[Record]:
     return [r for r, k in zip(records, keep, strict=True) if k or draw(st.booleans())]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=depth(150, floor=40), deadline=None)
 @given(data=st.data(), records=record_sets())
 def test_fold_is_independent_of_order_and_duplication(
     data: st.DataObject, records: list[Record]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from fuzzdepth import depth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -440,7 +441,9 @@ def random_records(rng: random.Random, steps: int) -> list[Record]:
     return signed
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=depth(150, floor=40), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(rng=st.randoms(use_true_random=False), steps=st.integers(1, 40))
 def test_ledger_derives_what_the_fold_derives(rng: random.Random, steps: int) -> None:
     records = random_records(rng, steps)

@@ -7,13 +7,19 @@ the video by the SHA-256 of its bytes; the index joins them by that id. python-t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from node.media.types.base import NodeSignalType
-from node.media.video_index import VpdqIndex
 from protocol.types import SignalType
 
+if TYPE_CHECKING:
+    from node.media.matchindex import TypeIndex
 
-def vpdq_index(kind: SignalType, radius: int) -> VpdqIndex:
+
+def vpdq_index(kind: SignalType, radius: int) -> TypeIndex:
     """The frames of every video in one PDQ multi-index, at the frame distance."""
+    from node.media.video_index import VpdqIndex  # numpy: only when an index is made
+
     return VpdqIndex(radius or kind.default_radius)
 
 
