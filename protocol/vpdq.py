@@ -320,13 +320,17 @@ def matched_ranges(
     """
     others = usable_hashes(compared, min_quality)
     pool = tuple(others)
+    usable = (f for f in sorted(query, key=lambda f: f.timestamp_ms) if f.quality >= min_quality)
+    return runs((f.timestamp_ms, _near(f.bits, others, pool, distance)) for f in usable)
+
+
+def runs(marks: Iterable[tuple[int, bool]]) -> tuple[tuple[int, int], ...]:
+    """Runs of consecutive marked times, as (first ms, last ms); a single one gives (t, t)."""
     ranges: list[tuple[int, int]] = []
     run: list[int] = []
-    for frame in sorted(query, key=lambda f: f.timestamp_ms):
-        if frame.quality < min_quality:
-            continue
-        if _near(frame.bits, others, pool, distance):
-            run.append(frame.timestamp_ms)
+    for ms, marked in marks:
+        if marked:
+            run.append(ms)
         elif run:
             ranges.append((run[0], run[-1]))
             run = []

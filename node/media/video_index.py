@@ -41,6 +41,7 @@ from protocol.vpdq import (
     VpdqFrame,
     VpdqHash,
     decode_vpdq,
+    runs,
 )
 
 _GROW = 1 << 16
@@ -206,7 +207,7 @@ class VpdqIndex:
             if c_pct < compared_pct:
                 continue
             q_near: list[bool] = np.asarray(near.any(axis=0)).tolist()
-            ranges = _ranges([(f.timestamp_ms, q_near[position[f.pdq]]) for f in usable])
+            ranges = runs([(f.timestamp_ms, q_near[position[f.pdq]]) for f in usable])
             found.append(VideoMatch(video, keys, q_pct, c_pct, ranges))
         found.sort(key=lambda m: (-m.query_matched_pct, -m.compared_matched_pct, m.video_id))
         return found
@@ -245,18 +246,3 @@ def _within(a: U8, b: U8, radius: int) -> npt.NDArray[np.bool_]:
         block = wa[start : start + step, None, :] ^ wb[None, :, :]
         out[start : start + step] = np.bitwise_count(block).sum(axis=2, dtype=np.uint16) <= radius
     return out
-
-
-def _ranges(marks: Sequence[tuple[int, bool]]) -> tuple[tuple[int, int], ...]:
-    """Runs of consecutive matched frames as (first ms, last ms)."""
-    ranges: list[tuple[int, int]] = []
-    run: list[int] = []
-    for ms, matched in marks:
-        if matched:
-            run.append(ms)
-        elif run:
-            ranges.append((run[0], run[-1]))
-            run = []
-    if run:
-        ranges.append((run[0], run[-1]))
-    return tuple(ranges)
