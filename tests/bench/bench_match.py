@@ -2,12 +2,21 @@
 
     python tests/bench/bench_match.py [--sizes 1000000,10000000] [--phash-sizes 10000000]
     python tests/bench/bench_match.py --quick          # N = 100k smoke run
+    python tests/bench/bench_match.py --only-clustered [--sizes 1000000] [--hnsw]
 
-For each (type, N): N random hashes, of which ~0.5% are planted near-duplicates (clusters of
-hashes at every distance 0..r+1 from a centre), loaded into ``MatchIndex`` through ``add_many``
-from (key, type, hex) rows as the store feeds it at start-up. The same hashes (as uint8 arrays)
-go into faiss ``IndexBinaryFlat`` (range search, radius r + 1 as faiss's bound is strict) and a
-numpy brute force (XOR + popcount over all rows), the exact reference for recall.
+First the clustered-data table: at each ``--sizes`` N, a clustered PDQ list from
+``tests/bench/clustered.py`` (items of ~5.7 hashes at real edit distances, real per-bit bias),
+queried with new edits of listed items (within r of a listed hash, not listed themselves) and
+with unlisted items, against faiss ``IndexBinaryFlat``, faiss's own multi-index hashing
+``IndexBinaryMultiHash`` (exact at these parameters) and, with ``--hnsw`` at N <= 1 M (its build
+takes minutes), ``IndexBinaryHNSW``; recall of each against numpy brute force.
+
+Then the uniform tables. For each (type, N): N random hashes, of which ~0.5% are planted
+near-duplicates (clusters of hashes at every distance 0..r+1 from a centre), loaded into
+``MatchIndex`` through ``add_many`` from (key, type, hex) rows as the store feeds it at start-up.
+The same hashes (as uint8 arrays) go into faiss ``IndexBinaryFlat`` (range search, radius r + 1
+as faiss's bound is strict) and a numpy brute force (XOR + popcount over all rows), the exact
+reference for recall.
 
 Queries: "random" are fresh random hashes (almost never a hit); "near-dup" are the cluster centres
 (each has ~2(r + 2) indexed hashes within r + 1) and near-duplicates of random indexed hashes.
@@ -335,10 +344,42 @@ def bench_dataset(signal_type: str, n: int, quick: bool) -> list[Row]:
     return [ours, theirs, reference]
 
 
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_K = 16, 40, 128, 32
+
+
+def bench_faiss_hnsw(
+    hashes: np.ndarray, radius: int, queries: dict[str, np.ndarray], batch: np.ndarray
+) -> tuple[Row, list[set[int]] | None]:
+    """faiss ``IndexBinaryHNSW``: a graph, approximate; the ``HNSW_K`` nearest are searched
+    and those within the radius kept (no range search on it)."""
+    row = Row(f"faiss IndexBinaryHNSW(M={HNSW_M}, efSearch={HNSW_EF_SEARCH}, k={HNSW_K})")
+    if faiss is None:
+        return row, None
+    faiss.omp_set_num_threads(THREADS)
+    before = rss_bytes()
+    start = time.perf_counter()
+    index = faiss.IndexBinaryHNSW(hashes.shape[1] * 8, HNSW_M)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(hashes)
+    row.build_s = time.perf_counter() - start
+    row.bytes_per_signal = max(0, rss_bytes() - before) / len(hashes)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+
+    def search(q: np.ndarray) -> list[set[int]]:
+        dist, ids = index.search(q, HNSW_K)
+        return [{int(i) for i, d in zip(ids[r], dist[r], strict=True) if i >= 0 and d <= radius}
+                for r in range(len(q))]  # fmt: skip
+
+    for kind, q in queries.items():
+        row.single[kind] = time_calls(lambda v: search(v[None, :]), q)
+    row.batch_qps = best_rate(lambda: search(batch), len(batch))
+    return row, search(np.array(recall_set(queries)))
+
+
 CLUSTERED_SEED = 20_240_502
 
 
-def bench_clustered(n: int, quick: bool) -> list[Row]:
+def bench_clustered(n: int, quick: bool, hnsw: bool = False) -> list[Row]:
     """The clustered PDQ list of ``clustered.py``: items of ~5.7 near-duplicate hashes with
     real edit distances and real bit bias. Queries: "random" are new items (unlisted, same bit
     bias), "near-dup" new edits of listed items (not listed themselves, within r of one of
@@ -369,12 +410,17 @@ def bench_clustered(n: int, quick: bool) -> list[Row]:
     flat.recall = None if flat_found is None else recall(flat_found, truth)
     multi, multi_found = bench_faiss_multihash(hashes, radius, queries, batch[:1_000])
     multi.recall = None if multi_found is None else recall(multi_found, truth)
+    rows = [ours, flat, multi]
+    if hnsw and n <= 1_000_000:
+        graph, graph_found = bench_faiss_hnsw(hashes, radius, queries, batch[:1_000])
+        graph.recall = None if graph_found is None else recall(graph_found, truth)
+        rows.append(graph)
     per_query = [len(t) for t in truth[: len(near)]]
     CLUSTERED_NOTES.append(
         f"  near-dup queries: {len(near)}, true hits per query mean "
         f"{statistics.mean(per_query):.1f}, max {max(per_query)}"
     )
-    return [ours, flat, multi, reference]
+    return [*rows, reference]
 
 
 CLUSTERED_NOTES: list[str] = []
@@ -575,13 +621,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="only the clustered-data table (no uniform, pHash, update or image tables)",
     )
+    parser.add_argument(
+        "--hnsw",
+        action="store_true",
+        help="add faiss IndexBinaryHNSW to the clustered table at N <= 1M (builds for minutes)",
+    )
     args = parser.parse_args(argv)
     pdq_sizes = [100_000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     phash_sizes = [100_000] if args.quick else [int(s) for s in args.phash_sizes.split(",") if s]
     started = time.perf_counter()
     print(environment())
     clustered_results = [
-        (f"pdq clustered r={DEFAULT_RADII['pdq']} N={n:,}", bench_clustered(n, args.quick))
+        (
+            f"pdq clustered r={DEFAULT_RADII['pdq']} N={n:,}",
+            bench_clustered(n, args.quick, args.hnsw),
+        )
         for n in pdq_sizes
     ]
     print()
