@@ -20,7 +20,7 @@ draws such lists, deterministically from a seed, vectorised with numpy (10 M has
   ``pattern-hd``, each frame's distance to the nearest frame of the original (grey and re-encode
   0-10 bits, median 2; logo median 54; grey SD pattern median 82). An edit picks one of these 15
   *edit kinds* uniformly, then a distance from that kind's sample: every real edit counts once,
-  however many frames it has. (Frames one second apart of one video are 90-140 bits apart: a
+  however many frames it has. (Frames one second apart of one video are mostly 90-140 bits apart: a
   video's frames are independent centres here, not edits.)
 - **Bit bias** (``bit_probabilities``): each bit's P(1), estimated from the PDQ hashes of
   independent real pictures: the conformance images (the 8 dihedral transforms of ``bridge``,
