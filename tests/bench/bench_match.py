@@ -2,12 +2,21 @@
 
     python tests/bench/bench_match.py [--sizes 1000000,10000000] [--phash-sizes 10000000]
     python tests/bench/bench_match.py --quick          # N = 100k smoke run
+    python tests/bench/bench_match.py --only-clustered [--sizes 1000000] [--hnsw]
 
-For each (type, N): N random hashes, of which ~0.5% are planted near-duplicates (clusters of
-hashes at every distance 0..r+1 from a centre), loaded into ``MatchIndex`` through ``add_many``
-from (key, type, hex) rows as the store feeds it at start-up. The same hashes (as uint8 arrays)
-go into faiss ``IndexBinaryFlat`` (range search, radius r + 1 as faiss's bound is strict) and a
-numpy brute force (XOR + popcount over all rows), the exact reference for recall.
+First the clustered-data table: at each ``--sizes`` N, a clustered PDQ list from
+``tests/bench/clustered.py`` (items of ~5.7 hashes at real edit distances, real per-bit bias),
+queried with new edits of listed items (within r of a listed hash, not listed themselves) and
+with unlisted items, against faiss ``IndexBinaryFlat``, faiss's own multi-index hashing
+``IndexBinaryMultiHash`` (exact at these parameters) and, with ``--hnsw`` at N <= 1 M (its build
+takes minutes), ``IndexBinaryHNSW``; recall of each against numpy brute force.
+
+Then the uniform tables. For each (type, N): N random hashes, of which ~0.5% are planted
+near-duplicates (clusters of hashes at every distance 0..r+1 from a centre), loaded into
+``MatchIndex`` through ``add_many`` from (key, type, hex) rows as the store feeds it at start-up.
+The same hashes (as uint8 arrays) go into faiss ``IndexBinaryFlat`` (range search, radius r + 1
+as faiss's bound is strict) and a numpy brute force (XOR + popcount over all rows), the exact
+reference for recall.
 
 Queries: "random" are fresh random hashes (almost never a hit); "near-dup" are the cluster centres
 (each has ~2(r + 2) indexed hashes within r + 1) and near-duplicates of random indexed hashes.
@@ -36,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import clustered  # tests/bench/clustered.py, beside this script
 import imagehash
 import numpy as np
 import pdqhash
@@ -152,7 +162,12 @@ def recall(found: Sequence[set[int]], truth: Sequence[set[int]]) -> float:
 
 
 def bench_hashmesh(
-    signal_type: str, hashes: np.ndarray, queries: dict[str, np.ndarray], n_batch: int
+    signal_type: str,
+    hashes: np.ndarray,
+    queries: dict[str, np.ndarray],
+    n_batch: int,
+    batch_queries: np.ndarray | None = None,
+    updates: bool = True,
 ) -> tuple[Row, list[set[int]]]:
     rows = [(key, signal_type, value) for key, value in enumerate(hex_rows(hashes))]
     index = MatchIndex()
@@ -164,10 +179,13 @@ def bench_hashmesh(
     hexes = {kind: hex_rows(q) for kind, q in queries.items()}
     for kind, values in hexes.items():
         row.single[kind] = time_calls(lambda v: index.query(signal_type, v), values)
-    batch = hex_rows(random_queries(hashes.shape[1], n_batch))
-    row.batch_qps = best_rate(lambda: index.query_batch(signal_type, batch), n_batch)
+    if batch_queries is None:
+        batch_queries = random_queries(hashes.shape[1], n_batch)
+    batch = hex_rows(batch_queries)
+    row.batch_qps = best_rate(lambda: index.query_batch(signal_type, batch), len(batch))
     found = [{h.key for h in hits} for hits in index.query_batch(signal_type, recall_set(hexes))]
-    update_report(index, signal_type, hashes.shape[1])
+    if updates:
+        update_report(index, signal_type, hashes.shape[1])
     return row, found
 
 
@@ -196,7 +214,11 @@ UPDATES: list[str] = []
 
 
 def bench_faiss(
-    hashes: np.ndarray, radius: int, queries: dict[str, np.ndarray], n_batch: int
+    hashes: np.ndarray,
+    radius: int,
+    queries: dict[str, np.ndarray],
+    n_batch: int,
+    batch_queries: np.ndarray | None = None,
 ) -> tuple[Row, list[set[int]] | None]:
     row = Row("faiss IndexBinaryFlat")
     if faiss is None:
@@ -214,7 +236,53 @@ def bench_faiss(
 
     for kind, q in queries.items():
         row.single[kind] = time_calls(lambda v: search(v[None, :]), q[: single_count(len(hashes))])
-    batch = random_queries(hashes.shape[1], max(THREADS * 20, n_batch // 60))
+    count = max(THREADS * 20, n_batch // 60)
+    batch = random_queries(hashes.shape[1], count) if batch_queries is None else batch_queries
+    batch = batch[:count]
+    row.batch_qps = best_rate(lambda: search(batch), len(batch))
+    found = search(np.array(recall_set(queries)))
+    return row, found
+
+
+def multihash_params(n: int, radius: int) -> tuple[int, int, int]:
+    """(nhash, b, nflip) for faiss ``IndexBinaryMultiHash``: ``nhash`` substrings of ``b``
+    bits (b ~ log2 N as for hashmesh, at most 22 to bound its hash maps' memory), each probed
+    with up to ``nflip`` flipped bits; ``nhash * (nflip + 1) > radius`` makes it exact by the
+    same pigeonhole argument as hashmesh's MIH (the bits past ``nhash * b`` are unused)."""
+    nflip = 2
+    nhash = math.ceil((radius + 1) / (nflip + 1))
+    b = min(22, max(16, math.ceil(math.log2(max(n, 2)))), 256 // nhash)
+    return nhash, b, nflip
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_faiss_multihash(
+    hashes: np.ndarray, radius: int, queries: dict[str, np.ndarray], batch: np.ndarray
+) -> tuple[Row, list[set[int]] | None]:
+    """faiss's own multi-index hashing (``IndexBinaryMultiHash``), range search."""
+    nhash, b, nflip = multihash_params(len(hashes), radius)
+    row = Row(f"faiss IndexBinaryMultiHash({nhash}x{b} bits, nflip={nflip})")
+    if faiss is None:
+        return row, None
+    faiss.omp_set_num_threads(THREADS)
+    before = rss_bytes()
+    start = time.perf_counter()
+    index = faiss.IndexBinaryMultiHash(hashes.shape[1] * 8, nhash, b)
+    index.nflip = nflip
+    index.add(hashes)
+    row.build_s = time.perf_counter() - start
+    row.bytes_per_signal = max(0, rss_bytes() - before) / len(hashes)
+
+    def search(q: np.ndarray) -> list[set[int]]:
+        lims, _, ids = index.range_search(q, radius + 1)  # strict bound
+        return [set(ids[lims[i] : lims[i + 1]].tolist()) for i in range(len(q))]
+
+    for kind, q in queries.items():
+        row.single[kind] = time_calls(lambda v: search(v[None, :]), q)
     row.batch_qps = best_rate(lambda: search(batch), len(batch))
     found = search(np.array(recall_set(queries)))
     return row, found
@@ -276,6 +344,89 @@ def bench_dataset(signal_type: str, n: int, quick: bool) -> list[Row]:
     return [ours, theirs, reference]
 
 
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_K = 16, 40, 128, 32
+
+
+def bench_faiss_hnsw(
+    hashes: np.ndarray, radius: int, queries: dict[str, np.ndarray], batch: np.ndarray
+) -> tuple[Row, list[set[int]] | None]:
+    """faiss ``IndexBinaryHNSW``: a graph, approximate; the ``HNSW_K`` nearest are searched
+    and those within the radius kept (no range search on it)."""
+    row = Row(f"faiss IndexBinaryHNSW(M={HNSW_M}, efSearch={HNSW_EF_SEARCH}, k={HNSW_K})")
+    if faiss is None:
+        return row, None
+    faiss.omp_set_num_threads(THREADS)
+    start = time.perf_counter()
+    index = faiss.IndexBinaryHNSW(hashes.shape[1] * 8, HNSW_M)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(hashes)
+    row.build_s = time.perf_counter() - start
+    graph = index.hnsw  # its arrays' sizes (RSS would reuse memory freed by the other engines)
+    graph_bytes = 4 * (graph.neighbors.size() + graph.levels.size()) + 8 * graph.offsets.size()
+    row.bytes_per_signal = (graph_bytes + index.ntotal * index.code_size) / len(hashes)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+
+    def search(q: np.ndarray) -> list[set[int]]:
+        dist, ids = index.search(q, HNSW_K)
+        return [{int(i) for i, d in zip(ids[r], dist[r], strict=True) if i >= 0 and d <= radius}
+                for r in range(len(q))]  # fmt: skip
+
+    for kind, q in queries.items():
+        row.single[kind] = time_calls(lambda v: search(v[None, :]), q)
+    row.batch_qps = best_rate(lambda: search(batch), len(batch))
+    return row, search(np.array(recall_set(queries)))
+
+
+CLUSTERED_SEED = 20_240_502
+
+
+def bench_clustered(n: int, quick: bool, hnsw: bool = False) -> list[Row]:
+    """The clustered PDQ list of ``clustered.py``: items of ~5.7 near-duplicate hashes with
+    real edit distances and real bit bias. Queries: "random" are new items (unlisted, same bit
+    bias), "near-dup" new edits of listed items (not listed themselves, within r of one of
+    their item's hashes). Batch: the unlisted queries with 1 in 20 near-duplicates mixed in."""
+    radius = DEFAULT_RADII["pdq"]
+    rng = np.random.default_rng(CLUSTERED_SEED + 1)
+    print(f"# pdq clustered N={n:,}: generating ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    data = clustered.generate(n, CLUSTERED_SEED)
+    hashes = data.hashes
+    CLUSTERED_NOTES.append(
+        f"- N={n:,}: {len(data.centres):,} items ({n / len(data.centres):.2f} hashes/item), "
+        f"generated in {time.perf_counter() - start:.1f} s"
+    )
+    near, _ = clustered.near_duplicate_queries(data, 100 if quick else 200, radius, rng)
+    n_batch = 2_000 if quick else 6_000
+    unlisted = clustered.unlisted_queries(n_batch, rng)
+    queries = {"random": unlisted[: 100 if quick else 300], "near-dup": near}
+    batch = unlisted.copy()
+    batch[::20] = near[rng.integers(0, len(near), size=len(batch[::20]))]
+    print(f"# pdq clustered N={n:,}: building and querying ...", file=sys.stderr, flush=True)
+    ours, found = bench_hashmesh("pdq", hashes, queries, n_batch, batch, updates=False)
+    brute = BruteForce(hashes)
+    reference, truth = bench_numpy(brute, n, radius, queries)
+    reference.recall = 1.0
+    ours.recall = recall(found, truth)
+    flat, flat_found = bench_faiss(hashes, radius, queries, n_batch, batch)
+    flat.recall = None if flat_found is None else recall(flat_found, truth)
+    multi, multi_found = bench_faiss_multihash(hashes, radius, queries, batch[:1_000])
+    multi.recall = None if multi_found is None else recall(multi_found, truth)
+    rows = [ours, flat, multi]
+    if hnsw and n <= 1_000_000:
+        graph, graph_found = bench_faiss_hnsw(hashes, radius, queries, batch[:1_000])
+        graph.recall = None if graph_found is None else recall(graph_found, truth)
+        rows.append(graph)
+    per_query = [len(t) for t in truth[: len(near)]]
+    CLUSTERED_NOTES.append(
+        f"  near-dup queries: {len(near)}, true hits per query mean "
+        f"{statistics.mean(per_query):.1f}, max {max(per_query)}"
+    )
+    return [*rows, reference]
+
+
+CLUSTERED_NOTES: list[str] = []
+
+
 # --- table -------------------------------------------------------------------------------------
 
 COLUMNS = (
@@ -328,17 +479,22 @@ def table(results: list[tuple[str, list[Row]]]) -> str:
         "|---|---|" + "---:|" * len(COLUMNS),
     ]
     for label, rows in results:
-        ours, theirs, reference = rows
+        ours, *others = rows
         for row in rows:
             cells = [fmt(v, c) for v, c in zip(values(row), COLUMNS, strict=True)]
             lines.append(f"| {label} | {row.engine} | " + " | ".join(cells) + " |")
-        for other in (theirs, reference):
+        for other in others:
             pairs = zip(values(ours), values(other), COLUMNS, strict=True)
             cells = ["" if c == "recall" else ratio(a, b) for a, b, c in pairs]
             lines.append(
-                f"| {label} | hashmesh / {other.engine.split()[0]} | " + " | ".join(cells) + " |"
+                f"| {label} | hashmesh / {short(other.engine)} | " + " | ".join(cells) + " |"
             )
     return "\n".join(lines)
+
+
+def short(engine: str) -> str:
+    words = engine.split("(", maxsplit=1)[0].split()
+    return " ".join(words[:2]) if words[0] == "faiss" else words[0]
 
 
 def goal_check(results: list[tuple[str, list[Row]]]) -> list[str]:
@@ -348,7 +504,7 @@ def goal_check(results: list[tuple[str, list[Row]]]) -> list[str]:
             continue
         ours = rows[0]
         got = {
-            "p50 ms": pct(ours.single["random"], 50),
+            "p50 ms": max(pct(ours.single[kind], 50) for kind in ours.single),
             "batch q/s": ours.batch_qps or 0.0,
             "bytes/signal": ours.bytes_per_signal or 0.0,
             "build s": ours.build_s or 0.0,
@@ -461,11 +617,45 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sizes", default="1000000,10000000", help="PDQ index sizes")
     parser.add_argument("--phash-sizes", default="10000000", help="pHash index sizes")
     parser.add_argument("--quick", action="store_true", help="N = 100k smoke run")
+    parser.add_argument(
+        "--only-clustered",
+        action="store_true",
+        help="only the clustered-data table (no uniform, pHash, update or image tables)",
+    )
+    parser.add_argument(
+        "--hnsw",
+        action="store_true",
+        help="add faiss IndexBinaryHNSW to the clustered table at N <= 1M (builds for minutes)",
+    )
     args = parser.parse_args(argv)
     pdq_sizes = [100_000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     phash_sizes = [100_000] if args.quick else [int(s) for s in args.phash_sizes.split(",") if s]
     started = time.perf_counter()
     print(environment())
+    clustered_results = [
+        (
+            f"pdq clustered r={DEFAULT_RADII['pdq']} N={n:,}",
+            bench_clustered(n, args.quick, args.hnsw),
+        )
+        for n in pdq_sizes
+    ]
+    print()
+    print("Clustered PDQ lists (tests/bench/clustered.py: items of ~5.7 hashes at real edit")
+    print("distances, real per-bit bias). 'random' = unlisted new items with the same bias;")
+    print("'near-dup' = new edits of listed items, within r of a listed hash but not listed;")
+    print("batch = unlisted queries with 1 in 20 near-duplicates (faiss flat: 100 of them,")
+    print("MultiHash: 1,000). MultiHash bytes/signal: the process's RSS growth while building")
+    print("(approximate); HNSW: its arrays' sizes.")
+    print()
+    print(table(clustered_results))
+    print()
+    print("\n".join(CLUSTERED_NOTES))
+    print()
+    print("\n".join(goal_check(clustered_results)))
+    if args.only_clustered:
+        print(f"\nload average at the end: {os.getloadavg()}; "
+              f"total {time.perf_counter() - started:.0f} s")  # fmt: skip
+        return
     results = []
     for signal_type, sizes in (("pdq", pdq_sizes), ("phash", phash_sizes)):
         for n in sizes:
