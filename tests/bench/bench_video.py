@@ -4,6 +4,11 @@ next to decoding alone (the floor), on the SD conformance videos. A script, not 
     python tests/bench/bench_video.py              # the SD samples, best of 3
     python tests/bench/bench_video.py --hd         # the HD ones too
     python tests/bench/bench_video.py --repeat 1
+    python tests/bench/bench_video.py --match-videos 10000   # a smaller match table (0: none)
+
+After the hashing table it prints the match table of ``bench_video_match.py`` (a 60 s query
+against 10 M frame hashes of 100,000 videos, p50/p99, recall against brute force, memory per
+frame).
 
 CPU time is ``time.process_time()`` of this process (every decoder thread included), so
 "x real time" is per core. Rows:
@@ -38,6 +43,7 @@ from av.video.reformatter import Interpolation
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
+import bench_video_match  # noqa: E402
 from vpdq_conformance import VIDEOS, reference_frames  # noqa: E402
 
 from node.media import video  # noqa: E402
@@ -126,6 +132,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--hd", action="store_true", help="also the HD and odd-size samples")
+    parser.add_argument(
+        "--match-videos",
+        type=int,
+        default=100_000,
+        help="listed videos of 100 frames in the match table (0: no match table)",
+    )
     args = parser.parse_args()
     names = SD + (HD if args.hd else [])
     variants: list[tuple[str, Callable[[Path], object]]] = [
@@ -163,6 +175,9 @@ def main() -> None:
         print(
             f"{label:36} {seconds:8.1f} {cpu:7.3f} {seconds / cpu:6.1f}x {cpu / floor_total:7.2f}x"
         )
+    if args.match_videos:  # the match side, in the same run (bench_video_match.py)
+        print()
+        bench_video_match.main(["--videos", str(args.match_videos)])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Benchmark of vPDQ matching (issue 16): a 60-second query video against an index of 10 M frame
 hashes from 100,000 videos (random, plus planted near-duplicate clips), next to a brute-force
-vPDQ comparison of the same queries. A script, not a test:
+vPDQ comparison of the same queries. A script, not a test (``bench_video.py`` runs it after
+its hashing table):
 
     python tests/bench/bench_video_match.py                        # 100,000 videos x 100 frames
     python tests/bench/bench_video_match.py --videos 10000 --queries 50
@@ -85,14 +86,14 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=100_000)
     parser.add_argument("--frames", type=int, default=100, help="frames per listed video")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--brute", type=int, default=3, help="queries checked by brute force")
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed + 1)
     print(f"building: {args.videos:,} videos x {args.frames} frames "
           f"= {args.videos * args.frames:,} frames ...", flush=True)  # fmt: skip
