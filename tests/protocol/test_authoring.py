@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from signed_logs import SignedLogs
 
 from protocol import (
     Body,
     Federation,
     Founder,
     OpinionBody,
-    Record,
     RetractBody,
     SignalBody,
     SigningKey,
@@ -30,7 +29,6 @@ from protocol import (
     fold_state,
     parse_genesis,
     sign_genesis,
-    sign_record,
 )
 from protocol.authoring import Target, check_authoring, check_body
 from protocol.bodies import rotation
@@ -70,27 +68,8 @@ def make_federation() -> Federation:
 FED = make_federation()
 
 
-@dataclass
-class World:
-    records: list[Record] = field(default_factory=list)
-    heads: dict[str, Record] = field(default_factory=dict)
-
-    def add(self, author: str, body: Body) -> Record:
-        head = self.heads.get(author)
-        seq, prev = (1, None) if head is None else (head.seq + 1, head.id)
-        record = sign_record(KEYS[author], fed=FED.id, seq=seq, prev=prev, ts=1, body=body)
-        self.records.append(record)
-        self.heads[author] = record
-        return record
-
-    def fork(self, author: str, body: Body) -> None:
-        head = self.heads[author]
-        twin = sign_record(KEYS[author], fed=FED.id, seq=head.seq, prev=head.prev, ts=2, body=body)
-        self.records.append(twin)
-
-
 def check(
-    w: World, author: str, body: Body, target: Target | None = None
+    w: SignedLogs, author: str, body: Body, target: Target | None = None
 ) -> type[AuthoringError] | type[Exception] | None:
     membership = fold_state(w.records, FED, 0).membership
     head = w.heads.get(author)
@@ -118,17 +97,17 @@ MINE, THEIRS = Target(PUB["a"], retracted=False), Target(PUB["b"], retracted=Fal
 MINE_RETRACTED, THEIRS_RETRACTED = Target(PUB["a"], True), Target(PUB["b"], True)
 
 
-def removed_c(w: World) -> None:
+def removed_c(w: SignedLogs) -> None:
     w.add("c", sig())
     w.add("a", remove(0))
     w.add("b", remove(0))
 
 
-def rotated_a(w: World) -> None:
+def rotated_a(w: SignedLogs) -> None:
     w.add("a", rotation(KEYS["a2"], fed=FED.id, old=PUB["a"]))
 
 
-Setup = Callable[[World], object]
+Setup = Callable[[SignedLogs], object]
 CASES: list[tuple[str, Setup, str, Body, Target | None, type[Exception] | None]] = [
     # the body alone
     ("a signal", lambda w: None, "a", sig(), None, None),
@@ -199,7 +178,7 @@ def test_authoring_rules(
     target: Target | None,
     expected: type[Exception] | None,
 ) -> None:
-    w = World()
+    w = SignedLogs(KEYS, FED.id)
     setup(w)
     assert check(w, author, body, target) is expected
 

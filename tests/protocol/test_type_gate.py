@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from extra_types import EXTRA_TYPE, extra_value, register_extra_type
+from signed_logs import SignedLogs
 
 from protocol import (
     AnnounceBody,
     Body,
     Founder,
-    Record,
     SignalBody,
     SigningKey,
     VoteBody,
@@ -29,7 +28,6 @@ from protocol import (
     fold_state,
     parse_genesis,
     sign_genesis,
-    sign_record,
 )
 from protocol.authoring import check_authoring
 from protocol.batch import trusted_record
@@ -59,28 +57,16 @@ NEW = (*sorted(CORE_TYPES | {"sha512"}),)  # what a node that knows sha512 annou
 BOTH = (*sorted(CORE_TYPES | {"sha512", "tlsh"}),)
 
 
-@dataclass
-class World:
-    records: list[Record] = field(default_factory=list)
-    heads: dict[str, Record] = field(default_factory=dict)
-
-    def add(self, author: str, body: Body) -> Record:
-        head = self.heads.get(author)
-        seq, prev = (1, None) if head is None else (head.seq + 1, head.id)
-        record = sign_record(KEYS[author], fed=FED.id, seq=seq, prev=prev, ts=1, body=body)
-        self.records.append(record)
-        self.heads[author] = record
-        return record
+class World(SignedLogs):
+    def __init__(self) -> None:
+        super().__init__(KEYS, FED.id)
 
     def announce(self, author: str, types: tuple[str, ...] = NEW) -> None:
         self.add(author, AnnounceBody(f"node {author}", (f"https://{author}.example/",),
                                       types=types))  # fmt: skip
 
-    def fork(self, author: str) -> None:
-        head = self.heads[author]
-        body = SignalBody("md5", "9" * 32)
-        twin = sign_record(KEYS[author], fed=FED.id, seq=head.seq, prev=head.prev, ts=2, body=body)
-        self.records.append(twin)
+    def fork_signal(self, author: str) -> None:
+        self.fork(author, SignalBody("md5", "9" * 32))
 
     def announced(self) -> dict[str, tuple[str, ...]]:
         state = fold_state(self.records, FED, 0)
@@ -106,7 +92,7 @@ def forked_c(w: World) -> None:
     w.announce("a")
     w.announce("b")
     w.announce("c", ())
-    w.fork("c")
+    w.fork_signal("c")
 
 
 def admitted_n(w: World) -> None:
