@@ -51,9 +51,13 @@ CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
 
 
+# root's PATH has /usr/sbin; a CI runner's may not
+IP = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin") or "ip"
+
+
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``ip ARGS``; a failure raises with ip's own message."""
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    result = subprocess.run([IP, *args], capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
     return result
@@ -65,13 +69,19 @@ def unavailable() -> str | None:
         return f"network namespaces need Linux (this is {sys.platform})"
     if os.geteuid() != 0:
         return "creating network namespaces needs root (run as root, e.g. in CI)"
-    if shutil.which("ip") is None:
+    if not os.path.isabs(IP):
         return "the ip command (Debian package iproute2) is not installed"
     probe = f"{PREFIX}{os.getpid()}-probe-{secrets.token_hex(2)}"
     made = ip("netns", "add", probe, check=False)
     if made.returncode != 0:
         return f"cannot create a network namespace: {made.stderr.strip()}"
-    ip("netns", "del", probe, check=False)
+    try:  # what a lab needs inside it: a veth pair and a bridge
+        for link in (["v0", "type", "veth", "peer", "name", "v1"], ["br0", "type", "bridge"]):
+            made = ip("-n", probe, "link", "add", *link, check=False)
+            if made.returncode != 0:
+                return f"cannot create a {link[2]} link in a namespace: {made.stderr.strip()}"
+    finally:
+        ip("netns", "del", probe, check=False)
     return None
 
 
@@ -253,7 +263,7 @@ class NsNode:
         env = os.environ | {"HASHMESH_HOME": str(self.home), "PYTHONPATH": str(REPO)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, sys.executable, "-m", "node", "serve",
+                [IP, "netns", "exec", self.ns, sys.executable, "-m", "node", "serve",
                  "--home", str(self.home)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
             )  # fmt: skip

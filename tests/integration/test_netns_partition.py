@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from harness import REPO, wait_until
-from netns import Lab, NsNode, found_federation, logs, ns_connect, start_all, unavailable
+from netns import IP, Lab, NsNode, found_federation, logs, ns_connect, start_all, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def audits(nodes: Sequence[NsNode]) -> list[tuple[str, subprocess.CompletedProce
         for n in nodes
     ]
     compare = ["audit", "--compare", *(n.seed for n in nodes), "--home", str(nodes[0].home)]
-    commands.append(("compare", ["ip", "netns", "exec", nodes[0].ns], [*compare, "--workers", "1"]))
+    commands.append(("compare", [IP, "netns", "exec", nodes[0].ns], [*compare, "--workers", "1"]))
     running = [
         (name, subprocess.Popen(
             [*prefix, sys.executable, "-m", "node", *args, "--json"],
@@ -160,6 +160,14 @@ def _partition_and_heal(lab: Lab, nodes: list[NsNode]) -> None:
     shown = [(v["status"], v["tallies"]["dispute"]) for v in views]  # disputed on the right
     assert shown == [("retracted", 1)] * len(nodes), shown
 
+    records = {store(n)["records"] for n in nodes}
+    assert len(records) == 1 and records.pop() >= 8 + len(nodes), records  # + announces
+    held = store(a)["records"]
     for name, result in audits(nodes):
         assert result.returncode == 0, f"audit {name}: {result.stdout}{result.stderr}"
-        assert json.loads(result.stdout)["clean"] is True, f"audit {name}: {result.stdout}"
+        report = json.loads(result.stdout)
+        assert report["clean"] is True, f"audit {name}: {result.stdout}"
+        if name == "compare":
+            assert [f["records"] for f in report["frontiers"]] == [held] * len(nodes), report
+        else:
+            assert report["counts"]["valid"] == held, report
