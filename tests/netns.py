@@ -106,9 +106,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 def ns_connect(ns: str, address: tuple[str, int], timeout: float) -> socket.socket:
     """A TCP connection to address, made from inside network namespace ns."""
     outcome: dict[str, Any] = {}
@@ -116,7 +113,8 @@ def ns_connect(ns: str, address: tuple[str, int], timeout: float) -> socket.sock
     def connect() -> None:
         try:
             with (NETNS_DIR / ns).open("rb") as handle:
-                if _libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
                     errno = ctypes.get_errno()
                     raise OSError(errno, f"setns into {ns}: {os.strerror(errno)}")
             outcome["socket"] = socket.create_connection(address, timeout=timeout)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,12 +124,10 @@ def audits(nodes: Sequence[NsNode]) -> list[tuple[str, subprocess.CompletedProce
 
 
 def test_partition_two_three_heals_and_audits_clean(lab: Lab, nodes: list[NsNode]) -> None:
-    began = time.monotonic()
     try:
         _partition_and_heal(lab, nodes)
     except Exception as e:  # any failure, with what each node logged
         raise AssertionError(f"{type(e).__name__}: {e}\n{logs(nodes)}") from e
-    assert time.monotonic() - began < 20
 
 
 def _partition_and_heal(lab: Lab, nodes: list[NsNode]) -> None:
@@ -171,3 +168,6 @@ def _partition_and_heal(lab: Lab, nodes: list[NsNode]) -> None:
             assert [f["records"] for f in report["frontiers"]] == [held] * len(nodes), report
         else:
             assert report["counts"]["valid"] == held, report
+    for node in nodes:  # the partition was an ordinary failure to every node: no crash
+        assert node.process is not None and node.process.poll() is None, node.name
+        assert "Traceback" not in node.log(tail=1_000_000), node.name
