@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -38,6 +39,8 @@ from node.net.tls import load_certificate, spki_fingerprint, spki_fingerprint_de
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 HOME = "/var/lib/hashmesh"
 NODES = ("alpha", "beta", "gamma")
+REPLICAS = ("replica-1", "replica-2")  # compose's match replicas, following alpha
+REPLICA_PORT = 8471
 
 
 # ---- a tiny YAML reader (the subset compose.yaml is written in) ----------------------------
@@ -136,7 +139,7 @@ def test_dockerfile_runs_a_non_root_node_with_its_home_on_a_volume() -> None:
 
 def test_compose_founds_then_runs_three_nodes_with_distinct_homes(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"init", *NODES}
+    assert set(services) == {"init", *NODES, *REPLICAS}
     homes = {}
     for name in NODES:
         node = services[name]
@@ -163,6 +166,44 @@ def test_compose_founds_then_runs_three_nodes_with_distinct_homes(compose: dict[
     assert init["environment"]["MEMBERS"].split() == list(NODES)
 
 
+def test_compose_runs_two_replicas_following_the_first_node(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    init = services["init"]
+    assert init["environment"]["REPLICAS"].split() == list(REPLICAS)
+    replica_dir = init["environment"]["REPLICA_DIR"]
+    [shared] = [v.split(":")[0] for v in init["volumes"] if v.endswith(f":{replica_dir}")]
+    host_ports = []
+    for name in REPLICAS:
+        replica = services[name]
+        assert replica["volumes"] == [f"{shared}:{replica_dir}:ro"]  # tokens and node URL
+        assert replica["image"] == services["alpha"]["image"] and "user" not in replica
+        assert replica["depends_on"] == {"alpha": {"condition": "service_healthy"}}
+        shell, dash_c, script = replica["entrypoint"]
+        assert (shell, dash_c) == ("/bin/sh", "-c") and script.startswith("exec hashmesh replica ")
+        args = shlex.split(script.replace("$$", "$"))[3:]
+        options = dict(zip(args[::2], args[1::2], strict=True))
+        assert options["--node"] == f"$(cat {replica_dir}/node.url)"
+        assert options["--token-file"] == f"{replica_dir}/{name}.token"
+        assert options["--host"] == "0.0.0.0" and options["--port"] == str(REPLICA_PORT)
+        check = " ".join(replica["healthcheck"]["test"])
+        assert f"127.0.0.1:{REPLICA_PORT}/readyz" in check
+        assert replica["read_only"] is True and replica["cap_drop"] == ["ALL"]
+        [port] = replica["ports"]
+        assert port.startswith("127.0.0.1:") and port.endswith(f":{REPLICA_PORT}")
+        host_ports.append(port.split(":")[1])
+        replica_command = cli_command("replica")
+        if replica_command is not None:  # the options are `hashmesh replica`'s own
+            replica_command.make_context("replica", [*args[:1], "https://alpha:7400/", *args[2:]])
+    assert len(set(host_ports)) == len(REPLICAS)
+    assert shared in compose["volumes"]
+
+
+def cli_command(name: str) -> Any:
+    from node.cli.main import cli
+
+    return cli.commands.get(name)
+
+
 def test_found_sh_founds_a_federation_with_pinned_seeds(tmp_path: Path) -> None:
     script = DEPLOY / "found.sh"
     assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
@@ -174,6 +215,9 @@ def test_found_sh_founds_a_federation_with_pinned_seeds(tmp_path: Path) -> None:
         "MEMBERS": " ".join(members),
         "OWNER": "",
     }
+    replicas = cli_command("tokens") is not None  # `hashmesh tokens` comes with issue 21
+    if replicas:
+        env |= {"REPLICAS": "r1 r2", "REPLICA_DIR": str(tmp_path / "replica")}
     run = subprocess.run(
         ["sh", str(script)], check=False, env=env, capture_output=True, text=True, timeout=60
     )
@@ -191,6 +235,23 @@ def test_found_sh_founds_a_federation_with_pinned_seeds(tmp_path: Path) -> None:
         ["sh", str(script)], check=False, env=env, capture_output=True, text=True
     )
     assert again.returncode == 0 and "already founded" in again.stdout
+    if not replicas:
+        assert not (tmp_path / "replica").exists()
+        return
+    replica_dir = tmp_path / "replica"
+    node_url = (replica_dir / "node.url").read_text().strip()
+    assert node_url == f"https://alpha:7400/#spki={spki['alpha']}"
+    tokens = {r: (replica_dir / f"{r}.token").read_text().strip() for r in ("r1", "r2")}
+    assert len(set(tokens.values())) == 2 and all(t.startswith("hmr_") for t in tokens.values())
+    assert all((replica_dir / f"{r}.token").stat().st_mode & 0o077 == 0 for r in tokens)
+    listed = subprocess.run(
+        ["hashmesh", "tokens", "list", "--home", str(homes["alpha"])],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "r1" in listed and "r2" in listed
 
 
 # ---- systemd -------------------------------------------------------------------------------
@@ -325,7 +386,6 @@ def test_systemd_unit_header_installs_as_the_readme_does() -> None:
 
 K8S = DEPLOY / "k8s"
 K8S_FLOOR = "1.29"  # the oldest Kubernetes deploy/README.md supports
-REPLICA_PORT = 8471
 
 
 def _load_sizing() -> Any:
@@ -599,9 +659,7 @@ def test_k8s_replica_command_is_one_hashmesh_replica_accepts(
 ) -> None:
     """The Deployment's args parse with `hashmesh replica`'s own options, and what they
     name (token file, port, node URL variable) is what the pod provides."""
-    from node.cli.main import cli
-
-    replica_command = cli.commands.get("replica")
+    replica_command = cli_command("replica")
     if replica_command is None:
         pytest.skip("`hashmesh replica` is not in this tree yet (issue 21, branch replica)")
     pod = k8s["Deployment", "hashmesh-replica"]["spec"]["template"]["spec"]
