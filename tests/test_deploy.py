@@ -654,30 +654,52 @@ def test_sizing_grows_with_the_list_and_the_load() -> None:
         assert sizing.qps_per_core(signals) == pytest.approx(measured)
 
 
-def test_k8s_replica_command_is_one_hashmesh_replica_accepts(
-    k8s: dict[tuple[str, str], dict[str, Any]],
+def test_k8s_replica_runs_hashmesh_replica_as_the_pod_provides(
+    k8s: dict[tuple[str, str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The Deployment's args parse with `hashmesh replica`'s own options, and what they
-    name (token file, port, node URL variable) is what the pod provides."""
+    """The Deployment's args parse with `hashmesh replica`'s own options; what they name
+    (node URL variable, token file, port) is what the pod provides; the Secret's node URL
+    is the node pod's in-cluster name, pinned; the probes are routes the replica serves."""
     replica_command = cli_command("replica")
     if replica_command is None:
         pytest.skip("`hashmesh replica` is not in this tree yet (issue 21, branch replica)")
+    from node.replica.app import make_app
+    from node.replica.settings import ReplicaSettings
+
     pod = k8s["Deployment", "hashmesh-replica"]["spec"]["template"]["spec"]
     [replica] = pod["containers"]
-    assert replica["args"][0] == "replica"
-    context = replica_command.make_context("replica", list(replica["args"][1:]))
-    params = context.params
-    assert params["host"] == "0.0.0.0" and int(params["port"]) == REPLICA_PORT
-    assert [p["containerPort"] for p in replica["ports"]] == [REPLICA_PORT]
-    envvars = {p.name: p.envvar for p in replica_command.params}
     [node_env] = replica["env"]
-    assert node_env["name"] == envvars["node"] == "HASHMESH_REPLICA_NODE"
     secret = node_env["valueFrom"]["secretKeyRef"]
+    [example] = k8s_documents(K8S / "replica-secret.example.yaml")
+    assert example["metadata"]["name"] == secret["name"]
+    pin = "ab" * 32
+    node_url = re.sub(r"<[^>]*>", pin, example["stringData"][secret["key"]])
+    node_pod = k8s["StatefulSet", "hashmesh-node"]
+    peer = k8s["Service", "hashmesh-node"]["spec"]["ports"][0]["port"]
+    host = f"{node_pod['metadata']['name']}-0.{node_pod['spec']['serviceName']}:{peer}"
+    assert node_url == f"https://{host}/#spki={pin}"
+    monkeypatch.setenv(node_env["name"], node_url)
+
+    assert replica["args"][0] == "replica"
+    params = replica_command.make_context("replica", list(replica["args"][1:])).params
+    [node_option] = [p for p in replica_command.params if "--node" in p.opts]
+    assert params[node_option.name] == node_url  # from the Secret, through the env variable
+    assert params["host"] == "0.0.0.0" and params["port"] == REPLICA_PORT
+    assert [p["containerPort"] for p in replica["ports"]] == [REPLICA_PORT]
     mounts = {m["name"]: m["mountPath"] for m in replica["volumeMounts"]}
     [token_volume] = [v for v in pod["volumes"] if "secret" in v]
+    assert token_volume["secret"]["secretName"] == secret["name"]
     [item] = token_volume["secret"]["items"]
-    token_file = f"{mounts[token_volume['name']]}/{item['path']}"
-    assert str(params["token_file"]) == token_file
-    [example] = k8s_documents(K8S / "replica-secret.example.yaml")
-    assert token_volume["secret"]["secretName"] == secret["name"] == example["metadata"]["name"]
+    assert str(params["token_file"]) == f"{mounts[token_volume['name']]}/{item['path']}"
     assert {secret["key"], item["key"]} == set(example["stringData"])
+
+    options = ("host", "port", "max_lag_s", "stale")
+    settings = ReplicaSettings.for_node(
+        node_url, "hmr_example", **{name: params[name] for name in options}
+    )
+    assert settings.pin == pin and settings.node_url == f"https://{host}"
+    served = {r.resource.canonical for r in make_app(settings).router.routes() if r.method == "GET"}
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = replica[kind]["httpGet"]
+        assert get["path"] in served and get["port"] == "http", kind
+    assert replica["readinessProbe"]["httpGet"]["path"] == "/readyz"
