@@ -46,7 +46,8 @@ first=$(echo $MEMBERS | cut -d' ' -f1)
 if [ -n "$REPLICAS" ]; then
     mkdir -p "$REPLICA_DIR"
     for r in $REPLICAS; do
-        (umask 077 && hashmesh tokens issue --home "$HOMES/$first" --replica "$r" \
+        (umask 077 && hashmesh tokens issue --home "$HOMES/$first" --replica "$r" --json \
+            | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])' \
             > "$REPLICA_DIR/$r.token")
     done
     python3 - "$FOUNDING/$first.card.json" "$first" "$PORT" > "$REPLICA_DIR/node.url" <<'PY'

@@ -242,7 +242,8 @@ def test_found_sh_founds_a_federation_with_pinned_seeds(tmp_path: Path) -> None:
     node_url = (replica_dir / "node.url").read_text().strip()
     assert node_url == f"https://alpha:7400/#spki={spki['alpha']}"
     tokens = {r: (replica_dir / f"{r}.token").read_text().strip() for r in ("r1", "r2")}
-    assert len(set(tokens.values())) == 2 and all(t.startswith("hmr_") for t in tokens.values())
+    assert len(set(tokens.values())) == 2
+    assert all(re.fullmatch(r"hmr_[A-Za-z0-9_-]{43}", t) for t in tokens.values()), tokens
     assert all((replica_dir / f"{r}.token").stat().st_mode & 0o077 == 0 for r in tokens)
     listed = subprocess.run(
         ["hashmesh", "tokens", "list", "--home", str(homes["alpha"])],
