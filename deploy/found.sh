@@ -5,7 +5,9 @@
 # (member key, API token, TLS key and self-signed certificate) and publishes its card; one
 # drafts the genesis from the cards; every founder signs it; every home joins it. Finally every
 # node is seeded with the other two, pinned by their certificates' key fingerprints (the cards'
-# "seed"), so no connection is ever made to an unpinned https peer.
+# "seed"), so no connection is ever made to an unpinned https peer. With $REPLICAS set, the
+# first member's node also issues one replica token per name in it, for the match replicas
+# that follow that node: $REPLICA_DIR/<name>.token, and $REPLICA_DIR/node.url (its pinned URL).
 #
 # Idempotent: once $FOUNDING/federation.json exists it does nothing. Start over with
 # `docker compose down --volumes`.
@@ -16,6 +18,8 @@ FOUNDING=${FOUNDING:-/founding}   # cards and the genesis (public documents)
 MEMBERS=${MEMBERS:-alpha beta gamma}
 PORT=${PORT:-7400}
 OWNER=${OWNER:-10001:10001}       # the image's non-root user; "" leaves ownership alone
+REPLICAS=${REPLICAS:-}            # replica token names, issued by the first member's node
+REPLICA_DIR=${REPLICA_DIR:-/replica}
 
 if [ -f "$FOUNDING/federation.json" ]; then
     echo "federation already founded: $FOUNDING/federation.json"
@@ -38,6 +42,22 @@ done
 for m in $MEMBERS; do
     hashmesh federation join --home "$HOMES/$m" "$FOUNDING/genesis.draft.json"
 done
+first=$(echo $MEMBERS | cut -d' ' -f1)
+if [ -n "$REPLICAS" ]; then
+    mkdir -p "$REPLICA_DIR"
+    for r in $REPLICAS; do
+        (umask 077 && hashmesh tokens issue --home "$HOMES/$first" --replica "$r" --json \
+            | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])' \
+            > "$REPLICA_DIR/$r.token")
+    done
+    python3 - "$FOUNDING/$first.card.json" "$first" "$PORT" > "$REPLICA_DIR/node.url" <<'PY'
+import json, sys
+
+card = json.load(open(sys.argv[1]))
+print(f"https://{sys.argv[2]}:{sys.argv[3]}/#spki={card['tls']}")
+PY
+    if [ -n "$OWNER" ]; then chown -R "$OWNER" "$REPLICA_DIR"; fi
+fi
 for m in $MEMBERS; do
     # peers = the other members' pinned seed URLs, from their cards
     python3 - "$HOMES/$m/config.toml" "$m" "$FOUNDING" $MEMBERS <<'PY'
@@ -53,4 +73,4 @@ PY
     if [ -n "$OWNER" ]; then chown -R "$OWNER" "$HOMES/$m"; fi
 done
 mv "$FOUNDING/genesis.draft.json" "$FOUNDING/federation.json"
-echo "founded: $(hashmesh federation show --home "$HOMES/$(echo $MEMBERS | cut -d' ' -f1)" | head -1)"
+echo "founded: $(hashmesh federation show --home "$HOMES/$first" | head -1)"
