@@ -663,7 +663,7 @@ class GossipEngine:
 
     def _enqueue(self, items: Iterable[_Queued]) -> None:
         self._queue.extend(items)
-        if self._queue and self._linger_at is None:
+        if self._queue and self._linger_at is None and not self._pushing:
             self._linger_at = self._now + self.settings.push_linger_ms
 
     def _push_batch(self) -> None:
@@ -693,7 +693,7 @@ class GossipEngine:
 
     def _push_done(self, url: str) -> None:
         self._pushing.discard(url)
-        if not self._pushing and self._queue and self._linger_at is None:
+        if not self._pushing and self._queue:  # the next batch gathers from now
             self._linger_at = self._now + self.settings.push_linger_ms
 
 
