@@ -277,7 +277,7 @@ class Gossip:
             log.exception("gossip request to %s failed", url, exc_info=e, extra={"peer": url})
         if exchange is None:
             if not isinstance(e, TlsRefusedError):
-                detail = f"push failed: {type(e).__name__}: {e}"
+                detail = f"push failed: {detail}"  # e.g. "push failed: unreachable: timed out"
         else:
             self._errors[exchange] = e
         return RequestFailed(url, exchange, failure, detail)
