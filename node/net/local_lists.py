@@ -28,10 +28,16 @@ from typing import TypeVar
 from node.errors import InputError
 from node.matchpolicy import MatchPolicy
 from node.media.index import HAMMING_BITS, MatchIndex
-from node.store.lists import Entry, ListStore, LocalList, NewEntry, check_entry
+from node.store.lists import (
+    UNSUPPORTED_TYPES,
+    Entry,
+    ListStore,
+    LocalList,
+    NewEntry,
+    check_entry,
+)
 
 T = TypeVar("T")
-UNSUPPORTED_TYPES = frozenset({"vpdq"})  # a video's frames: matched by match_frames, not here
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +135,6 @@ class LocalLists:
 
     def check(self, name: str, kind: object, value: object, note: object) -> NewEntry:
         """An entry for list name, checked for that list (``check_entry``)."""
-        if kind in UNSUPPORTED_TYPES:
-            raise InputError(f"{kind} entries are not supported in local lists yet: list the "
-                             "video's md5 or sha256 instead", title="invalid entry")  # fmt: skip
         found = self.get(name)
         radius = self.policy.list_radius(name, kind) if isinstance(kind, str) else 0
         return check_entry(kind, value, note, safelist=found.kind == "safelist", radius=radius)

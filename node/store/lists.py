@@ -42,6 +42,8 @@ from protocol.signal_types import SIGNAL_TYPES, canonical_value, is_featureless
 LISTS_FILE: Final = "lists.db"
 APPLICATION_ID: Final = 0x484D4C53  # "HMLS"
 KINDS: Final = ("match", "safelist")
+# a video's vPDQ frames are matched by node.net.matching's frame search, which lists do not join
+UNSUPPORTED_TYPES: Final = frozenset({"vpdq"})
 MAX_NOTE_CHARS: Final = 1000
 MAX_BY_CHARS: Final = 100
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -148,6 +150,9 @@ def check_entry(
     """An entry in canonical form. A match list refuses a featureless value (within the
     list's radius of a blank image's hash: it would match every near-blank upload); a
     safelist takes one (it suppresses federation signals near a blank frame)."""
+    if kind in UNSUPPORTED_TYPES:
+        raise InputError(f"{kind} entries are not supported in local lists yet: list the "
+                         "video's md5 or sha256 instead", title="invalid entry")  # fmt: skip
     if not isinstance(kind, str) or kind not in SIGNAL_TYPES:
         raise InputError(f"type must be one of {', '.join(SIGNAL_TYPES)}, got {str(kind)[:40]!r}",
                          title="invalid entry")  # fmt: skip
