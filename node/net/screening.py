@@ -109,12 +109,19 @@ async def screened(
                                                       strict=True):  # fmt: skip
         shown = sorted(mine + extra, key=lambda h: (h["distance"], h["source"]["kind"] == "list"))
         total = federation + len(extra)
+        _count(node, "match_list_hits", len(extra))
+        _count(node, "match_suppressed", len(theirs))
         results.append(
             {"query": {"type": query.type, "value": query.value}, "matched": bool(total),
              "hits": shown[:max_hits], "total_hits": total, "truncated": total > max_hits,
              "suppressed": theirs[:max_hits], "total_suppressed": len(theirs)}
         )  # fmt: skip
     return results
+
+
+def _count(node: Node, key: str, n: int) -> None:
+    if n:
+        node.counters[key] = node.counters.get(key, 0) + n
 
 
 def _judged(

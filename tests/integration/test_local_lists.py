@@ -70,6 +70,11 @@ def peer_log(node: NodeProc, author: str, signer: NodeProc) -> bytes:
         return bytes(r.read())
 
 
+def metrics(node: NodeProc) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.local_port}/metrics", timeout=10) as r:
+        return str(r.read().decode())
+
+
 def files_of(home: Path, name: str) -> bytes:
     """The bytes of a SQLite file with its WAL: every table, every page, committed or not."""
     return b"".join(p.read_bytes() for p in (home / name, home / f"{name}-wal") if p.exists())
@@ -109,6 +114,7 @@ def test_local_list_matches_and_never_leaves_the_node(
     assert "id" not in shown  # an entry of a local list is no signed record
     assert match(b, "md5", LOCAL_MD5)["hits"][0]["source"]["list"] == "review"
     assert not match(a, "md5", LOCAL_MD5)["matched"]  # a's node knows nothing of it
+    assert "hashmesh_match_list_hits_total 2.0" in metrics(b)
 
     # records written after the list are gossiped: a holds them, and nothing of the list
     signal = add_signal(b, "sha256", "ab" * 32)
@@ -130,6 +136,15 @@ def test_local_list_matches_and_never_leaves_the_node(
     assert LOCAL_MD5.encode() not in files_of(a.home, "lists.db")
     assert LOCAL_MD5.encode() in files_of(b.home, "lists.db")  # where it lives
 
+
+def test_a_local_list_is_durable_and_can_be_switched_off(
+    tmp_path: Path, started: list[NodeProc]
+) -> None:
+    _, (b,) = found_federation(tmp_path, ["b"], threshold=1)
+    start([b], started)
+    b.api("POST", "/v1/lists", {"name": "review"})
+    entries = [{"type": "md5", "value": LOCAL_MD5}, {"type": "pdq", "value": LOCAL_PDQ}]
+    assert b.api("POST", "/v1/lists/review/entries", {"entries": entries})["added"] == 2
     # switched off it matches nothing; it survives a restart (durable), switched back on
     assert b.api("POST", "/v1/lists/review/disable")["list"]["enabled"] is False
     assert not match(b, "md5", LOCAL_MD5)["matched"]
@@ -164,6 +179,7 @@ def test_safelist_suppresses_locally_and_the_dispute_reaches_every_node(
     assert suppressed["by"]["safelist"] == "logos"
     assert (entry["value"], entry["note"], entry["distance"]) == (logo, "our logo", 3)
     assert match(c, "pdq", PDQ)["hits"][0]["id"] == signal  # only b suppresses it
+    assert "hashmesh_match_suppressed_total 1.0" in metrics(b)
     assert match(b, "pdq", PDQ, lists=[])["matched"]  # a request may leave lists out
 
     # the one command: a signed dispute on every signal the safelisted hash matches
