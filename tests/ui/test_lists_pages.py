@@ -18,7 +18,7 @@ LOCAL_MD5 = "1ab0c0ffee5eed5a1ad0dd5ca1ab1e00"
 def listed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[UiNode, Story]]:
     _, nodes = found_federation(tmp_path_factory.mktemp("lists"), ["a", "b"])
     story = fill_store([n.home for n in nodes])
-    add_users(nodes[0].home, ("vic", "viewer"))
+    add_users(nodes[0].home, ("vic", "viewer"), ("mia", "moderator"))
     ui = UiNode(nodes[0].home)
     for body in ({"name": "review", "note": "under review"}, {"name": "logos", "kind": "safelist"}):
         assert ui.api("POST", "/v1/lists", json=body)[0] == 201
@@ -70,3 +70,37 @@ def test_the_lists_pages_show_lists_entries_and_policy(vic: Browser) -> None:
     assert f"md5 {LOCAL_MD5} case 17" in entries and "Match list review" in entries
     absent = vic.get("/ui/lists/absent")
     assert absent.status == 404 and "no local list named 'absent'" in html.unescape(absent.text)
+
+
+def test_a_moderator_changes_a_list_and_a_viewer_cannot(listed: tuple[UiNode, Story]) -> None:
+    ui, _ = listed
+    ui.api("POST", "/v1/lists", json={"name": "scratch"})
+    mia, vic = ui.browser("mia"), ui.browser("vic")
+    try:
+        value = "ab" * 16
+        refused = vic.post("/ui/lists/scratch/entries",
+                           {"csrf_token": vic.csrf(), "hash": f"md5:{value}"})  # fmt: skip
+        assert refused.status == 403 and "needs the moderator role" in refused.text
+        added = mia.post("/ui/lists/scratch/entries",
+                         {"csrf_token": mia.csrf(), "hash": f"MD5:{value.upper()}",
+                          "note": "from a report"})  # fmt: skip
+        assert added.status == 200 and f"added md5:{value} to scratch" in text_of(added.text)
+        assert f"md5 {value} from a report" in text_of(added.text)
+        assert "by ui:mia" in text_of(added.text)
+        assert ui.api("POST", "/v1/match", json={"type": "md5", "value": value}
+                      )[1]["results"][0]["hits"][0]["source"] == {"kind": "list",
+                                                                  "list": "scratch"}  # fmt: skip
+        bad = mia.post("/ui/lists/scratch/entries", {"csrf_token": mia.csrf(), "hash": "md5:zz"})
+        assert bad.status == 400 and "a md5 hash is 32 hex characters" in text_of(bad.text)
+        off = mia.post("/ui/lists/scratch/switch", {"csrf_token": mia.csrf(), "enabled": "false"})
+        assert "scratch is switched off" in text_of(off.text)
+        assert not ui.api("POST", "/v1/match", json={"type": "md5", "value": value}
+                          )[1]["matched"]  # fmt: skip
+        gone = mia.post("/ui/lists/scratch/remove", {"csrf_token": mia.csrf(),
+                                                     "hash": f"md5:{value}"})  # fmt: skip
+        assert f"removed md5:{value} from scratch" in text_of(gone.text)
+        log = text_of(mia.get("/ui/log").text)
+        assert "list add" in log and "list off" in log and "list remove" in log
+    finally:
+        mia.close()
+        vic.close()
