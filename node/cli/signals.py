@@ -300,22 +300,22 @@ def _hash_json(path: Path, h: MediaHashes | VideoHashes) -> dict[str, Any]:
     "--min-confirmations",
     type=click.IntRange(min=0),
     default=None,
-    help="Only signals confirmed by this many other members (--hash only).",
+    help="Only signals confirmed by this many other members (overrides [match]).",
 )
 @click.option(
     "--max-dispute-share",
     type=click.FloatRange(0, 100),
     default=None,
-    help="Drop signals disputed by more than this % of opinions (--hash only).",
+    help="Drop signals disputed by more than this % of their opinions.",
 )
 @click.option(
     "--ignore-member",
     "ignore_members",
     multiple=True,
-    help="Drop this member's signals (name or key; repeatable; --hash only).",
+    help="Drop this member's signals (name or key; repeatable).",
 )
 @click.option("--list", "lists", multiple=True,
-              help="Use only these local lists (repeatable; --hash only).")  # fmt: skip
+              help="Use only these local lists (repeatable).")  # fmt: skip
 @json_option
 def match(
     home: Path,
