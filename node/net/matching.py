@@ -12,6 +12,12 @@ may carry the image's ``quality``), and a value within the radius of a degenerat
 blank image in the list. Since no featureless query is searched, no degenerate stored value is
 ever a hit either (one within the radius of a query would make that query featureless).
 
+Hash and image queries are searched at the radius the match policy allows and screened
+(``node.net.screening``): the policy and the member's safelists move hits to ``suppressed``
+(with the reason), and its local match lists add hits of their own, each hit naming its
+``source``. Video answers (vPDQ matches, listed images in frames, frames of listed videos)
+are not screened yet.
+
 Images are read with bounded memory: each upload is at most ``max_image_bytes`` (the whole
 multipart body at most that plus ``FORM_OVERHEAD_BYTES``), read in chunks and refused with 413
 as soon as it is over; a form field is at most ``MAX_FORM_FIELD_BYTES``; unknown form fields
