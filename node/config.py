@@ -29,6 +29,8 @@ Every key, its default and its environment variable::
     [media] min_pdq_quality = 50 (below it an image is too featureless to list or match),
             video_interval_s = 1.0 (a frame each second), video_prune_bits = -1 (no pruning),
             dihedral = false (image queries also try the 7 rotations and mirror images)
+    [match]  radius per type, min_confirmations, max_dispute_share, ignore_members, and
+             [match.labels."LABEL"] / [match.lists."NAME"] (node.matchpolicy)
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import ConfigError
+from node.matchpolicy import RADIUS_BITS, MatchPolicy, parse_config
 from protocol.sync import MAX_PAGE_RECORDS
 from protocol.urls import normalise_url
 
@@ -130,6 +133,7 @@ class NodeConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    match: MatchPolicy = field(default_factory=MatchPolicy)
 
     @property
     def host(self) -> str:
@@ -242,6 +246,7 @@ TOP_KEYS = {
     "limits",
     "media",
     "tls",
+    "match",
 }
 
 
@@ -294,6 +299,7 @@ def load_config(home: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
         limits=_section(data, "limits", LimitsConfig),
         media=_section(data, "media", MediaConfig),
         tls=tls,
+        match=parse_config(data.get("match")),
     )
 
 
@@ -328,6 +334,7 @@ def render_config(
     url = url or _url_for(listen, TlsConfig(enabled=tls))
     peer_list = ", ".join(f'"{render_seed(p)}"' for p in peers)
     g, lim, media, t = GossipConfig(), LimitsConfig(), MediaConfig(), TlsConfig()
+    radii = "\n".join(f"{k} = {MatchPolicy().node_radius(k)}" for k in RADIUS_BITS)
     tls_comment = (
         "HTTPS with this home's certificate; peers pin its key's fingerprint"
         if tls
@@ -376,6 +383,16 @@ min_pdq_quality = {media.min_pdq_quality}  # below it an image is too featureles
 video_interval_s = {media.video_interval_s}  # a video frame hashed every this many seconds
 video_prune_bits = {media.video_prune_bits}  # drop frames this close to the last kept (-1: off)
 dihedral = {_toml_bool(media.dihedral)}  # image queries also match rotated and mirrored copies
+
+[match]
+min_confirmations = 0    # a federation hit needs this many confirms by other members
+max_dispute_share = 100  # drop a signal disputed by more than this % of its opinions
+ignore_members = []      # members (names or keys) whose signals are not answered here
+
+[match.radius]  # Hamming radius per signal type (SPEC 5.3's defaults)
+{radii}
+# per label: [match.labels."entity:example"] min_confirmations = 1, radius = {{ pdq = 20 }}
+# per local list: [match.lists."under-review"] radius = {{ pdq = 16 }}
 """
 
 

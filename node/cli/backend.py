@@ -103,6 +103,12 @@ def open_backend(home: NodeHome) -> Iterator[Backend]:
         yield StoreBackend(store, home.key(), federation)
 
 
+def lock_or_api(home: NodeHome) -> HomeLock | LocalApi:
+    """The home's lock, for a command that writes the home itself, or the API of the node
+    that holds it (``hashmesh lists`` writes HOME/lists.db this way)."""
+    return _lock_or_api(home)
+
+
 def _lock_or_api(home: NodeHome) -> HomeLock | LocalApi:
     """The home's lock for writing the store here, or the API of the node that holds it."""
     try:

@@ -296,6 +296,26 @@ def _hash_json(path: Path, h: MediaHashes | VideoHashes) -> dict[str, Any]:
     "--dihedral", is_flag=True,
     help="Also match each image FILE turned (90, 180, 270 degrees) and mirrored.",
 )  # fmt: skip
+@click.option(
+    "--min-confirmations",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Only signals confirmed by this many other members (overrides [match]).",
+)
+@click.option(
+    "--max-dispute-share",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help="Drop signals disputed by more than this % of their opinions.",
+)
+@click.option(
+    "--ignore-member",
+    "ignore_members",
+    multiple=True,
+    help="Drop this member's signals (name or key; repeatable).",
+)
+@click.option("--list", "lists", multiple=True,
+              help="Use only these local lists (repeatable).")  # fmt: skip
 @json_option
 def match(
     home: Path,
@@ -303,6 +323,10 @@ def match(
     hashes: tuple[str, ...],
     radius: int | None,
     dihedral: bool,
+    min_confirmations: int | None,
+    max_dispute_share: float | None,
+    ignore_members: tuple[str, ...],
+    lists: tuple[str, ...],
     as_json: bool,
 ) -> int:
     """Look images, videos or hashes up in the federation's list, with provenance.
@@ -311,7 +335,9 @@ def match(
     neither an image nor a video is an error for that file, and a near-blank image is
     reported as too featureless to match. A video is matched by vPDQ against listed videos
     and frame by frame against listed images; an image is also looked for in the frames of
-    listed videos. Exit status like grep: 0 when something matched, 1 when nothing
+    listed videos. Hits of this member's local match lists are shown with their list;
+    federation hits that the match policy or a safelist suppresses are shown as suppressed,
+    with the reason. Exit status like grep: 0 when something matched, 1 when nothing
     did, 2 when any FILE could not be hashed (or on any other error), whatever matched.
     """
     if not files and not hashes:
@@ -338,6 +364,13 @@ def match(
                    for turn, v in h.dihedral.items()]  # fmt: skip
     queries = [q for _, group in groups for q in group]
     body: dict[str, Any] = {"hashes": queries} | ({} if radius is None else {"radius": radius})
+    policy = {
+        "min_confirmations": min_confirmations,
+        "max_dispute_share": max_dispute_share,
+        "ignore_members": list(ignore_members) or None,
+        "lists": list(lists) or None,
+    }
+    body |= {k: v for k, v in policy.items() if v is not None}
     answer = api.call("POST", "/v1/match", body) if queries else {"results": []}
     results = _grouped(groups, answer["results"], errors)
     matched = any(r["matched"] for r in results)
@@ -364,12 +397,14 @@ def _grouped(
         mine = results[at : at + len(queries)]
         at += len(queries)
         hits = [hit for result in mine for hit in result.get("hits", ())]
+        suppressed = [hit for result in mine for hit in result.get("suppressed", ())]
         video = next((r for r in mine if r.get("kind") == "video"), None)
         if video is not None:  # every vpdq value of one video has the video's answer
             hits += [s | {"distance": 0, "query_matched_pct": v["query_matched_pct"]}
                      for v in video["videos"] for s in v["signals"]] + video["images"]  # fmt: skip
         reasons = [r["reason"] for r in mine if r.get("featureless") and "reason" in r]
         entry: dict[str, Any] = {"query": name, "matched": bool(hits), "hits": hits,
+                                 "suppressed": suppressed,
                                  "featureless": bool(reasons)}  # fmt: skip
         if video is not None:
             entry |= {"videos": video["videos"], "images": video["images"]}
@@ -393,10 +428,25 @@ def _match_text(results: Sequence[dict[str, Any]]) -> str:
             line += f"; too featureless to match by perceptual hash ({result['reason']})"
         lines.append(line)
         lines += [f"  {_hit_line(hit)}" for hit in result["hits"]]
+        lines += [f"  suppressed ({_why(hit['by'])}): {_hit_line(hit)}"
+                  for hit in result.get("suppressed", ())]  # fmt: skip
     return "\n".join(lines)
 
 
+def _why(by: dict[str, Any]) -> str:
+    """Why a federation hit is suppressed: its safelist entry, or the policy rule."""
+    if "safelist" in by:
+        entry = by["entry"]
+        note = f" ({entry['note']})" if entry.get("note") else ""
+        return f"safelist {by['safelist']}: {entry['type']}:{entry['value']}{note}"
+    details = ", ".join(f"{k} {v}" for k, v in by.items() if k != "policy")
+    return f"policy {by['policy']}: {details}"
+
+
 def _hit_line(hit: dict[str, Any]) -> str:
+    if hit.get("source", {}).get("kind") == "list":
+        note = f"  note {hit['note']}" if hit.get("note") else ""
+        return f"{hit['type']} distance {hit['distance']}  local list {hit['list']}{note}"
     tallies = hit["tallies"]
     return (
         f"{hit['type']} distance {hit['distance']}  from {hit['member_name'] or hit['member']}"

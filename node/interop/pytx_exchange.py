@@ -331,8 +331,10 @@ class HashmeshSignalExchangeAPI(
             else "dispute"
         )  # fmt: skip
         query = urllib.parse.urlencode({"signal_type": kind, "signal": signal, "radius": "0"})
-        hits = self._call("GET", "/v1/lookup?" + query)["hits"]
-        for hit in hits:
+        answer = self._call("GET", "/v1/lookup?" + query)
+        for hit in [*answer["hits"], *answer.get("suppressed", ())]:  # suppressed: still signals
+            if hit.get("source", {}).get("kind", "federation") != "federation":
+                continue  # an entry of a local list, not a signal
             if hit["member"] == self.identity():
                 continue  # a member's opinion on its own signal does not count
             body = {"verdict": verdict, "labels": sorted(opinion.tags)}

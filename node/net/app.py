@@ -32,7 +32,8 @@ from node.clock import now_ms
 from node.config import NodeConfig
 from node.errors import ApiError, NodeError
 from node.home import NodeHome
-from node.net import gossip, local_api, peer_api
+from node.media.index import HAMMING_BITS, MatchIndex
+from node.net import gossip, lists_api, local_api, peer_api
 from node.net.context import (
     NODE,
     PROBLEM_MEMBERS,
@@ -45,8 +46,10 @@ from node.net.context import (
 from node.net.deadlines import counting, read_deadlines
 from node.net.gossip import GOSSIP
 from node.net.httpsig import RequestVerifier
+from node.net.local_lists import LocalLists
 from node.net.metrics import METRICS, may_scrape, metrics_middleware
 from node.net.tls import load_node_tls
+from node.store.lists import LISTS_FILE
 from node.store.store import AsyncStore
 from protocol.errors import RemoteProtocolError
 
@@ -81,11 +84,15 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rows = await node.store.read(lambda s: list(s.active_signals_for_index(now_ms=now_ms())))
     await asyncio.to_thread(node.index.add_many, rows)  # seconds at 10 M signals
     node.metrics.signals_indexed(rows)
+    if node.lists is not None:
+        await node.lists.open()
     await announce_self(node)
     await check_enabled_types(node)
     node.ready = True
     yield
     node.ready = False
+    if node.lists is not None:
+        await node.lists.close()
     await node.store.close()
 
 
@@ -114,6 +121,8 @@ def make_app(config: NodeConfig) -> web.Application:
         store=AsyncStore(home.db_path, federation, create=True),
         tls=load_node_tls(config, now=datetime.datetime.now(datetime.UTC)),
         verifier=RequestVerifier(config.answers_to),
+        index=MatchIndex({k: config.match.node_radius(k) for k in HAMMING_BITS}),
+        lists=LocalLists(home.path / LISTS_FILE, config.match),
     )
     node.metrics.watch_counters(node.counters)
     node.metrics.tls_enabled.set(int(node.tls.enabled))
@@ -129,6 +138,7 @@ def make_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(gossip.gossip_ctx)
     peer_api.add_routes(app)
     local_api.add_routes(app)
+    lists_api.add_routes(app)  # local lists (node.net.lists_api)
     ui.add_routes(app)  # the web UI, loopback only (node.ui)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

@@ -30,6 +30,7 @@ from node.errors import ApiError, refused
 from node.home import NodeHome
 from node.media.index import MatchIndex
 from node.net.httpsig import RequestVerifier
+from node.net.local_lists import LocalLists
 from node.net.metrics import Metrics
 from node.net.tls import NodeTls
 from node.store.store import AsyncStore, MergeResult, SignalChange
@@ -65,6 +66,7 @@ class Node:
     metrics: Metrics = field(default_factory=Metrics)
     verifier: RequestVerifier = field(default_factory=RequestVerifier)
     index: MatchIndex = field(default_factory=MatchIndex)
+    lists: LocalLists | None = None  # the member's local lists (HOME/lists.db), once made
     membership: Membership | None = None
     rng: random.Random = field(default_factory=random.Random)
     started_ms: int = field(default_factory=now_ms)

@@ -12,6 +12,12 @@ may carry the image's ``quality``), and a value within the radius of a degenerat
 blank image in the list. Since no featureless query is searched, no degenerate stored value is
 ever a hit either (one within the radius of a query would make that query featureless).
 
+Hash and image queries are searched at the radius the match policy allows and screened
+(``node.net.screening``): the policy and the member's safelists move hits to ``suppressed``
+(with the reason), and its local match lists add hits of their own, each hit naming its
+``source``. Video answers (vPDQ matches, listed images in frames, frames of listed videos)
+are not screened yet.
+
 Images are read with bounded memory: each upload is at most ``max_image_bytes`` (the whole
 multipart body at most that plus ``FORM_OVERHEAD_BYTES``), read in chunks and refused with 413
 as soon as it is over; a form field is at most ``MAX_FORM_FIELD_BYTES``; unknown form fields
@@ -23,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import io
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
@@ -31,6 +37,7 @@ from aiohttp import BodyPartReader, StreamReader, web
 
 from node.clock import now_ms
 from node.errors import ApiError, MediaError
+from node.matchpolicy import POLICY_FIELDS, parse_overrides
 from node.media import media
 from node.media.hashing import MediaHashes
 from node.media.index import MatchIndex
@@ -39,6 +46,7 @@ from node.media.types import PICTURE_TYPES, VIDEO_TYPES
 from node.media.video import VideoHashes
 from node.net.api_input import unknown_fields
 from node.net.context import Node
+from node.net.screening import Screen, screen_for, screened
 from protocol.errors import RemoteProtocolError
 from protocol.signal_types import canonical_value, is_featureless, signal_type
 from protocol.vpdq import VPDQ_COMPARED_MATCH_PCT, VPDQ_QUERY_MATCH_PCT, VpdqFrame, join_vpdq
@@ -49,7 +57,7 @@ MAX_FORM_FIELD_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 1024 * 1024  # part headers, boundaries and fields beside the images
 FILE_FIELDS = frozenset({"file", "image", "files"})
 MATCH_FIELDS = frozenset({"hashes", "type", "value", "radius", "max_hits", "query_pct",
-                          "compared_pct"})  # fmt: skip
+                          "compared_pct", *POLICY_FIELDS})  # fmt: skip
 QUERY_FIELDS = frozenset({"type", "value", "quality"})
 PERCEPTUAL_TYPES = PICTURE_TYPES  # hashed from the picture: gated by PDQ quality
 _CHUNK_BYTES = 64 * 1024
@@ -233,13 +241,16 @@ async def match_hashes(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     radius = body.get("radius")
     if type(max_hits) is not int or max_hits < 1:
         raise ApiError("max_hits must be a positive integer", title="invalid max_hits")
-    if radius is not None and (type(radius) is not int or radius < 0):
-        raise ApiError("radius must be a non-negative integer", title="invalid radius")
-    if radius is not None:
+    if radius is not None and not isinstance(radius, dict) and (type(radius) is not int
+                                                                or radius < 0):  # fmt: skip
+        raise ApiError("radius must be a non-negative integer or {type: radius}",
+                       title="invalid radius")  # fmt: skip
+    if type(radius) is int:
         _check_radius(radius, {q.type for q in queries})
+    screen = screen_for(node, parse_overrides(body), radius if type(radius) is int else None)
     videos = {i: q for i, q in enumerate(queries) if q.type in VIDEO_TYPES}
     others = [q for i, q in enumerate(queries) if i not in videos]
-    found = iter(await _match(node, others, radius, max_hits))
+    found = iter(await _match(node, others, screen.radius, max_hits, screen))
     by_video = await _match_video_values(node, list(videos.values()), MediaOptions.of(node, body))
     results = [by_video[q.value] if i in videos else next(found) for i, q in enumerate(queries)]
     node.counters["match_queries"] = node.counters.get("match_queries", 0) + len(queries)
@@ -289,13 +300,21 @@ def featureless_reason(node: Node, query: Query, radius: int | None) -> str | No
 
 
 async def _match(
-    node: Node, queries: Sequence[Query], radius: int | None, max_hits: int
+    node: Node,
+    queries: Sequence[Query],
+    radius: int | None,
+    max_hits: int,
+    screen: Screen | None = None,
 ) -> list[dict[str, Any]]:
-    """One answer per query, in order: featureless ones are reported, the others searched."""
-    reasons = [featureless_reason(node, q, radius) for q in queries]
+    """One answer per query, in order: featureless ones are reported, the others searched
+    (at the largest radius the match policy allows for the type) and screened by the policy,
+    the safelists and the local match lists (node.net.screening)."""
+    screen = screen or screen_for(node, radius=radius)
+    radii = {q.type: screen.search_radius(q.type) for q in queries}
+    reasons = [featureless_reason(node, q, radii[q.type]) for q in queries]
     searched = [q for q, why in zip(queries, reasons, strict=True) if why is None]
-    found = iter(await _with_provenance(node, searched, await _search(node, searched, radius),
-                                        max_hits))  # fmt: skip
+    hits = await _search(node, searched, radii)
+    found = iter(await screened(node, screen, searched, hits, max_hits))
     results = []
     for query, why in zip(queries, reasons, strict=True):
         if why is None:
@@ -303,8 +322,8 @@ async def _match(
         else:
             results.append(
                 {"query": {"type": query.type, "value": query.value}, "matched": False,
-                 "hits": [], "total_hits": 0, "truncated": False, "featureless": True,
-                 "reason": why}
+                 "hits": [], "total_hits": 0, "truncated": False, "suppressed": [],
+                 "total_suppressed": 0, "featureless": True, "reason": why}
             )  # fmt: skip
     return results
 
@@ -487,7 +506,9 @@ async def _rows(node: Node, keys: Sequence[int]) -> dict[int, dict[str, Any]]:
 # ---- the index and provenance -----------------------------------------------------------
 
 
-async def _search(node: Node, queries: Sequence[Query], radius: int | None) -> list[list[Hit]]:
+async def _search(
+    node: Node, queries: Sequence[Query], radius: int | Mapping[str, int] | None
+) -> list[list[Hit]]:
     if not queries:
         return []
     for query in queries:
@@ -497,34 +518,17 @@ async def _search(node: Node, queries: Sequence[Query], radius: int | None) -> l
 
 
 def _query_grouped(
-    index: MatchIndex, queries: Sequence[Query], radius: int | None
+    index: MatchIndex, queries: Sequence[Query], radius: int | Mapping[str, int] | None
 ) -> list[list[Hit]]:
-    """Query the index once per signal type (query_batch), answers in the queries' order."""
+    """Query the index once per signal type (query_batch), answers in the queries' order; a
+    radius per type, one for all, or None (the index's own)."""
     by_type: dict[str, list[int]] = {}
     for i, query in enumerate(queries):
         by_type.setdefault(query.type, []).append(i)
     hits: list[list[Hit]] = [[] for _ in queries]
     for kind, positions in by_type.items():
         values = [queries[i].value for i in positions]
-        for i, found in zip(positions, index.query_batch(kind, values, radius), strict=True):
+        r = radius.get(kind) if isinstance(radius, Mapping) else radius
+        for i, found in zip(positions, index.query_batch(kind, values, r), strict=True):
             hits[i] = found
     return hits
-
-
-async def _with_provenance(
-    node: Node, queries: Sequence[Query], hits: list[list[Hit]], max_hits: int
-) -> list[dict[str, Any]]:
-    rows = sorted({h.key for per in hits for h in per[:max_hits]})
-    now = now_ms()
-    details = await node.store.read(lambda s: s.signal_rows(rows, now_ms=now)) if rows else []
-    by_row = {cast(int, d["row"]): d for d in details}
-    results = []
-    for query, per in zip(queries, hits, strict=True):
-        shown = [
-            by_row[h.key] | {"distance": h.distance} for h in per[:max_hits] if h.key in by_row
-        ]
-        results.append(
-            {"query": {"type": query.type, "value": query.value}, "matched": bool(per),
-             "hits": shown, "total_hits": len(per), "truncated": len(per) > max_hits}
-        )  # fmt: skip
-    return results

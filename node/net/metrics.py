@@ -68,6 +68,10 @@ NODE_COUNTERS = (
     ("requests_timed_out", "hashmesh_requests_timed_out",
      "Requests whose headers or body did not arrive in time (connection closed)"),
     ("match_queries", "hashmesh_match_queries", "Hashes and images looked up by match requests"),
+    ("match_list_hits", "hashmesh_match_list_hits",
+     "Hits of this member's local match lists in match answers"),
+    ("match_suppressed", "hashmesh_match_suppressed",
+     "Federation hits suppressed in match answers (by a safelist or the match policy)"),
 )  # fmt: skip
 
 

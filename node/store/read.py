@@ -379,3 +379,15 @@ def announced_types(conn: sqlite3.Connection) -> dict[str, list[str]]:
             [str(t) for t in types] if isinstance(types, list) else []
         )
     return announced
+
+
+def latest_verdict(conn: sqlite3.Connection, signal_id: str, identity: str) -> str | None:
+    """A member's current opinion on a signal (its latest counted one), if it gave one."""
+    if not is_record_id(signal_id):
+        return None
+    row = conn.execute(
+        "SELECT o.verdict FROM opinions o JOIN keys k ON k.ref = o.member "
+        "WHERE o.signal = ? AND k.key = ? ORDER BY o.gen DESC, o.seq DESC LIMIT 1",
+        (bytes.fromhex(signal_id), identity),
+    ).fetchone()
+    return None if row is None else str(row[0])

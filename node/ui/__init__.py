@@ -14,13 +14,15 @@ elsewhere. People sign in with the accounts of ``hashmesh user`` (``node.store.u
     GET  /ui/act    POST /ui/act/add  POST /ui/act/upload                  (moderator)
     GET  /ui/members  POST /ui/members/vote                                (admin votes)
     GET  /ui/audit  POST /ui/audit   GET /ui/report   GET /ui/log
+    GET  /ui/lists  GET /ui/lists/{name}   local lists and the match policy
+    POST /ui/lists/{name}/entries|remove|switch   add, remove, switch on/off (moderator)
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from node.ui import views
+from node.ui import lists_views, views
 from node.ui.jobs import UI, UiState, ui_ctx
 from node.ui.render import setup
 
@@ -53,4 +55,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/ui/audit", views.audit_run)
     r.add_get("/ui/report", views.report_page)
     r.add_get("/ui/log", views.log_page)
+    r.add_get("/ui/lists", lists_views.lists_page)
+    r.add_get("/ui/lists/{name}", lists_views.list_page)
+    r.add_post("/ui/lists/{name}/entries", lists_views.list_add)
+    r.add_post("/ui/lists/{name}/remove", lists_views.list_remove)
+    r.add_post("/ui/lists/{name}/switch", lists_views.list_switch)
     r.add_get("/ui/static/{name}", views.static_file)
