@@ -29,11 +29,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sim.members import TS0_MS, node_url
-from sim.network import Answer, Request
-from sim.scheduler import Event as TimerEvent
-from sim.store import MergeReport, SimStore
-from sim.wire import IF_NONE_MATCH_BYTES, answer_header_bytes, request_header_bytes
 
 from node.net.peerset import lost_protocol
 from protocol import Body, Record, sign_record
@@ -61,6 +56,11 @@ from protocol.gossip import (
     SyncFinished,
 )
 from protocol.sync import Frontier, LogRequest, check_log_page, claimed_last_seq, join_ndjson
+from sim.members import TS0_MS, node_url
+from sim.network import Answer, Request
+from sim.scheduler import Event as TimerEvent
+from sim.store import MergeReport, SimStore
+from sim.wire import IF_NONE_MATCH_BYTES, answer_header_bytes, request_header_bytes
 
 if TYPE_CHECKING:
     from sim.world import World
@@ -88,7 +88,8 @@ class SimNode:
         self.key = world.fed.keys[index]
         self.url = node_url(index)
         self.store = SimStore(world.fed.federation, world.fed.announces,
-                              frontier_forks=world.rules.gossip_forks)  # fmt: skip
+                              frontier_forks=world.rules.gossip_forks,
+                              cap_frontier=world.rules.cap_frontier)  # fmt: skip
         self.url_of = {node_url(i): i for i in range(world.fed.size)}
         self.up = True
         self.epoch = 0
@@ -102,12 +103,13 @@ class SimNode:
         self.lies: dict[int, dict[int, Record]] = {}  # node -> seq -> record shown instead
         self.barred: dict[str, str] = {}
         self._rogue: tuple[int, str | None] | None = None  # push_anyway's own (seq, id) head
+        self.on_step: Callable[[str], None] | None = None  # a fault scenario's hook (kill_pull)
 
     # -- clocks --------------------------------------------------------------------------
 
     def mono_ms(self) -> int:
         """The engine's clock: monotonic (a wall clock step does not move it)."""
-        return int(self.world.sched.now * 1000)
+        return round(self.world.sched.now * 1000)
 
     def wall_s(self) -> float:
         return TS0_MS / 1000 + self.world.sched.now + self.skew_s
@@ -219,13 +221,20 @@ class SimNode:
                 f"t={self.world.now:.3f} n{self.index} sent {kind} to n{dst}, removed here"
             )
 
+    def _step(self, name: str) -> None:
+        if self.on_step is not None:
+            self.on_step(name)
+
     def _fetch_frontier(self, action: FetchFrontier) -> None:
-        local = dict(self.store.heads())
+        local = self.store.frontier().heads  # what this node reports is what it plans with
         digest = self.store.digest()
 
         def done(answer: Answer | None, failure: str) -> None:
             if answer is None or answer.status not in (200, 304):
                 self._failed(action.url, action.exchange, answer, failure, "/v1/heads")
+                return
+            self._step("frontier")
+            if not self.up:
                 return
             frontier: Frontier | None = None
             if answer.status == 200:
@@ -251,6 +260,9 @@ class SimNode:
             if answer is None or answer.status != 200:
                 self._failed(action.url, action.exchange, answer, failure, "/v1/log")
                 return
+            self._step("page received")
+            if not self.up:
+                return
             lines: list[bytes] = answer.data
             check_log_page(lines, request)
             self._tell(PageReceived(action.exchange, action.url, request, len(lines),
@@ -265,6 +277,7 @@ class SimNode:
         self._merged(report, action.url, relay=False)
         self._tell(PagesMerged(action.exchange, action.url, 1, len(report.statuses),
                                counts["accepted"], bad))  # fmt: skip
+        self._step("page merged")
 
     def _push_log(self, action: PushLog) -> None:
         lines = self.store.log(action.author, action.after, action.limit)
@@ -444,10 +457,11 @@ class SimNode:
 
     def author(self, body: Body) -> Record:
         """Sign body as this member's next record, store it, and gossip it."""
-        record = self.store.author(self.key, body, int(self.wall_s() * 1000))
+        report = self.store.author(self.key, body, int(self.wall_s() * 1000))
+        record = report.accepted[0]
         self.world.oracle.authored[record.id] = (self.index, self.world.now)
         self.trace(f"authored {record.kind} seq {record.seq}")
-        self._merged(MergeReport(["accepted"], [record.id], [None], [record]), None, relay=True)
+        self._merged(report, None, relay=True)
         return record
 
     def equivocate(self, body: Body, twin: Body, to: Sequence[int], twin_to: Sequence[int]) -> None:
@@ -456,7 +470,7 @@ class SimNode:
         head = self.store.heads().get(self.key.public)
         seq, prev = (1, None) if head is None else (head.seq + 1, head.id)
         fed, ts = self.world.fed.federation.id, int(self.wall_s() * 1000)
-        first = self.store.author(self.key, body, ts)
+        first = self.store.author(self.key, body, ts).accepted[0]
         second = sign_record(self.key, fed=fed, seq=seq, prev=prev, ts=ts + 1, body=twin)
         self.trace(f"equivocated at seq {seq}")
         for dst in twin_to:
@@ -508,8 +522,7 @@ def frontier_body_len(frontier: Frontier) -> int:
     cached = _FRONTIER_LEN.get(id(frontier))
     if cached is not None and cached[0] is frontier:
         return cached[1]
-    value = frontier.to_json()
-    size = len(orjson.dumps(value | {"digest": frontier.digest()}))
+    size = len(orjson.dumps(frontier.to_json() | {"digest": "0" * 64}))
     if len(_FRONTIER_LEN) > 100_000:
         _FRONTIER_LEN.clear()
     _FRONTIER_LEN[id(frontier)] = (frontier, size)

@@ -99,10 +99,16 @@ class SimStore:
     """One node's stored records, held records and fork evidence (module docstring)."""
 
     def __init__(
-        self, federation: Federation, preload: Sequence[Record] = (), *, frontier_forks: bool = True
+        self,
+        federation: Federation,
+        preload: Sequence[Record] = (),
+        *,
+        frontier_forks: bool = True,
+        cap_frontier: bool = False,
     ) -> None:
         self.federation = federation
         self.frontier_forks = frontier_forks  # False: a broken rule (forks left out of frontiers)
+        self.cap_frontier = cap_frontier  # the proposed rule: frozen authors' heads at their cap
         self.by_id: dict[str, Record] = {}
         self.at: dict[tuple[str, int], list[str]] = {}  # (author, seq) -> ids, first first
         self.held: dict[str, Record] = {}
@@ -170,6 +176,7 @@ class SimStore:
                 if held.author == drop.author and held.seq > drop.above:
                     del self.held[rid]
         if settlement.derived:
+            self._frontier = None
             report.membership = settlement.membership
             report.changes = list(settlement.changes)
         if report.accepted or report.forks:
@@ -205,16 +212,17 @@ class SimStore:
         if record.kind in ("vote", "rotate"):
             self.membership_records.append(record)
 
-    def author(self, key: SigningKey, body: Body, ts_ms: int) -> Record:
+    def author(self, key: SigningKey, body: Body, ts_ms: int) -> MergeReport:
         """Sign body as key's next record (if the authoring rules allow it) and store it."""
         seq = self.ledger.check_authoring(key.public, body)
         head = self.ledger.heads.get(key.public)
         prev = None if head is None else head.id
         record = sign_record(key, fed=self.federation.id, seq=seq, prev=prev, ts=ts_ms, body=body)
+        VERIFIED[record.canonical] = record  # signed here: it verifies (checked again at the end)
         report = self.merge([record.canonical])
         if report.statuses != ["accepted"]:
             raise AssertionError(f"own record not accepted: {report.statuses} {report.errors}")
-        return record
+        return report
 
     # -- reading -------------------------------------------------------------------------
 
@@ -229,12 +237,30 @@ class SimStore:
         if self._frontier is None:
             forks = tuple(self.forks[a].to_json() for a in sorted(self.forks))
             forks = forks if self.frontier_forks else ()
-            self._frontier = Frontier(dict(self.ledger.heads), forks)
-            self._digest = self._frontier.digest()
+            heads = self.capped_heads() if self.cap_frontier else dict(self.ledger.heads)
+            self._frontier = Frontier(heads, forks)
+            self._digest = ""
         return self._frontier
 
+    def capped_heads(self) -> dict[str, Head]:
+        """The heads, each frozen author's at its cap (the last seq that can count): nodes that
+        stored different records past a freeze (before they learned of it) then agree."""
+        heads = dict(self.ledger.heads)
+        for author, cap in self.ledger.membership.caps.items():
+            head = heads.get(author)
+            if cap is None or head is None or head.seq <= cap:
+                continue
+            if cap == 0:
+                del heads[author]
+            else:
+                heads[author] = Head(author, cap, self.at[(author, cap)][0])
+        return heads
+
     def digest(self) -> str:
-        self.frontier()
+        """The frontier digest (SPEC 10.2), computed when first asked for."""
+        frontier = self.frontier()
+        if not self._digest:
+            self._digest = frontier.digest()
         return self._digest
 
     def log(self, author: str, after: int, limit: int) -> list[bytes]:
@@ -254,5 +280,17 @@ class SimStore:
         return list(self.by_id.values())
 
     def fold_digest(self, now_ms: int) -> str:
-        state = fold_state(self.by_id.values(), self.federation, now_ms)
-        return hashlib.sha256(encode_canonical(state.to_json())).hexdigest()
+        """SHA-256 of the fold's state summary (SPEC 8.7), once per distinct record set."""
+        ids = frozenset(self.by_id)
+        key = (self.federation.id, ids, now_ms)
+        digest = _FOLDS.get(key)
+        if digest is None:
+            state = fold_state(self.by_id.values(), self.federation, now_ms)
+            digest = hashlib.sha256(encode_canonical(state.to_json())).hexdigest()
+            if len(_FOLDS) >= 16:  # one run at a time: a few sets each
+                _FOLDS.clear()
+            _FOLDS[key] = digest
+        return digest
+
+
+_FOLDS: dict[tuple[str, frozenset[str], int], str] = {}

@@ -17,11 +17,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from protocol.gossip import GossipSettings
 from sim.members import SimFederation, federation_of
 from sim.network import LinkSpec, Network
 from sim.scheduler import Scheduler, Trace
-
-from protocol.gossip import GossipSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +30,9 @@ class Rules:
     relay: bool = True  # False: records pushed by others are never pushed on
     gossip_forks: bool = True  # False: fork evidence is neither pushed nor put in frontiers
     honour_removal: bool = True  # False: a removed member's node stays a peer
+    # proposed (not SPEC yet): a frozen author's head in frontiers is its record at the cap,
+    # so nodes holding different records past a fork or removal still reach equal digests
+    cap_frontier: bool = False
     settings: GossipSettings = field(default_factory=GossipSettings)
 
 
