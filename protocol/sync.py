@@ -10,6 +10,9 @@ how to check a peer's answers; the node performs the HTTP exchanges and the merg
   another id. Each request starts one record *before* the local head (``after = seq - 1``),
   so the first record returned overlaps the local head: if its id differs, the merge finds
   a fork instead of silently following a diverging chain.
+- ``next_page`` starts each following page one seq back too (``after = last seq - 1``), so
+  a fork whose two records straddle a page boundary shows on the next page; paging still
+  always moves forward.
 - ``plan_pushes`` names what the peer lacks, so one exchange heals both sides.
 """
 
@@ -115,12 +118,15 @@ def plan_pulls(
 def next_page(request: LogRequest, received: int, last_seq: int | None) -> LogRequest | None:
     """The follow-up request after a page of received records, or None when done.
 
-    Paging must move forward: a full page whose last record is not past ``after`` (a peer
-    that ignores ``after``, or lies about seqs) ends the pull instead of asking again.
+    The next page starts one seq back (``after = last_seq - 1``): a page may end between the
+    two records of a fork (two records at one seq), and the overlap brings the second one,
+    so the merge finds the fork. Paging must move forward: the next ``after`` is at least
+    one past this one, and a full page whose last record is not past ``after`` (a peer that
+    ignores ``after``, or lies about seqs) ends the pull instead of asking again.
     """
     if received < request.limit or last_seq is None or last_seq <= request.after:
         return None
-    return LogRequest(request.author, last_seq, request.limit)
+    return LogRequest(request.author, max(last_seq - 1, request.after + 1), request.limit)
 
 
 def plan_pushes(local: Mapping[str, Head], remote: Frontier) -> list[tuple[str, int]]:

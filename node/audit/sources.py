@@ -317,8 +317,8 @@ class PeerClient(NodeClient):
 
     def log(self, author: str, through: int) -> list[bytes]:
         """author's records with seq <= through, paged as gossip pages (``protocol.sync``'s
-        ``next_page``), except that each page after the first starts one seq back, so the
-        second record of a fork at a page boundary is not lost; each line is kept once."""
+        ``next_page``: each page after the first starts one seq back, so the second record
+        of a fork at a page boundary is not lost); each line is kept once."""
         kept: dict[bytes, None] = {}
         page = LogRequest(author, 0, MAX_PAGE_RECORDS)
         while True:
@@ -329,7 +329,7 @@ class PeerClient(NodeClient):
             following = next_page(page, len(lines), claimed_last_seq(lines))
             if following is None or following.after >= through:
                 return list(kept)
-            page = LogRequest(author, max(following.after - 1, page.after + 1), page.limit)
+            page = following
 
 
 def _seq_of(line: bytes) -> int | None:

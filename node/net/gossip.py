@@ -1,40 +1,36 @@
-"""Gossip: anti-entropy rounds with random peers, plus eager push of new records.
+"""Gossip: the shell that carries the gossip engine's requests (``protocol.gossip``).
 
-- Anti-entropy: every ``interval_s`` (jittered +-25%) the node picks a random peer that is
-  not backed off and reconciles with it (``sync_with``): it asks for the peer's frontier
-  (``If-None-Match`` with its own digest, so an idle round is a 304), pulls what it lacks in
-  pages, and pushes what the peer lacks. ``protocol.sync`` decides what to ask and send.
-- Eager push (SPEC 10.3): new records are queued and pushed in small batches. Records this
-  node authors go to every peer; records that came straight from their author's node are
-  relayed to one random peer (the author reached everyone it knows); records pushed by a
-  relay to ``fanout`` random peers; never back to the peer they came from. Records pulled,
-  or pushed by a peer's anti-entropy (``?relay=0``), are not pushed on. A push answered with
-  pending records (the peer missed earlier ones) starts a reconciliation with it at once.
-- Peers: config seeds, ``hashmesh peers add``, and members' signed ``announce`` records.
-  Each peer has exponential backoff with jitter after failures or misbehaviour; a peer that
-  refuses this node's key (403: not admitted yet) is retried every interval instead, so an
-  admission takes effect within a round or two.
-- Membership (SPEC 10.6, ``node.net.peerset``): the merge that removes a member or finds its fork
-  drops that member's node from the peer set before anything else runs, and no request is
-  sent to it from then on (also none already planned); its URL cannot be added back.
-- Transport (``node.net.tls``, SPEC 10.5): an ``https://`` peer is contacted only with a pin for
-  its TLS key -- from its member's announce, else from the seed URL (``#spki=``), else, if
-  ``[tls] tofu`` allows it, the first key it shows. A mismatch, a missing pin, or a plain
-  ``http://`` peer while this node runs TLS is refused before any request is sent, and shows
-  in the peer's ``last_error``, the log and ``hashmesh_tls_pin_failures_total``.
+``protocol.gossip.GossipEngine`` decides everything SPEC 10.3 and 10.6 leave to a node: when
+to run an anti-entropy round and with whom, which log pages to ask for and how far ahead,
+what to push to whom (own records to every peer, relays to one or ``fanout``, fork evidence
+to all, never back to the source), backoff, the 403 "not admitted yet" retry, repairs of
+pushes answered with pending records, and dropping barred peers. ``Gossip`` feeds it the
+clock, the node's merges and membership, and the peers' answers, and performs what it asks:
 
-All peer requests are signed (``node.net.httpsig``), share one ``ClientSession`` and run under a
-timeout. Tasks are created in ``gossip_ctx`` and cancelled when the app stops.
+- one task per request, each under ``asyncio.timeout``, signed (``node.net.httpsig``), over
+  the app's one ``ClientSession``; its result or failure goes back to the engine as an event;
+- a pull's pages are handed to the verify pool as they arrive and written by one writer per
+  exchange in groups of about ``PULL_GROUP_RECORDS`` records, one transaction each;
+- one timer task that calls ``engine.tick`` when the engine's ``SetTimer`` is due.
+
+What stays here is what needs the node: peers learned from the store's announces and the
+claims that bar a removed or forked member's URLs (``node.net.peerset``), and transport
+(``node.net.tls``, SPEC 10.5): an ``https://`` peer is contacted only with a pin for its TLS
+key -- from its member's announce, else from the seed URL (``#spki=``), else, if ``[tls] tofu``
+allows it, the first key it shows. A mismatch, a missing pin, or a plain ``http://`` peer while
+this node runs TLS is refused before any request is sent, and shows in the peer's
+``last_error``, the log and ``hashmesh_tls_pin_failures_total``.
+
+Tasks are created in ``gossip_ctx`` and cancelled when the app stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,115 +52,286 @@ from node.net.peerset import (
     lost_protocol,
 )
 from node.net.tls import SpkiPin, TlsRefusedError, describe_mismatch
-from node.store.store import MergeResult, PreparedMerge, Store
+from node.store.store import PreparedMerge, Store
 from protocol.bodies import AnnounceBody
 from protocol.chain import ForkEvidence, Head
 from protocol.errors import RemoteProtocolError
+from protocol.gossip import (
+    Action,
+    Event,
+    FetchFrontier,
+    FetchPage,
+    ForksFound,
+    FrontierAnswered,
+    GossipEngine,
+    GossipSettings,
+    Outcome,
+    PageReceived,
+    PagesMerged,
+    PeerAdded,
+    PeerBackedOff,
+    PeerDropped,
+    PeerRemoved,
+    PeersBarred,
+    PeersLearned,
+    PeerStatus,
+    Push,
+    PushAnswered,
+    PushLog,
+    RecordsMerged,
+    RequestFailed,
+    SetTimer,
+    StartSync,
+    SyncFinished,
+    SyncReport,
+)
 from protocol.records import Record
 from protocol.sync import (
-    Frontier,
     LogRequest,
     check_log_page,
     claimed_last_seq,
     is_misbehaviour,
     join_ndjson,
-    lag,
-    next_page,
     parse_frontier,
-    plan_pulls,
-    plan_pushes,
-    push_width,
     split_ndjson,
 )
 
 log = logging.getLogger("hashmesh.gossip")
 PUSH_BATCH_RECORDS = 500
-PUSH_LINGER_S = 0.02
+PUSH_LINGER_MS = 20
 # A pull writes its pages in groups of about this many records, one transaction each: SQLite
 # dirties each page of the random-order indexes (record ids, lookup keys) once per transaction,
 # so bare inserts of 20,000 records per commit run ~1.5x faster than 5,000 (one page) at 1 M.
 PULL_GROUP_RECORDS = 20_000
 PULL_AHEAD_PAGES = 10  # pages fetched and verifying ahead of the writer (~50k records)
-EVERY_PEER = "*"  # the queued source of fork evidence: pushed to every peer (SPEC 10.3)
 
 
 @dataclass(slots=True)
-class PeerState:
-    url: str
-    source: str = "config"  # config | added | announce
-    last_contact_ms: int | None = None
-    last_attempt_ms: int | None = None
-    failures: int = 0
-    backoff_until: float = 0.0
-    last_error: str | None = None
-    behind: int = 0  # records the peer had that we lacked, at last contact
-    ahead: int = 0  # records we had that the peer lacked, at last contact
-    key: str | None = None
+class PeerTls:
+    """How this node pins a peer URL's TLS key (SPEC 10.5)."""
+
     pin: str | None = None  # SPKI fingerprint its TLS certificate must have
-    pin_source: str | None = None  # announce | seed | tofu
+    source: str | None = None  # announce | seed | tofu
     seed_pin: str | None = None  # from config (#spki=) or `peers add`: the fallback
 
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """One peer as /v1/peers, status and metrics show it: the engine's view and the pin."""
+
+    status: PeerStatus
+    tls: PeerTls
+
+    @property
+    def url(self) -> str:
+        return self.status.url
+
+    @property
+    def source(self) -> str:
+        return self.status.source
+
+    @property
+    def key(self) -> str | None:
+        return self.status.key
+
+    @property
+    def failures(self) -> int:
+        return self.status.failures
+
+    @property
+    def behind(self) -> int:
+        return self.status.behind
+
+    @property
+    def ahead(self) -> int:
+        return self.status.ahead
+
+    @property
+    def last_contact_ms(self) -> int | None:
+        return self.status.last_contact_ms
+
     def to_json(self, now: float) -> dict[str, Any]:
+        s = self.status
         return {
-            "url": self.url,
-            "source": self.source,
-            "key": self.key,
-            "tls": {"pin": self.pin, "source": self.pin_source},
-            "last_contact_ms": self.last_contact_ms,
+            "url": s.url,
+            "source": s.source,
+            "key": s.key,
+            "tls": {"pin": self.tls.pin, "source": self.tls.source},
+            "last_contact_ms": s.last_contact_ms,
             "seconds_since_contact": None
-            if self.last_contact_ms is None
-            else round(now - self.last_contact_ms / 1000, 1),
-            "failures": self.failures,
-            "backed_off_s": max(0.0, round(self.backoff_until - now, 1)),
-            "last_error": self.last_error,
-            "lag_records": {"behind": self.behind, "ahead": self.ahead},
+            if s.last_contact_ms is None
+            else round(now - s.last_contact_ms / 1000, 1),
+            "failures": s.failures,
+            "backed_off_s": max(0.0, round(s.backoff_until_ms / 1000 - now, 1)),
+            "last_error": s.last_error,
+            "lag_records": {"behind": s.behind, "ahead": s.ahead},
         }
 
 
 @dataclass(slots=True)
-class SyncReport:
-    peer: str
-    pulled: int = 0
-    accepted: int = 0
-    pushed: int = 0
-    unchanged: bool = False
+class _Pull:
+    """The pages of one exchange between the fetch tasks and its writer."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "peer": self.peer,
-            "pulled": self.pulled,
-            "accepted": self.accepted,
-            "pushed": self.pushed,
-            "unchanged": self.unchanged,
-        }
+    queue: asyncio.Queue[PreparedMerge | None] = field(default_factory=asyncio.Queue)
+    writer: asyncio.Task[None] | None = None
+    closed: bool = False
+    keep: bool = False  # a page request failed: still write the pages received before it
+
+
+_Finished = tuple[SyncFinished, "asyncio.Task[None] | None"]
+
+
+def _settings(node: Node) -> GossipSettings:
+    g = node.config.gossip
+    return GossipSettings(
+        interval_s=g.interval_s,
+        fanout=g.fanout,
+        page_records=g.page_records,
+        backoff_max_s=g.backoff_max_s,
+        push_linger_ms=PUSH_LINGER_MS,
+        push_batch_records=PUSH_BATCH_RECORDS,
+        pull_ahead_pages=PULL_AHEAD_PAGES,
+    )
 
 
 @dataclass(slots=True)
 class Gossip:
     node: Node
     session: aiohttp.ClientSession
-    peers: dict[str, PeerState] = field(default_factory=dict)
-    queue: asyncio.Queue[tuple[Record, str | None]] = field(default_factory=asyncio.Queue)
+    engine: GossipEngine = field(init=False)
+    tls: dict[str, PeerTls] = field(default_factory=dict)  # url -> pin
     bytes_sent: int = 0
     bytes_received: int = 0
     spki_pins: dict[str, SpkiPin] = field(default_factory=dict)  # one per pin: pooling
-    repairs: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # url -> running sync
     claims: Claims = field(default_factory=Claims)  # who announced which URL and TLS key
     lost: dict[str, str] = field(default_factory=dict)  # identities out of the peer protocol
-    barred: dict[str, str] = field(default_factory=dict)  # url -> why it is not contacted
     _lost_keys: frozenset[str] = frozenset()  # whose announces _lost_announces holds
     _lost_announces: list[tuple[str, AnnounceBody]] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _waiters: dict[int, asyncio.Future[_Finished]] = field(default_factory=dict)
+    _errors: dict[int, BaseException] = field(default_factory=dict)  # exchange -> why it failed
+    _pulls: dict[int, _Pull] = field(default_factory=dict)
+    _wake_at: int | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    # ---- peers -------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        node = self.node
+        self.engine = GossipEngine(node.key.public, node.rng, _settings(node),
+                                   own_url=node.config.url)  # fmt: skip
 
-    def add_peer(self, url: str, source: str = "added", pin: str | None = None) -> PeerState:
+    # ---- the engine ------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> list[Action]:
+        actions = self.engine.handle(now_ms(), event)
+        self._run(actions)
+        return actions
+
+    def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case SetTimer(at_ms):
+                    self._wake_at = at_ms
+                    self._wake.set()
+                case FetchFrontier(exchange, url):
+                    self._spawn(url, exchange, self._fetch_frontier(exchange, url))
+                case FetchPage(exchange, url, request):
+                    self._spawn(url, exchange, self._fetch_page(exchange, url, request))
+                case PushLog():
+                    self._spawn(action.url, action.exchange, self._push_log(action))
+                case Push(url, records, relay):
+                    self._spawn(url, None, self._push(url, records, relay))
+                case SyncFinished():
+                    self._finished(action)
+                case PeerBackedOff(url, delay_ms, error):
+                    log.info("peer %s failed (%s); backing off %.1fs", url, error,
+                             delay_ms / 1000, extra={"peer": url})  # fmt: skip
+                case PeerDropped(url, reason):
+                    self.tls.pop(url, None)
+                    log.warning("dropped peer %s: %s; it is not contacted from now on", url,
+                                reason, extra={"peer": url})  # fmt: skip
+
+    def _spawn(self, url: str, exchange: int | None, work: Awaitable[Event | None]) -> None:
+        task = asyncio.create_task(self._perform(url, exchange, work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _perform(self, url: str, exchange: int | None, work: Awaitable[Event | None]) -> None:
+        """Run one request; tell the engine its answer, or how it failed."""
+        try:
+            event = await work
+        except Exception as e:  # every failure is reported: none stops gossip
+            event = self._failure(url, exchange, e)
+        if event is not None:
+            self.feed(event)
+
+    def _failure(self, url: str, exchange: int | None, e: Exception) -> RequestFailed:
+        failure, detail = _classify(url, e)
+        if isinstance(e, TlsRefusedError):
+            self.node.metrics.tls_pin_failures.labels(url, e.reason).inc()
+            log.warning("refused peer %s: %s", url, e,
+                        extra={"peer": url, "reason": e.reason, "expected_spki": e.expected,
+                               "got_spki": e.got})  # fmt: skip
+        elif failure is Outcome.UNREACHABLE:
+            e = PeerError(f"{url} is unreachable: {detail.removeprefix('unreachable: ')}")
+        elif failure is Outcome.MISBEHAVED and not isinstance(e, (PeerError, RemoteProtocolError)):
+            log.exception("gossip request to %s failed", url, exc_info=e, extra={"peer": url})
+        if exchange is None:
+            if not isinstance(e, TlsRefusedError):
+                detail = f"push failed: {type(e).__name__}: {e}"
+        else:
+            self._errors[exchange] = e
+        return RequestFailed(url, exchange, failure, detail)
+
+    def _finished(self, done: SyncFinished) -> None:
+        self.node.metrics.syncs.labels(done.outcome.value).inc()
+        pull = self._pulls.pop(done.exchange, None)
+        if pull is not None:
+            _close(pull, keep=pull.keep or done.outcome in (Outcome.SYNCED, Outcome.UNCHANGED))
+        waiter = self._waiters.pop(done.exchange, None)
+        if waiter is not None and not waiter.done():  # sync_with takes the error
+            waiter.set_result((done, pull.writer if pull is not None else None))
+        else:
+            self._errors.pop(done.exchange, None)
+
+    async def timer_loop(self) -> None:
+        """Call ``engine.tick`` whenever its timer is due."""
+        self._run(self.engine.tick(now_ms()))
+        while True:
+            self._wake.clear()
+            wait_s = None if self._wake_at is None else (self._wake_at - now_ms()) / 1000
+            if wait_s is None or wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self._wake.wait()
+                continue
+            self._wake_at = None
+            self._run(self.engine.tick(now_ms()))
+
+    # ---- peers -----------------------------------------------------------------------------
+
+    @property
+    def peers(self) -> dict[str, PeerView]:
+        return {url: PeerView(status, self.tls.setdefault(url, PeerTls()))
+                for url, status in self.engine.peers.items()}  # fmt: skip
+
+    @property
+    def barred(self) -> dict[str, str]:
+        """url -> why it is not contacted (SPEC 10.6)."""
+        return dict(self.engine.barred)
+
+    def add_peer(self, url: str, source: str = "added", pin: str | None = None) -> PeerView:
         """A peer by URL; ``pin`` (or the config seed's ``#spki=``) pins it until an announce."""
         self.check_contactable(url, pin)
-        peer = self.peers.setdefault(url, PeerState(url, source))
-        peer.seed_pin = pin or self.node.config.seed_pins.get(url) or peer.seed_pin
-        if peer.seed_pin and peer.pin_source in (None, "tofu"):
-            peer.pin, peer.pin_source = peer.seed_pin, "seed"
-        return peer
+        self.feed(PeerAdded(url, "config" if source == "config" else "added"))
+        self._seed_pin(url, pin)
+        return self.peers[url]
+
+    def _seed_pin(self, url: str, pin: str | None) -> PeerTls:
+        tls = self.tls.setdefault(url, PeerTls())
+        tls.seed_pin = pin or self.node.config.seed_pins.get(url) or tls.seed_pin
+        if tls.seed_pin and tls.source in (None, "tofu"):
+            tls.pin, tls.source = tls.seed_pin, "seed"
+        return tls
 
     def check_contactable(self, url: str, pin: str | None = None) -> None:
         """Raise unless url may be a peer: not this node's own URL, not barred (SPEC 10.6)."""
@@ -174,13 +341,14 @@ class Gossip:
         if reason is not None:
             raise PeerBarredError(f"{url} is not contacted: {reason}")
 
-    def remove_peer(self, url: str) -> PeerState | None:
+    def remove_peer(self, url: str) -> PeerView | None:
         """Stop contacting a peer added by hand; a sync already running with it finishes."""
         peer = self.peers.get(url)
         if peer is None or peer.source != "added":
             return None
+        self.feed(PeerRemoved(url))
         log.info("removed peer %s", url, extra={"peer": url})
-        return self.peers.pop(url)
+        return peer
 
     async def learn_peers(self) -> None:
         """Add the URLs members announced in signed records (except this member's own), and
@@ -202,18 +370,20 @@ class Gossip:
             self.claims = claims_of(endpoints, self._lost_announces, membership)
         self.apply_membership()
         announced: dict[str, set[str | None]] = {}
+        learned: dict[str, str | None] = {}
+        barred = self.engine.barred
         for endpoint in endpoints:
             if endpoint["member"] == self.node.identity or endpoint["member"] in self.lost:
                 continue
             member = membership.members.get(str(endpoint["member"])) if membership else None
             tls = endpoint.get("tls")
             for url in map(str, _as_list(endpoint["urls"])):
-                if url != self.node.config.url and url not in self.barred:
-                    peer = self.add_peer(url, "announce")
-                    peer.key = member.current_key if member else peer.key
+                if url != self.node.config.url and url not in barred:
+                    learned[url] = member.current_key if member else None
                     announced.setdefault(url, set()).add(tls if isinstance(tls, str) else None)
+        self.feed(PeersLearned(learned))
         for url, pins in announced.items():
-            self._pin_from_announce(self.peers[url], pins)
+            self._pin_from_announce(url, self._seed_pin(url, None), pins)
 
     def apply_membership(self) -> None:
         """Drop the peers of members that lost the peer protocol and move rotated members'
@@ -223,109 +393,82 @@ class Gossip:
         if membership is None:
             return
         self.lost = lost_protocol(membership)
-        urls = self.peers.keys() | self.claims.urls.keys()
-        pins = {url: peer.pin for url, peer in self.peers.items()}
+        peers = self.engine.peers
+        urls = peers.keys() | self.claims.urls.keys()
+        pins = {url: tls.pin for url, tls in self.tls.items()}
         barred = {url: barred_reason(url, pins.get(url), self.claims, self.lost) for url in urls}
-        self.barred = {url: reason for url, reason in barred.items() if reason is not None}
-        for url, reason in self.barred.items():
-            if self.peers.pop(url, None) is not None:
-                log.warning("dropped peer %s: %s; it is not contacted from now on", url, reason,
-                            extra={"peer": url})  # fmt: skip
-        for peer in self.peers.values():
+        self.feed(PeersBarred({url: reason for url, reason in barred.items() if reason}))
+        rotated: dict[str, str | None] = {}
+        for url, peer in self.engine.peers.items():
             member = membership.identity_of(peer.key) if peer.key else None
-            if member is not None:
-                peer.key = member.current_key
+            if member is not None and member.current_key != peer.key:
+                rotated[url] = member.current_key
+        if rotated:
+            self.feed(PeersLearned(rotated))
 
-    def _pin_from_announce(self, peer: PeerState, pins: set[str | None]) -> None:
+    def _pin_from_announce(self, url: str, peer: PeerTls, pins: set[str | None]) -> None:
         pin = next(iter(pins)) if len(pins) == 1 else None
-        if len(pins) > 1 and peer.pin_source == "announce":
+        if len(pins) > 1 and peer.source == "announce":
             log.warning("peer URL announced with conflicting TLS pins; not pinned by announces",
-                        extra={"peer": peer.url})  # fmt: skip
-        if pin is not None and (peer.pin, peer.pin_source) != (pin, "announce"):
-            if peer.pin_source == "announce":
-                log.info("peer announced a new TLS key %s", pin, extra={"peer": peer.url})
-            peer.pin, peer.pin_source = pin, "announce"
-        elif pin is None and peer.pin_source == "announce":
-            peer.pin, peer.pin_source = peer.seed_pin, "seed" if peer.seed_pin else None
+                        extra={"peer": url})  # fmt: skip
+        if pin is not None and (peer.pin, peer.source) != (pin, "announce"):
+            if peer.source == "announce":
+                log.info("peer announced a new TLS key %s", pin, extra={"peer": url})
+            peer.pin, peer.source = pin, "announce"
+        elif pin is None and peer.source == "announce":
+            peer.pin, peer.source = peer.seed_pin, "seed" if peer.seed_pin else None
 
-    def _available(self) -> list[PeerState]:
-        now = time.monotonic()
-        return [p for p in self.peers.values() if p.backoff_until <= now]
-
-    def _failed(self, peer: PeerState, error: str, *, exponential: bool = True) -> None:
-        peer.failures += 1
-        peer.last_error = error
-        g = self.node.config.gossip
-        exponent = min(peer.failures, 10) if exponential else 0
-        delay = min(g.backoff_max_s, g.interval_s * 2**exponent)
-        peer.backoff_until = time.monotonic() + delay * self.node.rng.uniform(0.5, 1.0)
-        log.info("peer %s failed (%s); backing off %.1fs", peer.url, error, delay,
-                 extra={"peer": peer.url})  # fmt: skip
-
-    def _refused(self, peer: PeerState, error: TlsRefusedError) -> None:
-        """A transport-security refusal: back off, and make it visible everywhere."""
-        self.node.metrics.tls_pin_failures.labels(peer.url, error.reason).inc()
-        log.warning("refused peer %s: %s", peer.url, error,
-                    extra={"peer": peer.url, "reason": error.reason, "peer_key": peer.key,
-                           "expected_spki": error.expected, "got_spki": error.got})  # fmt: skip
-        self._failed(peer, f"TLS refused ({error.reason}): {error}")
-
-    def _ssl_for(self, peer: PeerState, url: URL) -> SpkiPin | bool:
+    def _ssl_for(self, url: str, target: URL) -> SpkiPin | bool:
         """The aiohttp ``ssl=`` value for a request to peer: a pin, or refusal."""
         tls = self.node.config.tls
-        if url.scheme != "https":
+        if target.scheme != "https":
             if tls.enabled:
                 raise TlsRefusedError(
-                    f"{peer.url} is plain HTTP and this node requires TLS "
+                    f"{url} is plain HTTP and this node requires TLS "
                     "([tls] enabled = false allows plain peers)",
                     reason="plain_http",
                 )
             return True
+        peer = self.tls.setdefault(url, PeerTls())
         if peer.pin is not None:
             pin = self.spki_pins.get(peer.pin)
             if pin is None:
                 pin = self.spki_pins[peer.pin] = SpkiPin(peer.pin)
             return pin
         if tls.tofu:
-            return SpkiPin("0" * 64, on_seen=lambda seen: self._trust_first(peer, seen))
+            return SpkiPin("0" * 64, on_seen=lambda seen: self._trust_first(url, peer, seen))
         raise TlsRefusedError(
-            f"no TLS pin for {peer.url}: its member's announce is not known yet; pin the seed "
+            f"no TLS pin for {url}: its member's announce is not known yet; pin the seed "
             "('https://host:port/#spki=<hex>' in peers) or set [tls] tofu = true",
             reason="no_pin",
         )
 
-    def _trust_first(self, peer: PeerState, seen: str) -> None:
+    def _trust_first(self, url: str, peer: PeerTls, seen: str) -> None:
         if peer.pin is None:
-            peer.pin, peer.pin_source = seen, "tofu"
-            log.warning("trusting the TLS key of %s on first use: %s", peer.url, seen,
-                        extra={"peer": peer.url})  # fmt: skip
+            peer.pin, peer.source = seen, "tofu"
+            log.warning("trusting the TLS key of %s on first use: %s", url, seen,
+                        extra={"peer": url})  # fmt: skip
 
-    def _succeeded(self, peer: PeerState) -> None:
-        peer.failures = 0
-        peer.backoff_until = 0.0
-        peer.last_error = None
-        peer.last_contact_ms = now_ms()
-
-    # ---- requests ----------------------------------------------------------------------
+    # ---- requests --------------------------------------------------------------------------
 
     async def _request(
         self,
-        peer: PeerState,
+        url: str,
         method: str,
         path: str,
         body: bytes = b"",
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
-    ) -> tuple[int, bytes, dict[str, str]]:
-        reason = self.barred.get(peer.url)
+    ) -> tuple[int, bytes]:
+        reason = self.engine.barred.get(url)
         if reason is not None:  # dropped while this exchange was planned or under way
-            raise PeerBarredError(f"{peer.url} is not contacted: {reason}")
-        url = str(URL(peer.url).join(URL(path)))
+            raise PeerBarredError(f"{url} is not contacted: {reason}")
+        full = str(URL(url).join(URL(path)))
         if params:
-            url = str(URL(url).with_query(params))
-        target = URL(url, encoded=True)
-        ssl = self._ssl_for(peer, target)  # before signing: nothing leaves for a refused peer
-        signed = sign_request(self.node.key, method, url, body, now_s=time.time())
+            full = str(URL(full).with_query(params))
+        target = URL(full, encoded=True)
+        ssl = self._ssl_for(url, target)  # before signing: nothing leaves for a refused peer
+        signed = sign_request(self.node.key, method, full, body, now_s=time.time())
         all_headers = signed | (headers or {})
         if body:
             all_headers["Content-Type"] = "application/x-ndjson"
@@ -336,277 +479,188 @@ class Gossip:
                 ) as response:
                     data = await response.read()
         except aiohttp.ServerFingerprintMismatch as e:
-            raise describe_mismatch(peer.url, e) from e
+            raise describe_mismatch(url, e) from e
         self.bytes_sent += len(body) + sum(len(k) + len(v) for k, v in all_headers.items())
         self.bytes_received += len(data)
-        return response.status, data, dict(response.headers)
+        return response.status, data
 
-    # ---- anti-entropy ------------------------------------------------------------------
-
-    async def sync_with(self, peer: PeerState, *, relay: bool = False) -> SyncReport:
-        """One reconciliation with peer: pull what we lack, push what it lacks (asking it to
-        push those on only if relay: a repair of a missed push, SPEC 10.3)."""
-        peer.last_attempt_ms = now_ms()
-        report = SyncReport(peer.url)
-        metrics = self.node.metrics
-        try:
-            await self._reconcile(peer, report, relay)
-        except PeerBarredError:
-            metrics.syncs.labels("barred").inc()
-            raise
-        except NotCountedError as e:
-            metrics.syncs.labels("not_counted").inc()
-            self._failed(peer, str(e), exponential=False)
-            raise
-        except TlsRefusedError as e:
-            metrics.syncs.labels("refused").inc()
-            self._refused(peer, e)
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            metrics.syncs.labels("unreachable").inc()
-            self._failed(peer, f"unreachable: {str(e) or 'timed out'}")
-            raise PeerError(f"{peer.url} is unreachable: {str(e) or 'timed out'}") from e
-        except (RemoteProtocolError, PeerError) as e:
-            metrics.syncs.labels("misbehaved").inc()
-            self._failed(peer, f"misbehaved: {e}")
-            raise
-        metrics.syncs.labels("unchanged" if report.unchanged else "synced").inc()
-        self._succeeded(peer)
-        return report
-
-    async def _reconcile(self, peer: PeerState, report: SyncReport, relay: bool) -> None:
-        local = await self._local_heads()
+    async def _fetch_frontier(self, exchange: int, url: str) -> FrontierAnswered:
         from node.net.peer_api import frontier
 
+        local = await self._local_heads()
         mine = await frontier(self.node)
-        status, data, _ = await self._request(
-            peer, "GET", "/v1/heads", headers={"If-None-Match": f'"{mine.digest()}"'}
+        status, data = await self._request(
+            url, "GET", "/v1/heads", headers={"If-None-Match": f'"{mine.digest()}"'}
         )
         if status == 304:
-            peer.behind = peer.ahead = 0
-            report.unchanged = True
-            return
+            return FrontierAnswered(exchange, url, None, local)
         if status == 403:
             raise NotCountedError(
-                f"{peer.url} does not count this node's key as a member (not admitted yet, "
+                f"{url} does not count this node's key as a member (not admitted yet, "
                 f"removed, or frozen by a fork): {answer_text(data)}"
             )
         if status != 200:
-            raise PeerError(f"{peer.url} answered {status} to /v1/heads: {answer_text(data)}")
+            raise PeerError(f"{url} answered {status} to /v1/heads: {answer_text(data)}")
         theirs = parse_frontier(_json(data))
-        peer.behind, peer.ahead = lag(local, theirs)
-        await self._merge_forks(theirs, peer)
-        await self._pull(
-            peer, plan_pulls(local, theirs, self.node.config.gossip.page_records), report
-        )
-        for author, after in plan_pushes(await self._local_heads(), theirs):
-            await self._push_log(peer, author, after, report, relay)
+        batch = [str(t).encode() for f in theirs.forks for t in _as_list(f.get("records"))]
+        if batch:  # SPEC 10.3 step 2: fork evidence first, through the normal merge
+            await self.node.merge(batch, source=url)
+        return FrontierAnswered(exchange, url, theirs, local)
 
     async def _local_heads(self) -> dict[str, Head]:
         heads = await self.node.store.read(lambda s: s.heads())
         return {h.author: h for h in heads}
 
-    async def _merge_forks(self, theirs: Frontier, peer: PeerState) -> None:
-        batch = [str(t).encode() for f in theirs.forks for t in _as_list(f.get("records"))]
-        if batch:
-            await self.node.merge(batch, source=peer.url)
-
-    async def _fetch_page(self, peer: PeerState, page: LogRequest) -> list[bytes]:
-        status, data, _ = await self._request(
-            peer, "GET", f"/v1/log/{page.author}", params=page.query()
-        )
-        if status != 200:
-            raise PeerError(f"{peer.url} answered {status} to /v1/log: {answer_text(data)}")
-        lines = split_ndjson(data, page.limit)
-        check_log_page(lines, page)
-        return lines
-
-    async def _pull(self, peer: PeerState, requests: list[LogRequest], report: SyncReport) -> None:
-        """Stream the logs asked for, one after another, through a bounded pipeline: a fetcher
-        hands each page to the verify pool as it arrives and queues it (up to
-        ``PULL_AHEAD_PAGES``); the writer takes what is queued, up to ``PULL_GROUP_RECORDS``,
-        and writes it in one transaction. Neither waits on the other at page or log
-        boundaries, and SQLite commits fewer, larger transactions."""
-        queue: asyncio.Queue[PreparedMerge | BaseException | None] = asyncio.Queue(PULL_AHEAD_PAGES)
-        fetcher = asyncio.create_task(self._fetch_pages(peer, collections.deque(requests), queue))
-        group: list[PreparedMerge] = []
+    async def _fetch_page(self, exchange: int, url: str, page: LogRequest) -> PageReceived | None:
+        """Fetch a page and hand it to the verify pool, then to the exchange's writer."""
+        if exchange not in self.engine.exchanges:  # it ended before this task ran
+            return None
+        pull = self._pulls.setdefault(exchange, _Pull())
         try:
-            end, failure = False, None
-            while not end:
-                item = await queue.get()
-                while True:
-                    if item is None:
-                        end = True
-                    elif isinstance(item, BaseException):  # write what came before it first
-                        end, failure = True, item
-                    else:
-                        group.append(item)
-                    if end or queue.empty() or _records(group) >= PULL_GROUP_RECORDS:
-                        break
-                    item = queue.get_nowait()
-                if group:
-                    result = await self.node.store.finish_merge(group, received_ms=now_ms())
-                    group = []
-                    await self._merged_page(peer, result, report)
-            if failure is not None:
-                raise failure
-        finally:
-            fetcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetcher
-            while not queue.empty():
-                leftover = queue.get_nowait()
-                if isinstance(leftover, PreparedMerge):
-                    group.append(leftover)
-            _cancel_jobs(group)
+            status, data = await self._request(
+                url, "GET", f"/v1/log/{page.author}", params=page.query()
+            )
+            if status != 200:
+                raise PeerError(f"{url} answered {status} to /v1/log: {answer_text(data)}")
+            lines = split_ndjson(data, page.limit)
+            check_log_page(lines, page)
+        except Exception:
+            pull.keep = True  # the pages received before this one verify on their own
+            raise
+        preparing = asyncio.ensure_future(self.node.store.prepare_merge(lines))
+        try:  # the thread runs on if this task is cancelled: drop its job when done
+            prepared = await asyncio.shield(preparing)
+        except asyncio.CancelledError:
+            preparing.add_done_callback(_cancel_prepared)
+            raise
+        if pull.closed:  # the exchange ended meanwhile
+            _cancel_jobs([prepared])
+            return None
+        pull.queue.put_nowait(prepared)
+        if pull.writer is None:
+            pull.writer = asyncio.create_task(self._write_pages(exchange, url, pull))
+        return PageReceived(exchange, url, page, len(lines), claimed_last_seq(lines))
 
-    async def _fetch_pages(
-        self,
-        peer: PeerState,
-        pages: collections.deque[LogRequest],
-        queue: asyncio.Queue[PreparedMerge | BaseException | None],
-    ) -> None:
-        """Fetch page after page, handing each to the verify pool and then to the queue; then
-        None, or the exception that stopped it."""
-        try:
-            while pages:
-                page = pages.popleft()
-                lines = await self._fetch_page(peer, page)
-                preparing = asyncio.ensure_future(self.node.store.prepare_merge(lines))
-                try:  # the thread runs on if this task is cancelled: drop its job when done
-                    prepared = await asyncio.shield(preparing)
-                except asyncio.CancelledError:
-                    preparing.add_done_callback(_cancel_prepared)
-                    raise
-                following = next_page(page, len(lines), claimed_last_seq(lines))
-                if following is not None:
-                    pages.appendleft(following)
-                try:
-                    await queue.put(prepared)
-                except asyncio.CancelledError:  # the writer stopped: drop what it never took
-                    _cancel_jobs([prepared])
-                    raise
-        except Exception as e:
-            await queue.put(e)
-            return
-        await queue.put(None)
-
-    async def _merged_page(self, peer: PeerState, result: MergeResult, report: SyncReport) -> None:
-        await self.node.merged(result, source=peer.url, relay=False)  # SPEC 10.3
-        accepted = result.counts()["accepted"]
-        report.pulled += len(result.outcomes)
-        report.accepted += accepted
-        peer.behind = max(0, peer.behind - accepted)  # status shows a long catch-up's progress
-        bad = [o for o in result.outcomes if is_misbehaviour(o.error)]
-        if bad:
-            raise PeerError(f"{peer.url} sent {len(bad)} records that do not verify")
-
-    async def _push_log(
-        self, peer: PeerState, author: str, after: int, report: SyncReport, relay: bool
-    ) -> None:
-        """Push one batch of what the peer lacks; a peer further behind pulls the rest."""
-        lines = await self.node.store.read(_log_reader(author, after))
-        if lines:
-            await self._post(peer, lines, relay=relay)
-            report.pushed += len(lines)
-
-    async def _post(self, peer: PeerState, lines: list[bytes], *, relay: bool = True) -> None:
-        path = "/v1/records" if relay else "/v1/records?relay=0"
-        status, data, _ = await self._request(peer, "POST", path, join_ndjson(lines))
-        if status not in (200, 422):
-            raise PeerError(f"{peer.url} answered {status} to a push: {answer_text(data)}")
-        if _pending_count(data):
-            self.repair(peer)
-
-    def repair(self, peer: PeerState) -> None:
-        """Reconcile with peer now, not at the next round: it holds pushed records pending
-        because it lacks earlier ones (it missed a push), and a sync sends it those."""
-        if peer.url not in self.repairs:
-            task = asyncio.create_task(self._repair(peer), name=f"repair {peer.url}")
-            self.repairs[peer.url] = task
-
-    async def _repair(self, peer: PeerState) -> None:
-        try:
-            with contextlib.suppress(PeerError, RemoteProtocolError):
-                await self.sync_with(peer, relay=True)
-        finally:
-            del self.repairs[peer.url]
-
-    # ---- background tasks --------------------------------------------------------------
-
-    async def anti_entropy_loop(self) -> None:
-        interval = self.node.config.gossip.interval_s
-        while True:
-            await asyncio.sleep(interval * self.node.rng.uniform(0.75, 1.25))
-            await self.learn_peers()
-            candidates = self._available()
-            if not candidates:
+    async def _write_pages(self, exchange: int, url: str, pull: _Pull) -> None:
+        """Write what is queued, up to ``PULL_GROUP_RECORDS`` records a transaction, until the
+        exchange ends; tell the engine what each group held."""
+        end = False
+        while not end:
+            group: list[PreparedMerge] = []
+            item = await pull.queue.get()
+            while True:
+                if item is None:
+                    end = True
+                else:
+                    group.append(item)
+                if end or pull.queue.empty() or _records(group) >= PULL_GROUP_RECORDS:
+                    break
+                item = pull.queue.get_nowait()
+            if not group:
                 continue
-            peer = self.node.rng.choice(sorted(candidates, key=lambda p: p.url))
-            with contextlib.suppress(PeerError, RemoteProtocolError):
-                await self.sync_with(peer)
+            try:
+                result = await self.node.store.finish_merge(group, received_ms=now_ms())
+                await self.node.merged(result, source=url, relay=False)  # SPEC 10.3
+            except Exception as e:  # reported: the exchange ends
+                log.exception("writing pulled pages from %s failed", url, extra={"peer": url})
+                _close(pull, keep=False)
+                self.feed(RequestFailed(url, exchange, Outcome.UNREACHABLE, f"not written: {e}"))
+                return
+            bad = sum(1 for o in result.outcomes if is_misbehaviour(o.error))
+            accepted = result.counts()["accepted"]
+            self.feed(PagesMerged(exchange, url, len(group), len(result.outcomes), accepted, bad))
+
+    async def _push_log(self, action: PushLog) -> PushAnswered:
+        """Push one batch of what the peer lacks; a peer further behind pulls the rest."""
+        lines = await self.node.store.read(_log_reader(action.author, action.after, action.limit))
+        pending = await self._post(action.url, lines, relay=action.relay) if lines else 0
+        return PushAnswered(action.url, action.exchange, len(lines), pending)
+
+    async def _push(self, url: str, records: tuple[Record, ...], relay: bool) -> PushAnswered:
+        pending = await self._post(url, [r.canonical for r in records], relay=relay)
+        return PushAnswered(url, None, len(records), pending)
+
+    async def _post(self, url: str, lines: list[bytes], *, relay: bool) -> int:
+        """Post a batch; the number of records the peer holds pending."""
+        path = "/v1/records" if relay else "/v1/records?relay=0"
+        status, data = await self._request(url, "POST", path, join_ndjson(lines))
+        if status == 403:
+            raise NotCountedError(f"{url} refused a push (403): {answer_text(data)}")
+        if status not in (200, 422):
+            raise PeerError(f"{url} answered {status} to a push: {answer_text(data)}")
+        return _pending_count(data)
+
+    # ---- the node's side -------------------------------------------------------------------
+
+    async def sync_with(self, peer: PeerView, *, relay: bool = False) -> SyncReport:
+        """One reconciliation with peer now: pull what we lack, push what it lacks; raises
+        what stopped it (PeerError, PeerBarredError, TlsRefusedError, RemoteProtocolError)."""
+        actions = self.engine.handle(now_ms(), StartSync(peer.url, relay))
+        start = next((a for a in actions if isinstance(a, FetchFrontier)), None)
+        if start is None:
+            self._run(actions)
+            raise PeerBarredError(f"{peer.url} is not a peer of this node")
+        waiter: asyncio.Future[_Finished] = asyncio.get_running_loop().create_future()
+        self._waiters[start.exchange] = waiter
+        self._run(actions)
+        done, writer = await waiter
+        error = self._errors.pop(done.exchange, None)
+        if writer is not None:  # pages received before a failure are still being written
+            await asyncio.wait([writer])
+        if done.outcome in (Outcome.SYNCED, Outcome.UNCHANGED):
+            return done.report
+        if done.outcome is Outcome.BARRED:
+            raise PeerBarredError(done.error or f"{peer.url} is not contacted")
+        raise error if error is not None else PeerError(done.error or done.outcome.value)
 
     def enqueue(self, records: list[Record], source: str | None) -> None:
-        for record in records:
-            self.queue.put_nowait((record, source))
+        self.feed(RecordsMerged(tuple(records), source))
 
     def push_evidence(self, forks: list[ForkEvidence]) -> None:
         """A fork this node found goes to every peer at once, both records, however they came
         (pulled ones too): a peer may hold only one of them and must freeze the author."""
-        self.enqueue([r for fork in forks for r in (fork.first, fork.second)], EVERY_PEER)
+        self.feed(ForksFound(tuple(forks)))
 
-    async def push_loop(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            await asyncio.sleep(PUSH_LINGER_S)  # let a burst gather into one request
-            while not self.queue.empty() and len(batch) < PUSH_BATCH_RECORDS:
-                batch.append(self.queue.get_nowait())
-            if any(record.kind == "announce" for record, _ in batch):
-                await self.learn_peers()  # know the announcing peers' keys: no push back
-            await self._push_batch(batch)
-
-    async def _push_batch(self, batch: list[tuple[Record, str | None]]) -> None:
-        """Push each record to the peers SPEC 10.3 names for it, one request per peer."""
-        available = self._available()
-        fanout = self.node.config.gossip.fanout
-        by_route: dict[tuple[str | None, int | None], list[int]] = {}
-        own_key = self.node.key.public
-        for index, (record, source) in enumerate(batch):
-            want = (
-                None
-                if source == EVERY_PEER
-                else push_width(record.author, source=source, own_key=own_key, fanout=fanout)
-            )
-            by_route.setdefault((source, want), []).append(index)
-        per_peer: dict[str, tuple[PeerState, list[int]]] = {}
-        for (source, want), indexes in by_route.items():
-            targets = [p for p in available if source is None or source not in (p.url, p.key)]
-            if want is not None:
-                targets = self.node.rng.sample(targets, min(want, len(targets)))
-            for peer in targets:
-                per_peer.setdefault(peer.url, (peer, []))[1].extend(indexes)
-        chosen = [peer for peer, _ in per_peer.values()]
-        results = await asyncio.gather(
-            *(
-                self._post(peer, [batch[i][0].canonical for i in sorted(indexes)])
-                for peer, indexes in per_peer.values()
-            ),
-            return_exceptions=True,
-        )
-        for peer, outcome in zip(chosen, results, strict=True):
-            if isinstance(outcome, PeerBarredError):
-                continue  # dropped while the push was under way
-            if isinstance(outcome, TlsRefusedError):
-                self._refused(peer, outcome)
-            elif isinstance(outcome, BaseException):
-                self._failed(peer, f"push failed: {type(outcome).__name__}: {outcome}")
-            else:
-                self._succeeded(peer)
+    async def stop(self) -> None:
+        tasks = list(self._tasks) + [p.writer for p in self._pulls.values() if p.writer]
+        for pull in self._pulls.values():
+            _close(pull, keep=False)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
-def _log_reader(author: str, after: int) -> Callable[[Store], list[bytes]]:
+def _classify(url: str, e: Exception) -> tuple[Outcome, str]:
+    """How a request failed, and the text the peer's ``last_error`` shows."""
+    if isinstance(e, PeerBarredError):
+        return Outcome.BARRED, str(e)
+    if isinstance(e, NotCountedError):
+        return Outcome.NOT_COUNTED, str(e)
+    if isinstance(e, TlsRefusedError):
+        return Outcome.REFUSED, f"TLS refused ({e.reason}): {e}"
+    if isinstance(e, (aiohttp.ClientError, TimeoutError, OSError)):
+        return Outcome.UNREACHABLE, f"unreachable: {str(e) or 'timed out'}"
+    return Outcome.MISBEHAVED, f"misbehaved: {e}"
+
+
+def _close(pull: _Pull, *, keep: bool) -> None:
+    """End a pull: its writer writes what is queued (keep) or drops it, then stops."""
+    pull.closed = True
+    if not keep:
+        dropped = []
+        while not pull.queue.empty():
+            item = pull.queue.get_nowait()
+            if item is not None:
+                dropped.append(item)
+        _cancel_jobs(dropped)
+    pull.queue.put_nowait(None)
+
+
+def _log_reader(author: str, after: int, limit: int) -> Callable[[Store], list[bytes]]:
     def read(store: Store) -> list[bytes]:
-        return store.log(author, after, PUSH_BATCH_RECORDS)
+        return store.log(author, after, limit)
 
     return read
 
@@ -673,7 +727,7 @@ async def gossip_ctx(app: web.Application) -> AsyncIterator[None]:
             gossip.add_peer(url, "config")
     for row in await node.store.read(lambda s: s.peers()):
         url = str(row["url"])
-        if url != node.config.url and url not in gossip.peers:
+        if url != node.config.url and url not in gossip.engine.peers:
             pin = row.get("pin")  # stored by `peers add URL#spki=…`, if the API kept it
             gossip.add_peer(
                 url, str(row.get("source") or "added"), pin if isinstance(pin, str) else None
@@ -684,18 +738,13 @@ async def gossip_ctx(app: web.Application) -> AsyncIterator[None]:
     node.on_announces.append(gossip.learn_peers)
     node.on_forks.append(gossip.push_evidence)
     app[GOSSIP] = gossip
-    tasks = [
-        asyncio.create_task(gossip.anti_entropy_loop(), name="anti-entropy"),
-        asyncio.create_task(gossip.push_loop(), name="push"),
-    ]
+    timer = asyncio.create_task(gossip.timer_loop(), name="gossip timer")
     yield
     node.on_new_records.remove(gossip.enqueue)
     node.on_membership.remove(gossip.apply_membership)
     node.on_announces.remove(gossip.learn_peers)
     node.on_forks.remove(gossip.push_evidence)
-    tasks.extend(gossip.repairs.values())
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    timer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await timer
+    await gossip.stop()

@@ -43,13 +43,18 @@ if TYPE_CHECKING:
 
 
 class PeerView(Protocol):
-    """What the metrics read of one peer (``node.net.gossip.PeerState`` has it)."""
+    """What the metrics read of one peer (``node.net.gossip.PeerView`` has it)."""
 
-    url: str
-    failures: int
-    behind: int
-    ahead: int
-    last_contact_ms: int | None
+    @property
+    def url(self) -> str: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def behind(self) -> int: ...
+    @property
+    def ahead(self) -> int: ...
+    @property
+    def last_contact_ms(self) -> int | None: ...
 
 
 MATCH_SECONDS_BUCKETS = (

@@ -217,10 +217,12 @@ def test_one_exchange_gives_both_sides_the_union_of_prefix_logs(
     assert plan_pushes(heads_of(local), frontier_of(remote)) == []
     assert lag(heads_of(local), frontier_of(remote)) == (0, 0)
     for author, trace in traces.items():
-        # Every pulled page overlaps the local head by one record and no record is fetched
-        # twice or skipped: paging walks exactly from the local head to the remote's head.
+        # The first page overlaps the local head by one record, each later page the page
+        # before it by one, and no record is skipped: paging walks from the local head to
+        # the remote's head, one seq back per page (none back with limit 1).
         start = local_before[author].seq if author in local_before else 1
-        assert trace.seqs == list(range(start, len(remote[author]) + 1))
+        assert sorted(set(trace.seqs)) == list(range(start, len(remote[author]) + 1))
+        assert len(trace.seqs) == len(set(trace.seqs)) + (len(trace.requests) - 1) * (limit > 1)
         assert all(r.limit == limit for r in trace.requests)
         if author in local_before:
             assert trace.requests[0].after == local_before[author].seq - 1
@@ -248,19 +250,20 @@ def test_paging_walks_a_long_log_in_pages_of_limit() -> None:
 
     traces = pull(local, remote, limit=3)
 
-    assert [r.after for r in traces[ALICE].requests] == [1, 4, 7, 10]
-    assert traces[ALICE].seqs == list(range(2, 12))
+    # each page starts at the last seq of the page before it (one seq back)
+    assert [r.after for r in traces[ALICE].requests] == [1, 3, 5, 7, 9]
+    assert traces[ALICE].seqs == [2, 3, 4, 4, 5, 6, 6, 7, 8, 8, 9, 10, 10, 11]
     assert local == remote
 
 
-def test_paging_asks_once_more_when_the_last_page_is_exactly_full() -> None:
+def test_paging_ends_with_a_page_that_holds_only_the_overlap() -> None:
     local: Node = {}
     remote: Node = {ALICE: chain(ALICE, 4)}
 
     traces = pull(local, remote, limit=2)
 
-    # pages 1-2, 3-4, then an empty page proves the end
-    assert [r.after for r in traces[ALICE].requests] == [0, 2, 4]
+    # pages 1-2, 2-3, 3-4, then 4 alone (short) proves the end
+    assert [r.after for r in traces[ALICE].requests] == [0, 1, 2, 3]
     assert local == remote
 
 
@@ -336,8 +339,52 @@ def test_next_page_is_none_without_a_last_seq() -> None:
     assert next_page(LogRequest(ALICE, 0, 10), 10, None) is None
 
 
-def test_next_page_continues_after_the_last_seq_of_a_full_page() -> None:
-    assert next_page(LogRequest(ALICE, 20, 10), 10, 30) == LogRequest(ALICE, 30, 10)
+def test_next_page_starts_one_seq_back_from_the_last_seq_of_a_full_page() -> None:
+    assert next_page(LogRequest(ALICE, 20, 10), 10, 30) == LogRequest(ALICE, 29, 10)
+
+
+def test_next_page_always_moves_forward() -> None:
+    """A full page that ends one past after (a page of one seq, or of one fork's two
+    records) still moves the next page on by one."""
+    assert next_page(LogRequest(ALICE, 20, 2), 2, 21) == LogRequest(ALICE, 21, 2)
+    assert next_page(LogRequest(ALICE, 20, 1), 1, 21) == LogRequest(ALICE, 21, 1)
+
+
+def serve_entries(entries: list[tuple[int, str]], request: LogRequest) -> list[tuple[int, str]]:
+    """A log page of (seq, id) entries in seq order, two at a seq where the log forks."""
+    return [e for e in entries if e[0] > request.after][: request.limit]
+
+
+def page_through(entries: list[tuple[int, str]], limit: int) -> list[tuple[int, str]]:
+    request: LogRequest | None = LogRequest(ALICE, 0, limit)
+    received: list[tuple[int, str]] = []
+    while request is not None:
+        page = serve_entries(entries, request)
+        received.extend(page)
+        request = next_page(request, len(page), page[-1][0] if page else None)
+    return received
+
+
+def test_a_fork_whose_records_straddle_a_page_boundary_is_pulled_whole() -> None:
+    """The first page ends with the fork's first record at seq 3; the second page starts
+    at seq 3 again and brings its second record (paging after seq 3 would skip it)."""
+    fork = [(1, "a"), (2, "b"), (3, "c"), (3, "c'"), (4, "d")]
+    assert serve_entries(fork, LogRequest(ALICE, 0, 3))[-1] == (3, "c")
+    assert set(page_through(fork, limit=3)) == set(fork)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    length=st.integers(1, 12),
+    forks=st.sets(st.integers(1, 12), max_size=3),
+    limit=st.integers(2, 5),
+)
+def test_paging_brings_every_record_of_a_forked_log(
+    length: int, forks: set[int], limit: int
+) -> None:
+    entries = sorted([(n, "main") for n in range(1, length + 1)]
+                     + [(n, "evil") for n in forks if n <= length])  # fmt: skip
+    assert set(page_through(entries, limit)) == set(entries)
 
 
 def test_next_page_never_asks_again_for_a_range_already_asked() -> None:
