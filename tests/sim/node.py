@@ -102,6 +102,7 @@ class SimNode:
         self.withhold_from: set[int] = set()
         self.lies: dict[int, dict[int, Record]] = {}  # node -> seq -> record shown instead
         self.barred: dict[str, str] = {}
+        self.unknown: set[int] = set()  # nodes this one does not know (forget_peers)
         self._rogue: tuple[int, str | None] | None = None  # push_anyway's own (seq, id) head
         self.on_step: Callable[[str], None] | None = None  # a fault scenario's hook (kill_pull)
 
@@ -134,10 +135,16 @@ class SimNode:
 
     def start(self) -> None:
         fed = self.world.fed
-        peers = {node_url(i): fed.keys[i].public for i in range(fed.size) if i != self.index}
+        peers = {node_url(i): fed.keys[i].public for i in range(fed.size)
+                 if i != self.index and i not in self.unknown}  # fmt: skip
         self._run(self.engine.tick(self.mono_ms()))
         self._tell(PeersLearned(peers))
         self._apply_membership(announce=False)
+
+    def forget_peers(self, nodes: set[int]) -> None:
+        """Stop knowing these nodes as peers (a peer list that ends somewhere)."""
+        self.unknown = nodes
+        self._tell(PeersBarred({node_url(i): "not known here" for i in nodes} | self.barred))
 
     def crash(self) -> None:
         """Lose everything not committed: the engine, requests in flight, queued merges."""
@@ -451,7 +458,8 @@ class SimNode:
         if barred != self.barred:
             self.barred = barred
             if world.rules.honour_removal:
-                self._tell(PeersBarred(barred))
+                unknown = {node_url(i): "not known here" for i in self.unknown}
+                self._tell(PeersBarred(unknown | barred))
 
     # -- this member's own records -------------------------------------------------------
 
@@ -464,9 +472,11 @@ class SimNode:
         self._merged(report, None, relay=True)
         return record
 
-    def equivocate(self, body: Body, twin: Body, to: Sequence[int], twin_to: Sequence[int]) -> None:
-        """Sign two records at the next seq: the first to ``to``, the second to ``twin_to``.
-        This node keeps the first (its engine is not told: it pushes neither)."""
+    def equivocate(self, body: Body, twin: Body, to: Sequence[int], twin_to: Sequence[int], *,
+                   hide: bool = False) -> None:  # fmt: skip
+        """Sign two records at the next seq: the first to ``to``, the second to ``twin_to``
+        (with ``hide``, as ``?relay=0``, so that those nodes do not push it on). This node
+        keeps the first (its engine is not told: it pushes neither)."""
         head = self.store.heads().get(self.key.public)
         seq, prev = (1, None) if head is None else (head.seq + 1, head.id)
         fed, ts = self.world.fed.federation.id, int(self.wall_s() * 1000)
@@ -475,9 +485,9 @@ class SimNode:
         self.trace(f"equivocated at seq {seq}")
         for dst in twin_to:
             self.lies.setdefault(dst, {})[seq] = second
-        for dsts, record in ((to, first), (twin_to, second)):
+        for dsts, record, relay in ((to, first, True), (twin_to, second, not hide)):
             for dst in dsts:
-                self._post(node_url(dst), None, [record.canonical], True, tell=False)
+                self._post(node_url(dst), None, [record.canonical], relay, tell=False)
 
     def push_anyway(self, body: Body) -> Record:
         """Sign this member's next record whatever the rules say (a removed member's node

@@ -25,7 +25,7 @@ if __name__ == "__main__":  # the repository first (``protocol`` the package), t
 
 from sim.invariants import check, frontier_digests
 from sim.scenarios import BOUND_S, SCENARIOS, TEST_SCENARIOS
-from sim.world import Rules, World
+from sim.world import PROPOSED, TODAY, Rules, World
 
 PROBE_S = 0.25  # how often convergence is looked at after the last fault
 
@@ -42,9 +42,14 @@ class RunResult:
     trace: str = ""
     world: World | None = field(default=None, repr=False)
 
+    quick: bool = False
+    today: bool = False
+
     @property
     def replay(self) -> str:
-        return f"python tests/sim/run.py --scenario {self.scenario} --seed {self.seed} --trace"
+        flags = " --quick" * self.quick + " --today" * self.today
+        return (f".venv/bin/python tests/sim/run.py --scenario {self.scenario} --seed {self.seed}"
+                f"{flags} --trace")  # fmt: skip
 
 
 def run_one(name: str, seed: int, rules: Rules | None = None, *, trace: bool = False,
@@ -65,8 +70,8 @@ def run_one(name: str, seed: int, rules: Rules | None = None, *, trace: bool = F
     failures = check(world, expect)
     return RunResult(
         name, seed, failures, converged, world.now, time.perf_counter() - started,
-        world.sched.events_run, world.trace.text(400) if trace else "",
-        world if keep else None,
+        world.sched.events_run, world.trace.text() if trace else "",
+        world if keep else None, quick, not (rules or TODAY).cap_frontier,
     )  # fmt: skip
 
 
@@ -75,8 +80,9 @@ def _agree(world: World) -> bool:
     return len(set(frontier_digests(world, correct).values())) <= 1
 
 
-def _job(args: tuple[str, int]) -> RunResult:
-    return run_one(*args)
+def _job(args: tuple[str, int, Rules, bool]) -> RunResult:
+    name, seed, rules, quick = args
+    return run_one(name, seed, rules, quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,19 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--seed", type=int, help="run this seed only (a replay)")
     parser.add_argument("--trace", action="store_true", help="print the replayed run's trace")
+    parser.add_argument(
+        "--today",
+        action="store_true",
+        help="today's rules (default: with proposal 1, capped frontiers)",
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller bursts (as make test)")
     args = parser.parse_args(argv)
     names = args.scenario or sorted(SCENARIOS)
+    rules = TODAY if args.today else PROPOSED
     if args.seed is not None:
         failed = 0
         for name in names:
-            result = run_one(name, args.seed, trace=args.trace)
+            result = run_one(name, args.seed, rules, trace=args.trace, quick=args.quick)
             if args.trace:
                 print(result.trace)
             _report(result)
             failed += bool(result.failures)
         return 1 if failed else 0
     base = int.from_bytes(os.urandom(4), "big")
-    jobs = [(names[i % len(names)], base + i) for i in range(args.runs)]
+    jobs = [(names[i % len(names)], base + i, rules, args.quick) for i in range(args.runs)]
     started = time.perf_counter()
     with multiprocessing.Pool(args.jobs) as pool:
         results = pool.imap_unordered(_job, jobs, chunksize=4)

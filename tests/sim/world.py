@@ -36,6 +36,12 @@ class Rules:
     settings: GossipSettings = field(default_factory=GossipSettings)
 
 
+TODAY = Rules()
+# Today's rules with proposal 1 (/work/notes/engine-api.md): what the fault tests run, since
+# today's frontiers never agree after a fork (tests/sim/test_broken_rules.py shows it).
+PROPOSED = Rules(cap_frontier=True)
+
+
 @dataclass(slots=True)
 class Oracle:
     """What the simulator saw, for the invariants and the measurements (not seen by nodes)."""
