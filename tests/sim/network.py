@@ -106,7 +106,8 @@ class Network:
     cut: set[tuple[int, int]] = field(default_factory=set)  # (src, dst) that drop everything
     endpoints: dict[int, Endpoint] = field(default_factory=dict)
     traffic: dict[int, Traffic] = field(default_factory=dict)
-    by_kind: Counter[str] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)  # bytes sent, heads and bodies
+    body_by_kind: Counter[str] = field(default_factory=Counter)  # bodies only
     delivered: list[tuple[float, int, int, str, Any]] = field(default_factory=list)
     keep_deliveries: bool = False  # record (time, src, dst, kind, op) of every request
     _uplink_free: dict[int, float] = field(default_factory=dict)
@@ -149,6 +150,7 @@ class Network:
         t.sent_head += head
         t.sent_body += body
         self.by_kind[kind] += head + body
+        self.body_by_kind[kind] += body
         start = max(self.sched.now, self._uplink_free.get(src, 0.0))
         leaves = start + (head + body) / self.uplink_bytes_s
         self._uplink_free[src] = leaves

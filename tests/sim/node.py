@@ -59,7 +59,7 @@ from protocol.sync import Frontier, LogRequest, check_log_page, claimed_last_seq
 from sim.members import TS0_MS, node_url
 from sim.network import Answer, Request
 from sim.scheduler import Event as TimerEvent
-from sim.store import MergeReport, SimStore
+from sim.store import MergeReport
 from sim.wire import IF_NONE_MATCH_BYTES, answer_header_bytes, request_header_bytes
 
 if TYPE_CHECKING:
@@ -87,9 +87,8 @@ class SimNode:
         self.rng = rng
         self.key = world.fed.keys[index]
         self.url = node_url(index)
-        self.store = SimStore(world.fed.federation, world.fed.announces,
-                              frontier_forks=world.rules.gossip_forks,
-                              cap_frontier=world.rules.cap_frontier)  # fmt: skip
+        self.store = world.template.clone(frontier_forks=world.rules.gossip_forks,
+                                          cap_frontier=world.rules.cap_frontier)  # fmt: skip
         self.url_of = {node_url(i): i for i in range(world.fed.size)}
         self.up = True
         self.epoch = 0

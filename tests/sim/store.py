@@ -19,6 +19,7 @@ without that cache.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from protocol import Federation, ForkEvidence, Head, Record, SigningKey, fold_st
 from protocol.bodies import Body
 from protocol.encoding import encode_canonical
 from protocol.errors import RemoteProtocolError
-from protocol.ledger import Ledger, Outcome, Verdict, counted_of, membership_of_stored
+from protocol.ledger import Ledger, Outcome, Verdict, _Batch, counted_of, membership_of_stored
 from protocol.membership import Membership, MembershipChange
 from protocol.records import decode_record
 from protocol.sync import Frontier, is_misbehaviour
@@ -121,6 +122,29 @@ class SimStore:
         self.ledger = self._ledger(heads)
         self._frontier: Frontier | None = None
         self._digest = ""
+
+    def clone(self, *, frontier_forks: bool = True, cap_frontier: bool = False) -> SimStore:
+        """Another store holding the same records, as if built the same way: the membership
+        (immutable) is shared instead of derived again, so a thousand nodes start fast. Only
+        for a store with nothing held and no batch under way (a freshly built one)."""
+        if self.held or self.ledger.held_count():
+            raise ValueError("clone a store with nothing held")
+        other = copy.copy(self)
+        other.by_id = dict(self.by_id)
+        other.at = {k: list(v) for k, v in self.at.items()}
+        other.held, other.forks = {}, dict(self.forks)
+        other.fork_seqs = dict(self.fork_seqs)
+        other.membership_records = list(self.membership_records)
+        other.frontier_forks, other.cap_frontier = frontier_forks, cap_frontier
+        ledger = other.ledger = copy.copy(self.ledger)
+        ledger.reader = other
+        ledger.heads = dict(self.ledger.heads)
+        ledger.fork_seqs = other.fork_seqs
+        ledger.membership_records = other.membership_records
+        ledger.counted = dict(self.ledger.counted)
+        ledger._held, ledger._held_ids, ledger._batch = {}, set(), _Batch()
+        other._frontier = None
+        return other
 
     # -- the ledger's reader -------------------------------------------------------------
 

@@ -162,3 +162,17 @@ def test_the_memory_store_decides_as_the_node_store(tmp_path: Path) -> None:
             for author in sim.heads():
                 assert real.log(author, 0, 10_000) == sim.log(author, 0, 10_000)
         records.clear()
+
+
+def test_a_cloned_store_decides_as_a_fresh_one() -> None:
+    world = run_one("removed_pushes", 2, PROPOSED, keep=True, quick=True).world
+    assert world is not None
+    lines = sorted({r.canonical for n in world.nodes for r in n.store.records()})
+    random.Random(2).shuffle(lines)
+    fed = world.fed
+    fresh, clone = SimStore(fed.federation, fed.announces), world.template.clone()
+    for start in range(0, len(lines), 7):
+        batch = lines[start : start + 7]
+        assert fresh.merge(batch).statuses == clone.merge(batch).statuses
+    assert fresh.heads() == clone.heads() and fresh.membership == clone.membership
+    assert world.template.heads() != clone.heads()  # the template is untouched

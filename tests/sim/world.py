@@ -14,6 +14,7 @@ removed member's node), and the alternative rules the scale study measures.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 
@@ -21,6 +22,18 @@ from protocol.gossip import GossipSettings
 from sim.members import SimFederation, federation_of
 from sim.network import LinkSpec, Network
 from sim.scheduler import Scheduler, Trace
+from sim.store import SimStore
+
+
+@functools.cache
+def _templates(size: int, threshold: int) -> SimStore:
+    fed = federation_of(size, threshold)
+    return SimStore(fed.federation, fed.announces)
+
+
+def template_store(fed: SimFederation) -> SimStore:
+    """The store every node starts from: every member's announce (built once per size)."""
+    return _templates(fed.size, fed.federation.threshold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +104,7 @@ class World:
         self.oracle = Oracle()
         self.byzantine: set[int] = set()  # members that misbehave on purpose
         self.last_fault_s = 0.0  # when the last fault healed (the convergence bound starts)
+        self.template = template_store(self.fed)
         self.nodes = [SimNode(self, i, random.Random(f"node {seed} {i}")) for i in range(size)]
         for node in self.nodes:
             self.net.attach(node.index, node)
