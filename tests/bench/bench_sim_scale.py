@@ -12,7 +12,10 @@ real engine and acceptance machine (``tests/sim``) on 50 ms links (+ up to 10 ms
    and the wire bytes of that phase beyond the idle rate, divided by (signals x nodes
    reached x the signal's canonical size) -- **wire bytes per record per node reached**
    (1.0 would be one copy of the bare record per node), split by exchange (push, frontier,
-   log pages).
+   log pages);
+3. a burst of ``--burst`` records (default 200) by one member at once, after the network is
+   quiet again: the same wire ratio when records share requests (``burst wire``), and the
+   time until every node holds the whole burst.
 
 Goals (issue 19): p99 <= 2 s at 1,000 members, idle <= 2 KB/s per node, wire <= 2x canonical.
 
@@ -26,7 +29,7 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
@@ -36,7 +39,12 @@ from sim.network import LinkSpec  # noqa: E402
 from sim.world import TODAY, Rules, World  # noqa: E402
 
 WARM_S, IDLE_S, SPACING_S, TAIL_S = 5.0, 10.0, 1.0, 5.0
-RULES: dict[str, Rules] = {"today": TODAY}
+RULES: dict[str, Rules] = {
+    "today": TODAY,
+    "deltas": replace(TODAY, frontier_deltas=8),  # frontier deltas against recent versions
+    "3-relay": replace(TODAY, author_relays=3),  # an author asks 3 peers to relay, not all
+    "3-relay+deltas": replace(TODAY, author_relays=3, frontier_deltas=8),
+}
 
 
 @dataclass
@@ -50,6 +58,8 @@ class Result:
     idle: float  # bytes per node per second
     wire: float  # wire bytes per record per node reached / canonical size
     by_kind: dict[str, float]
+    burst_wire: float  # the same, for a burst
+    burst_s: float  # until every node holds the whole burst
     wall_s: float
 
 
@@ -57,7 +67,7 @@ def _sent(world: World) -> int:
     return sum(t.sent_head + t.sent_body for t in world.net.traffic.values())
 
 
-def measure(size: int, name: str, signals: int, seed: int = 1) -> Result:
+def measure(size: int, name: str, signals: int, burst: int, seed: int = 1) -> Result:
     started = time.perf_counter()
     world = World(seed, size, rules=RULES[name], link=LinkSpec(0.05, 0.01))
     world.oracle.track_seen = True
@@ -95,21 +105,43 @@ def measure(size: int, name: str, signals: int, seed: int = 1) -> Result:
         for k, v in world.net.by_kind.items()
     }
     q = statistics.quantiles(delays, n=100, method="inclusive") if len(delays) > 1 else delays * 99
+    burst_wire, burst_s = _burst(world, burst, idle_sent / IDLE_S, canonical)
     return Result(size, name, q[49], q[98], max(delays), len(reached) / len(delays), idle,
-                  extra / denominator, by_kind, time.perf_counter() - started)  # fmt: skip
+                  extra / denominator, by_kind, burst_wire, burst_s,
+                  time.perf_counter() - started)  # fmt: skip
+
+
+def _burst(world: World, count: int, idle_rate: float, canonical: float) -> tuple[float, float]:
+    """One member adds count records at once: wire ratio and time until all hold them."""
+    size = len(world.nodes)
+    world.run(world.now + TAIL_S)
+    start, sent = world.now, _sent(world)
+    member = world.rng.randrange(size)
+    node = world.nodes[member]
+    ids = [node.author(signal_body(10**6 + k)).id for k in range(count)]
+    done = None
+    while world.now < start + 60.0:
+        world.run(world.now + 0.1)
+        if done is None and all(len(world.oracle.seen.get(i, {})) == size for i in ids):
+            done = world.now - start
+            break
+    world.run(start + (done or 60.0) + TAIL_S)
+    extra = _sent(world) - sent - idle_rate * (world.now - start)
+    return extra / (count * (size - 1) * canonical), done or float("inf")
 
 
 def table(results: list[Result]) -> str:
     lines = [
         "| members | rules | p50 s | p99 s | max s | idle B/s/node | wire x canonical "
-        "(push / frontier / log) | sim wall s |",
-        "|---:|---|---:|---:|---:|---:|---|---:|",
+        "(push / frontier / log) | burst wire x | burst all-held s | sim wall s |",
+        "|---:|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in results:
         parts = " / ".join(f"{r.by_kind.get(k, 0.0):.2f}" for k in ("push", "heads", "log"))
         lines.append(
             f"| {r.size} | {r.rules} | {r.p50:.2f} | {r.p99:.2f} | {r.worst:.2f} | "
-            f"{r.idle:,.0f} | {r.wire:.2f} ({parts}) | {r.wall_s:.0f} |"
+            f"{r.idle:,.0f} | {r.wire:.2f} ({parts}) | {r.burst_wire:.2f} | {r.burst_s:.2f} | "
+            f"{r.wall_s:.0f} |"
         )
     return "\n".join(lines)
 
@@ -147,12 +179,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,50,200,1000")
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--signals", type=int, default=20)
+    parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument(
+        "--rules-large",
+        default="today,3-relay+deltas",
+        help="the rule sets to run at sizes of 500 and more (slow)",
+    )
     parser.add_argument("--plot", type=Path, help="write the plot (PNG) here")
     args = parser.parse_args()
     results = []
     for size in map(int, args.sizes.split(",")):
-        for name in args.rules.split(","):
-            results.append(measure(size, name, args.signals))
+        for name in (args.rules if size < 500 else args.rules_large).split(","):
+            results.append(measure(size, name, args.signals, args.burst))
             print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
     if args.plot:

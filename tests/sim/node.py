@@ -25,13 +25,14 @@ forbid).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from node.net.peerset import lost_protocol
-from protocol import Body, Record, sign_record
+from protocol import Body, Head, Record, sign_record
 from protocol.gossip import (
     Action,
     Event,
@@ -89,6 +90,7 @@ class SimNode:
         self.url = node_url(index)
         self.store = world.template.clone(frontier_forks=world.rules.gossip_forks,
                                           cap_frontier=world.rules.cap_frontier)  # fmt: skip
+        self.store.keep_versions = world.rules.frontier_deltas
         self.url_of = {node_url(i): i for i in range(world.fed.size)}
         self.up = True
         self.epoch = 0
@@ -166,6 +168,7 @@ class SimNode:
         self.epoch += 1
         self._writer_free = self.world.sched.now
         self.store.reopen()
+        self.store.keep_versions = self.world.rules.frontier_deltas
         self.engine = self._new_engine()
         self.start()
 
@@ -179,8 +182,22 @@ class SimNode:
         self._run(self.engine.tick(self.mono_ms()))
 
     def _run(self, actions: Sequence[Action]) -> None:
+        if self.world.rules.author_relays is not None:
+            actions = self._ask_few_to_relay(actions, self.world.rules.author_relays)
         for action in actions:
             _ACTIONS[type(action)](self, action)
+
+    def _ask_few_to_relay(self, actions: Sequence[Action], k: int) -> list[Action]:
+        """The candidate rule: of the pushes of this node's own records, only k (random) ask
+        the peer to relay them; the others are ``?relay=0``."""
+        own = self.key.public
+        pushes = [i for i, a in enumerate(actions)
+                  if isinstance(a, Push) and all(r.author == own for r in a.records)]  # fmt: skip
+        if len(pushes) <= k:
+            return list(actions)
+        keep = set(self.rng.sample(pushes, k))
+        return [replace(a, relay=False) if i in pushes and i not in keep else a
+                for i, a in enumerate(actions)]  # fmt: skip
 
     def _set_timer(self, action: SetTimer) -> None:
         if self._timer is not None:
@@ -234,6 +251,8 @@ class SimNode:
     def _fetch_frontier(self, action: FetchFrontier) -> None:
         local = self.store.frontier().heads  # what this node reports is what it plans with
         digest = self.store.digest()
+        recent = tuple(self.store.recent_digests())
+        extra = IF_NONE_MATCH_BYTES + (len("Hm-Recent: \r\n") + 17 * len(recent) if recent else 0)
 
         def done(answer: Answer | None, failure: str) -> None:
             if answer is None or answer.status not in (200, 304):
@@ -243,14 +262,29 @@ class SimNode:
             if not self.up:
                 return
             frontier: Frontier | None = None
+            heads = local
             if answer.status == 200:
-                frontier = answer.data
-                assert frontier is not None
+                frontier, heads = self._read_frontier(answer.data, local)
                 self._merge_fork_evidence(frontier, action.url)
-            self._tell(FrontierAnswered(action.exchange, action.url, frontier, local))
+            self._tell(FrontierAnswered(action.exchange, action.url, frontier, heads))
 
-        self._send(action.url, "heads", ("heads", digest), "/v1/heads", b"",
-                   IF_NONE_MATCH_BYTES, done)  # fmt: skip
+        self._send(action.url, "heads", ("heads", digest, recent), "/v1/heads", b"", extra, done)
+
+    def _read_frontier(
+        self, data: Any, local: Mapping[str, Head]
+    ) -> tuple[Frontier, Mapping[str, Head]]:
+        """The peer's frontier and this node's heads to plan with: all of them, or only the
+        authors a delta names (frontier deltas: outside them both sides agree)."""
+        if isinstance(data, Frontier):
+            return data, local
+        what, value = data
+        if what == "delta":
+            frontier, authors = value
+        else:  # "at": the peer is at one of this node's recent frontiers
+            since = self.store.changes_since(value) or {}
+            frontier = Frontier({a: h for a, h in since.items() if h is not None})
+            authors = since.keys()
+        return frontier, {a: local[a] for a in authors if a in local}
 
     def _merge_fork_evidence(self, frontier: Frontier, url: str) -> None:
         lines = [str(t).encode() for f in frontier.forks for t in f.get("records", [])]  # type: ignore[union-attr]
@@ -365,11 +399,35 @@ class SimNode:
         frontier, body_len = self._frontier_for(request.src)
         own = frontier is self.store.frontier()
         digest = self.store.digest() if own else frontier.digest()
-        if request.op[1] == digest:
+        _, asked, recent = request.op
+        if asked == digest:
             return Answer(304, b"", answer_header_bytes(304, 0, "", etag=True))
+        if own and self.store.keep_versions:
+            delta = self._delta(asked, recent, digest)
+            if delta is not None:
+                return delta
         body = b"x" * body_len  # the bytes' count is what the network needs
         heads = answer_header_bytes(200, body_len, "application/json; charset=utf-8", etag=True)
         return Answer(200, body, heads, frontier)
+
+    def _delta(self, asked: str, recent: tuple[str, ...], digest: str) -> Answer | None:
+        """A frontier delta: the heads changed since the asker's frontier (if it is one of
+        this node's recent ones), or "at" (this node's frontier is one of the asker's)."""
+        since = self.store.changes_since(asked)
+        if since is not None:
+            heads = self.store.frontier().heads
+            delta = Frontier(
+                {a: heads[a] for a in since if a in heads}, self.store.frontier().forks
+            )
+            body = orjson.dumps(delta.to_json() | {"since": asked, "digest": digest})
+            data: Any = ("delta", (delta, since.keys()))
+        elif digest in recent:
+            body = orjson.dumps({"at": digest, "digest": digest})
+            data = ("at", digest)
+        else:
+            return None
+        head = answer_header_bytes(200, len(body), "application/json; charset=utf-8", etag=True)
+        return Answer(200, b"x" * len(body), head, data)
 
     def _frontier_for(self, requester: int) -> tuple[Frontier, int]:
         frontier = self.store.frontier()
@@ -439,7 +497,14 @@ class SimNode:
                 self._tell(ForksFound(tuple(report.forks)))
         if report.accepted:
             relay = relay and (source is None or world.rules.relay)
-            self._tell(RecordsMerged(tuple(report.accepted), source, relay))
+            direct = () if world.rules.relay_from_author else tuple(
+                r for r in report.accepted if r.author == source)  # fmt: skip
+            if direct:  # the candidate rule: what came straight from its author stops here
+                self._tell(RecordsMerged(direct, source, relay=False))
+            rest = tuple(r for r in report.accepted if r not in direct) if direct else tuple(
+                report.accepted)  # fmt: skip
+            if rest:
+                self._tell(RecordsMerged(rest, source, relay))
 
     def _apply_membership(self, *, announce: bool = True) -> None:
         membership = self.store.membership

@@ -110,6 +110,8 @@ class SimStore:
         self.federation = federation
         self.frontier_forks = frontier_forks  # False: a broken rule (forks left out of frontiers)
         self.cap_frontier = cap_frontier  # the proposed rule: frozen authors' heads at their cap
+        self.keep_versions = 0  # > 0: remember that many past frontiers (frontier deltas)
+        self.versions: list[tuple[str, dict[str, Head | None]]] = []  # (digest, heads before)
         self.by_id: dict[str, Record] = {}
         self.at: dict[tuple[str, int], list[str]] = {}  # (author, seq) -> ids, first first
         self.held: dict[str, Record] = {}
@@ -136,6 +138,7 @@ class SimStore:
         other.fork_seqs = dict(self.fork_seqs)
         other.membership_records = list(self.membership_records)
         other.frontier_forks, other.cap_frontier = frontier_forks, cap_frontier
+        other.versions = []
         ledger = other.ledger = copy.copy(self.ledger)
         ledger.reader = other
         ledger.heads = dict(self.ledger.heads)
@@ -143,7 +146,7 @@ class SimStore:
         ledger.membership_records = other.membership_records
         ledger.counted = dict(self.ledger.counted)
         ledger._held, ledger._held_ids, ledger._batch = {}, set(), _Batch()
-        other._frontier = None
+        other._frontier = other._last = None
         return other
 
     # -- the ledger's reader -------------------------------------------------------------
@@ -177,7 +180,8 @@ class SimStore:
         """A restart: a new ledger from what is stored (the heads, fork seqs, vote and rotate
         records and held records a node reads from its database at start)."""
         self.ledger = self._ledger(dict(self.ledger.heads))
-        self._frontier = None
+        self._frontier = self._last = None
+        self.versions = []  # kept in memory only
 
     # -- merging -------------------------------------------------------------------------
 
@@ -262,9 +266,39 @@ class SimStore:
             forks = tuple(self.forks[a].to_json() for a in sorted(self.forks))
             forks = forks if self.frontier_forks else ()
             heads = self.capped_heads() if self.cap_frontier else dict(self.ledger.heads)
-            self._frontier = Frontier(heads, forks)
+            frontier = Frontier(heads, forks)
+            if self.keep_versions and self._last is not None:
+                self._remember(self._last, frontier)
+            self._frontier = self._last = frontier
             self._digest = ""
         return self._frontier
+
+    _last: Frontier | None = None  # the frontier before _frontier was dropped
+
+    def _remember(self, before: Frontier, now: Frontier) -> None:
+        """Keep the last ``keep_versions`` frontiers as (digest, the heads that changed since)."""
+        old, new = before.heads, now.heads
+        changed = {a: old.get(a) for a in old.keys() | new.keys() if old.get(a) != new.get(a)}
+        if not changed and before.forks == now.forks:
+            return
+        digest = self._digest or before.digest()  # _digest is still before's, if computed
+        self.versions.append((digest, changed))
+        del self.versions[: -self.keep_versions]
+
+    def changes_since(self, digest: str) -> dict[str, Head | None] | None:
+        """If digest is one of the remembered frontiers: each author whose head changed since,
+        with its head then (None: none); else None."""
+        for i, (past, _) in enumerate(self.versions):
+            if past == digest:
+                since: dict[str, Head | None] = {}
+                for _, changed in self.versions[i:]:
+                    for author, head in changed.items():
+                        since.setdefault(author, head)
+                return since
+        return None
+
+    def recent_digests(self) -> list[str]:
+        return [d for d, _ in self.versions]
 
     def capped_heads(self) -> dict[str, Head]:
         """The heads, each frozen author's at its cap (the last seq that can count): nodes that

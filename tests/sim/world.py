@@ -46,6 +46,12 @@ class Rules:
     # proposed (not SPEC yet): a frozen author's head in frontiers is its record at the cap,
     # so nodes holding different records past a fork or removal still reach equal digests
     cap_frontier: bool = False
+    # candidate rules of the scale study (docs/simulation.md)
+    frontier_deltas: int = 0  # > 0: answer /v1/heads with the heads changed since a recent
+    #                           version of the asker's (or say "I am at your version")
+    relay_from_author: bool = True  # False: records straight from their author are not relayed
+    author_relays: int | None = None  # k: an author asks only k of the peers it pushes its own
+    #                                   records to to relay them (the others get ?relay=0)
     settings: GossipSettings = field(default_factory=GossipSettings)
 
 
