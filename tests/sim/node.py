@@ -57,6 +57,7 @@ from protocol.gossip import (
     SyncFinished,
 )
 from protocol.sync import Frontier, LogRequest, check_log_page, claimed_last_seq, join_ndjson
+from sim.engines import PerPeerPushEngine
 from sim.members import TS0_MS, node_url
 from sim.network import Answer, Request
 from sim.scheduler import Event as TimerEvent
@@ -132,7 +133,8 @@ class SimNode:
     # -- life ----------------------------------------------------------------------------
 
     def _new_engine(self) -> GossipEngine:
-        return GossipEngine(self.key.public, self.rng, self.world.rules.settings, own_url=self.url)
+        kind = PerPeerPushEngine if self.world.rules.per_peer_push else GossipEngine
+        return kind(self.key.public, self.rng, self.world.rules.settings, own_url=self.url)
 
     def start(self) -> None:
         fed = self.world.fed

@@ -50,6 +50,7 @@ class Rules:
     frontier_deltas: int = 0  # > 0: answer /v1/heads with the heads changed since a recent
     #                           version of the asker's (or say "I am at your version")
     relay_from_author: bool = True  # False: records straight from their author are not relayed
+    per_peer_push: bool = False  # each peer its own push pipeline (sim.engines)
     author_relays: int | None = None  # k: an author asks only k of the peers it pushes its own
     #                                   records to to relay them (the others get ?relay=0)
     settings: GossipSettings = field(default_factory=GossipSettings)
