@@ -294,7 +294,8 @@ class Gossip:
             self._errors.pop(done.exchange, None)
 
     async def timer_loop(self) -> None:
-        """Call ``engine.tick`` whenever its timer is due."""
+        """Call ``engine.tick`` whenever its timer is due; before a round, learn the peers
+        announced since (as a safety net: merges of announces learn them at once)."""
         self._run(self.engine.tick(now_ms()))
         while True:
             self._wake.clear()
@@ -305,6 +306,12 @@ class Gossip:
                         await self._wake.wait()
                 continue
             self._wake_at = None
+            round_at = self.engine.next_round_ms
+            if round_at is not None and round_at <= now_ms():
+                try:
+                    await self.learn_peers()
+                except Exception:  # the round goes ahead with the peers known
+                    log.exception("learning peers from announces failed")
             self._run(self.engine.tick(now_ms()))
 
     # ---- peers -----------------------------------------------------------------------------
