@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 PYTHON ?= python3
 
-.PHONY: test lint types unit fuzz demo bench clean vectors test-min
+.PHONY: test lint types unit fuzz demo bench clean vectors test-min sim
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ unit: $(STAMP)
 fuzz: $(STAMP)
 	HASHMESH_FUZZ_DEPTH=1 $(VENV)/bin/pytest -q -n 2 tests/protocol tests/node/test_store_crash.py \
 	  tests/node/test_store.py tests/node/test_video.py
+
+# Simulated federations (tests/sim): RUNS random seeds across every fault scenario; prints
+# each failing seed with the command that replays it (and its trace).
+RUNS ?= 2000
+sim: $(STAMP)
+	$(PY) tests/sim/run.py --runs $(RUNS) --jobs 2
 
 # The lowest versions pyproject.toml allows, installed exactly, in a venv of their own.
 test-min:
