@@ -32,7 +32,8 @@ from node.clock import now_ms
 from node.config import NodeConfig
 from node.errors import ApiError, NodeError
 from node.home import NodeHome
-from node.net import gossip, local_api, peer_api
+from node.moderation.service import Moderation
+from node.net import gossip, local_api, moderation_api, peer_api
 from node.net.context import (
     NODE,
     PROBLEM_MEMBERS,
@@ -89,6 +90,17 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await node.store.close()
 
 
+async def _moderation_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The match log and actions (node.moderation): started once the store is open, stopped
+    (its queue written) before the store closes."""
+    node = app[NODE]
+    assert node.moderation is not None
+    identity = lambda: node.identity if node.membership is not None else None  # noqa: E731
+    await node.moderation.start(store=node.store, author=node.author, identity=identity)
+    yield
+    await node.moderation.stop()
+
+
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[NODE].config
     timeout = aiohttp.ClientTimeout(total=config.gossip.timeout_s)
@@ -115,6 +127,8 @@ def make_app(config: NodeConfig) -> web.Application:
         tls=load_node_tls(config, now=datetime.datetime.now(datetime.UTC)),
         verifier=RequestVerifier(config.answers_to),
     )
+    node.moderation = Moderation(config.moderation, config.webhooks, home.path,
+                                 node_name=config.name, registry=node.metrics.registry)  # fmt: skip
     node.metrics.watch_counters(node.counters)
     node.metrics.tls_enabled.set(int(node.tls.enabled))
     deadlines = read_deadlines(config.limits.body_timeout_s, counting(node.counters))
@@ -125,10 +139,12 @@ def make_app(config: NodeConfig) -> web.Application:
     app[NODE] = node
     app[METRICS] = node.metrics
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_moderation_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(gossip.gossip_ctx)
     peer_api.add_routes(app)
     local_api.add_routes(app)
+    moderation_api.add_routes(app)
     ui.add_routes(app)  # the web UI, loopback only (node.ui)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
