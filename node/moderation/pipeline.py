@@ -26,7 +26,6 @@ from node.moderation.quarantine import Flood, FloodRule
 @dataclass(frozen=True, slots=True)
 class FlushContext:
     now_ms: int
-    last_id: int  # the newest match id logged so far
     identity: str | None  # this member's (None: not known yet; no sightings)
     node: str  # this node's name, in webhook bodies
     rules: Sequence[WebhookRule]
@@ -51,7 +50,8 @@ class FlushResult:
 def flush(conn: sqlite3.Connection, events: Sequence[MatchEvent], ctx: FlushContext) -> FlushResult:
     with Transaction(conn):
         refs = matchlog.signal_refs(conn, events)
-        ids = matchlog.append(conn, events, refs, ctx.last_id)
+        last = matchlog.last_id(conn)
+        ids = matchlog.append(conn, events, refs, last)
         times: dict[int, list[int]] = {}
         for event in events:
             times.setdefault(refs[event.signal], []).append(event.ts)
@@ -68,7 +68,7 @@ def flush(conn: sqlite3.Connection, events: Sequence[MatchEvent], ctx: FlushCont
             if sightings.wants_sighting(e, ctx.sighting_labels, ctx.identity)
         }
         added = sightings.enqueue(conn, [(r, s, ctx.now_ms) for r, s in wanted.items()])
-    return FlushResult(ids[-1] if ids else ctx.last_id, len(ids), floods, queued, held, dropped,
+    return FlushResult(ids[-1] if ids else last, len(ids), floods, queued, held, dropped,
                        added)  # fmt: skip
 
 

@@ -171,7 +171,7 @@ def release(
             "note = 'released without its held actions' WHERE signal = ? AND state = 'held'",
             (now_ms, ref),
         )
-    entry = entries(conn, signal=signal)[0]
+    entry = entries(conn, signal=signal, released=True)[0]
     return entry | {"deliveries_released": moved}
 
 

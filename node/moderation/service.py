@@ -93,7 +93,6 @@ class Moderation:
         self._thread: ThreadPoolExecutor | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_id = 0
         self._rows = 0
         self._store: AsyncStore | None = None
         self._author: Author | None = None
@@ -141,9 +140,8 @@ class Moderation:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="hashmesh-moderation")
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._thread, open_db, self.home)
-        self._last_id, self._rows, held, self.delivery_counts = await self._db(
-            lambda c: (matchlog.last_id(c), matchlog.row_count(c),
-                       quarantine.quarantined_ids(c), webhooks.counts(c))
+        self._rows, held, self.delivery_counts = await self._db(
+            lambda c: (matchlog.row_count(c), quarantine.quarantined_ids(c), webhooks.counts(c))
         )  # fmt: skip
         self.quarantined = frozenset(held)
         self._session = aiohttp.ClientSession(
@@ -207,7 +205,7 @@ class Moderation:
             if not events or self._conn is None:
                 return None
             ctx = pipeline.FlushContext(
-                now_ms=self.clock(), last_id=self._last_id, identity=self._identity(),
+                now_ms=self.clock(), identity=self._identity(),
                 node=self.node_name, rules=tuple(self.rules.values()), flood=self.flood,
                 sighting_labels=self.config.sightings, held_max=self.config.held_max,
                 quarantined=self.quarantined, uid=lambda: secrets.token_hex(16),
@@ -218,7 +216,7 @@ class Moderation:
                 log.exception("could not write %d match events; they are dropped", len(events))
                 self.stats["dropped"] += len(events)
                 return None
-        self._last_id, self._rows = result.last_id, self._rows + result.logged
+        self._rows += result.logged
         self.stats["logged"] += result.logged
         self.stats["held"] += result.held
         if result.floods:

@@ -28,7 +28,9 @@ STATES: Final = ("pending", "held", "published", "skipped")
 
 
 def wants_sighting(event: MatchEvent, labels: Collection[str], identity: str | None) -> bool:
-    if not labels or event.list_name != FEDERATION or event.member in (None, identity):
+    if not labels or identity is None or event.list_name != FEDERATION:
+        return False
+    if event.member in (None, identity):
         return False
     return ALL_LABELS in labels or any(label in labels for label in event.labels)
 
