@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import click
 
 from node.cli import audit as cli_audit
+from node.cli import moderation as cli_moderation
 from node.cli import signals as cli_signals
 from node.cli import transfer as cli_transfer
 from node.cli import users as cli_users
@@ -527,7 +528,8 @@ def demo() -> None:
 
 # ---- commands defined in their own modules: one CLI, one error boundary -------------------
 for _command in (
-    *cli_signals.COMMANDS, *cli_transfer.COMMANDS, *cli_users.COMMANDS, *cli_audit.COMMANDS
+    *cli_signals.COMMANDS, *cli_transfer.COMMANDS, *cli_users.COMMANDS, *cli_audit.COMMANDS,
+    *cli_moderation.COMMANDS,
 ):  # fmt: skip
     cli.add_command(_command)
 

@@ -1,5 +1,6 @@
 """The local API of the match log and its actions (node.moderation), behind the bearer token.
 
+    GET  /v1/moderation                                what is queued, held and counted
     GET  /v1/matches?signal=&since=&before=&limit=     the match log, newest first; with
                                                        signal: its counts and quarantine
     GET  /v1/webhooks/deliveries?state=&before=&limit= the delivery queue (state: held,
@@ -52,6 +53,12 @@ def _choice(q: dict[str, str], name: str, choices: tuple[str, ...]) -> str | Non
         raise ApiError(f"{name} must be one of {', '.join(choices)}, got {value[:40]!r}",
                        title=f"invalid query parameter {name}")  # fmt: skip
     return value
+
+
+@local
+async def get_status(request: web.Request, node: Node) -> web.StreamResponse:
+    query_params(request, ())
+    return web.json_response(_moderation(node).status())
 
 
 @local
@@ -140,6 +147,7 @@ async def get_sightings(request: web.Request, node: Node) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/v1/moderation", get_status)
     r.add_get("/v1/matches", get_matches)
     r.add_get("/v1/webhooks/deliveries", get_deliveries)
     r.add_get("/v1/webhooks/deliveries/{id}", get_delivery)
