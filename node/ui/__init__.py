@@ -14,13 +14,15 @@ elsewhere. People sign in with the accounts of ``hashmesh user`` (``node.store.u
     GET  /ui/act    POST /ui/act/add  POST /ui/act/upload                  (moderator)
     GET  /ui/members  POST /ui/members/vote                                (admin votes)
     GET  /ui/audit  POST /ui/audit   GET /ui/report   GET /ui/log
+    GET  /ui/matchlog                POST /ui/matchlog/release/{signal}
+    POST /ui/webhooks/{id}/retry                                           (moderator)
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from node.ui import views
+from node.ui import moderation, views
 from node.ui.jobs import UI, UiState, ui_ctx
 from node.ui.render import setup
 
@@ -54,3 +56,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/ui/report", views.report_page)
     r.add_get("/ui/log", views.log_page)
     r.add_get("/ui/static/{name}", views.static_file)
+    moderation.add_routes(app)  # /ui/matchlog (node.ui.moderation)
