@@ -131,7 +131,7 @@ class ModerationConfig:
     webhook_backoff_s: float = 5.0  # first retry after about this; doubles each time
     webhook_backoff_max_s: float = 3600.0
     webhook_timeout_s: float = 10.0
-    webhook_concurrency: int = 4  # deliveries in flight at once
+    webhook_concurrency: int = 8  # deliveries in flight at once
 
     def __post_init__(self) -> None:
         positive = ("match_log_days", "flush_interval_s", "sighting_interval_s",

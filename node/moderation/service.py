@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -34,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import aiohttp
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -46,6 +44,7 @@ from node.moderation import matchlog, pipeline, quarantine, sightings, webhooks
 from node.moderation.db import Transaction, open_db
 from node.moderation.events import MATCH_CALLER, MatchEvent, collect
 from node.moderation.quarantine import DAY_MS, FloodRule
+from node.moderation.sender import COUNTERS, SenderProcess, SenderSpec
 from node.store.store import AsyncStore
 from protocol.bodies import Body, OpinionBody
 from protocol.errors import ProtocolError
@@ -56,7 +55,7 @@ log = logging.getLogger("hashmesh.moderation")
 T = TypeVar("T")
 Author = Callable[[Body], Awaitable[Record]]
 PRUNE_INTERVAL_S: Final = 60.0
-SEND_POLL_S: Final = 5.0  # the sender looks at the queue at least this often
+RECOUNT_S: Final = 1.0  # the delivery queue's counts are read again this often
 DELIVERED_KEEP_MS: Final = 7 * DAY_MS  # delivered and dead deliveries are kept this long
 
 
@@ -72,26 +71,24 @@ class Moderation:
         node_name: str,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], int] = now_ms,
-        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.rules = {rule.name: rule for rule in rules}
         self.home = home
         self.node_name = node_name
         self.clock = clock
-        self.rng = rng or random.Random()
         self.flood = FloodRule(
             config.flood_floor, config.flood_factor, int(config.flood_window_s * 1000),
             int(config.flood_baseline_days * DAY_MS),
         )  # fmt: skip
         self.queue: list[MatchEvent] = []
         self.quarantined: frozenset[str] = frozenset()
-        self.stats = {"logged": 0, "dropped": 0, "delivered": 0, "failed": 0, "dead": 0,
-                      "quarantines": 0, "sightings": 0, "held": 0}  # fmt: skip
+        self.stats = {"logged": 0, "dropped": 0, "quarantines": 0, "sightings": 0, "held": 0}
         self.delivery_counts = {"held": 0, "pending": 0, "dead": 0}
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._sender: SenderProcess | None = None
+        self._dead_logged: tuple[int, set[str]] = (0, set())  # (since ms, ids logged then)
         self._tasks: list[asyncio.Task[None]] = []
         self._rows = 0
         self._store: AsyncStore | None = None
@@ -99,7 +96,6 @@ class Moderation:
         self._identity: Callable[[], str | None] = lambda: None
         self._flush_lock = asyncio.Lock()
         self._wake_flush = asyncio.Event()
-        self._wake_send = asyncio.Event()
         if registry is not None:
             registry.register(_Collector(self))
 
@@ -143,13 +139,16 @@ class Moderation:
         self._rows, held, self.delivery_counts = await self._db(
             lambda c: (matchlog.row_count(c), quarantine.quarantined_ids(c), webhooks.counts(c))
         )  # fmt: skip
+        self._dead_logged = (self.clock(), set())
         self.quarantined = frozenset(held)
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout_s),
-            headers={"User-Agent": "hashmesh-webhooks"},
-        )
-        self._tasks = [asyncio.create_task(self._flush_loop(), name="moderation-flush"),
-                       asyncio.create_task(self._send_loop(), name="moderation-send")]  # fmt: skip
+        if self.rules:
+            spec = SenderSpec(self.home, self.config, tuple(self.rules.values()))
+            self._sender = SenderProcess(spec)
+            await asyncio.to_thread(self._sender.start)
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="moderation-flush"),
+            asyncio.create_task(self._watch_loop(), name="moderation-watch"),
+        ]
         if self.config.sightings and author is not None and store is not None:
             self._tasks.append(asyncio.create_task(self._sighting_loop(), name="sightings"))
 
@@ -162,9 +161,9 @@ class Moderation:
         self._tasks = []
         if self._conn is not None:
             await self.flush()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._sender is not None:
+            await asyncio.to_thread(self._sender.stop)
+            self._sender = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
@@ -229,8 +228,43 @@ class Moderation:
         if result.deliveries or result.held:
             self.delivery_counts["pending"] += result.deliveries
             self.delivery_counts["held"] += result.held
-            self._wake_send.set()
+            self._wake_sender()
         return result
+
+    def _wake_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.wake.set()
+
+    def counts(self) -> dict[str, int]:
+        """What was logged, dropped, held, quarantined and signed here, and the sender's
+        deliveries, failed attempts and dead deliveries, since the node started."""
+        sent = self._sender.counts() if self._sender is not None else {}
+        return self.stats | {name: sent.get(name, 0) for name in COUNTERS}
+
+    async def _watch_loop(self) -> None:
+        """Every RECOUNT_S: the queue's counts read again, new dead deliveries logged, and
+        a sender that died started again."""
+        while True:
+            await asyncio.sleep(RECOUNT_S)
+            await self._guarded(self._recount())
+            if self._sender is not None and not self._sender.alive():
+                log.error("the webhook sender process exited; starting it again")
+                await asyncio.to_thread(self._sender.start)
+
+    async def _recount(self) -> None:
+        since, logged = self._dead_logged
+        self.delivery_counts, dead = await self._db(
+            lambda c: (webhooks.counts(c), webhooks.dead_since(c, since))
+        )
+        for d in dead:
+            if d["id"] in logged:
+                continue
+            log.warning("webhook delivery %s to rule %s is dead after %d attempts: %s",
+                        d["id"], d["rule"], d["attempts"], d["last_error"])  # fmt: skip
+            if d["done_ms"] > since:
+                since, logged = d["done_ms"], set()
+            logged.add(d["id"])
+        self._dead_logged = (since, logged)
 
     async def prune(self) -> int:
         """Forget matches past ``match_log_days`` or ``match_log_max_rows``, old flood
@@ -252,63 +286,6 @@ class Moderation:
             await work
         except (sqlite3.Error, OSError, NodeError):
             log.exception("moderation background work failed; it is retried")
-
-    # ---- the webhook sender -------------------------------------------------------------
-
-    async def _send_loop(self) -> None:
-        while True:
-            sent = 0
-            try:
-                sent = await self.send_due()
-            except (sqlite3.Error, OSError):
-                log.exception("webhook deliveries failed; retrying")
-            if sent:
-                continue
-            wait = SEND_POLL_S
-            with contextlib.suppress(sqlite3.Error):
-                due = await self._db(webhooks.next_due_ms)
-                if due is not None:
-                    wait = min(wait, max(0.0, (due - self.clock()) / 1000))
-            await _wait(self._wake_send, wait)
-
-    async def send_due(self) -> int:
-        """Attempt the deliveries due now (at most webhook_concurrency); how many."""
-        now = self.clock()
-        batch = await self._db(lambda c: webhooks.due(c, now, self.config.webhook_concurrency))
-        if batch:
-            await asyncio.gather(*(self._send(d) for d in batch))
-            self.delivery_counts = await self._db(webhooks.counts)
-        return len(batch)
-
-    async def _send(self, delivery: webhooks.Delivery) -> None:
-        rule = self.rules.get(delivery.rule)
-        if rule is None or self._session is None:
-            attempt = webhooks.Attempt(False, None, f"rule {delivery.rule!r} is not configured")
-            failures = self.config.webhook_max_attempts
-        else:
-            attempt = await webhooks.send(self._session, rule, delivery, self.clock() // 1000,
-                                          self.config.webhook_timeout_s)  # fmt: skip
-            failures = delivery.attempts + 1
-        now = self.clock()
-        if attempt.ok:
-            status = attempt.status or 200
-            await self._write(lambda c: webhooks.delivered(c, delivery.id, now, status))
-            self.stats["delivered"] += 1
-            return
-        self.stats["failed"] += 1
-        retry_at = None
-        if failures < self.config.webhook_max_attempts:
-            wait = webhooks.backoff_s(failures, self.config.webhook_backoff_s,
-                                      self.config.webhook_backoff_max_s, self.rng)  # fmt: skip
-            retry_at = now + int(wait * 1000)
-        else:
-            self.stats["dead"] += 1
-            log.warning("webhook delivery %s to rule %s is dead after %d attempts: %s",
-                        delivery.uid, delivery.rule, failures, attempt.error)  # fmt: skip
-        await self._write(
-            lambda c: webhooks.failed(c, delivery.id, now, status=attempt.status,
-                                      error=attempt.error, retry_at_ms=retry_at)
-        )  # fmt: skip
 
     # ---- sightings ----------------------------------------------------------------------
 
@@ -395,7 +372,9 @@ class Moderation:
         now = self.clock()
         found = await self._write(lambda c: webhooks.retry(c, uid, now))
         if found is not None:
-            self._wake_send.set()
+            self.delivery_counts["dead"] -= 1
+            self.delivery_counts["pending"] += 1
+            self._wake_sender()
         return found
 
     async def quarantine_entries(self, *, released: bool = False) -> list[dict[str, Any]]:
@@ -410,7 +389,7 @@ class Moderation:
         if found is not None:
             self.quarantined = self.quarantined - {signal}
             self.delivery_counts = await self._db(webhooks.counts)
-            self._wake_send.set()
+            self._wake_sender()
             log.info("signal released from quarantine by %s", by, extra={"signal": signal})
         return found
 
@@ -422,7 +401,7 @@ class Moderation:
         return {"enabled": self.running, "queued": len(self.queue),
                 "quarantined": len(self.quarantined), "deliveries": dict(self.delivery_counts),
                 "rules": len(self.rules), "sightings": list(self.config.sightings)} | {
-                    "counts": dict(self.stats)}  # fmt: skip
+                    "counts": self.counts()}  # fmt: skip
 
 
 def _prune_chunk(
@@ -447,7 +426,7 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.moderation
-        s = m.stats
+        s = m.counts()
         yield CounterMetricFamily("hashmesh_match_log_events", "Matches written to the match "
                                   "log", value=s["logged"])  # fmt: skip
         yield CounterMetricFamily("hashmesh_match_log_dropped", "Matches not logged (nor "

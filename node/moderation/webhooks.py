@@ -36,7 +36,7 @@ import hmac
 import random
 import sqlite3
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -224,6 +224,16 @@ def page(
     return {"deliveries": shown, "next": shown[-1]["row"] if len(rows) > limit else None}
 
 
+def dead_since(conn: sqlite3.Connection, since_ms: int, limit: int = 100) -> list[dict[str, Any]]:
+    """Deliveries that went dead at since_ms or later, in that order (to be logged)."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM deliveries d JOIN signals s ON s.ref = d.signal "
+        "WHERE d.state = 'dead' AND d.done_ms >= ? ORDER BY d.done_ms, d.id LIMIT ?",
+        (since_ms, limit),
+    ).fetchall()
+    return [_entry(r, body=False) for r in rows]
+
+
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Deliveries waiting or given up on, by state (delivered ones are not counted)."""
     found = dict(
@@ -277,6 +287,24 @@ async def send(
         return Attempt(False, None, f"no answer within {timeout_s:g} s")
     except aiohttp.ClientError as e:
         return Attempt(False, None, f"{type(e).__name__}: {e}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt went, and for a failure when to try again (None: it is dead)."""
+
+    delivery: int
+    attempt: Attempt
+    retry_at_ms: int | None
+
+
+def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now_ms: int) -> None:
+    for o in outcomes:
+        if o.attempt.ok:
+            delivered(conn, o.delivery, now_ms, o.attempt.status or 200)
+        else:
+            failed(conn, o.delivery, now_ms, status=o.attempt.status, error=o.attempt.error,
+                   retry_at_ms=o.retry_at_ms)  # fmt: skip
 
 
 def rules_json(rules: Mapping[str, WebhookRule]) -> list[dict[str, Any]]:

@@ -94,11 +94,12 @@ async def _moderation_ctx(app: web.Application) -> AsyncIterator[None]:
     """The match log and actions (node.moderation): started once the store is open, stopped
     (its queue written) before the store closes."""
     node = app[NODE]
-    assert node.moderation is not None
+    moderation = node.moderation
+    assert moderation is not None
     identity = lambda: node.identity if node.membership is not None else None  # noqa: E731
-    await node.moderation.start(store=node.store, author=node.author, identity=identity)
+    await moderation.start(store=node.store, author=node.author, identity=identity)
     yield
-    await node.moderation.stop()
+    await moderation.stop()
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:

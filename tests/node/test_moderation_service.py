@@ -93,7 +93,7 @@ def test_deliveries_retry_until_the_receiver_answers_then_go_dead_and_are_retrie
             assert (await m.retry_delivery(dead["id"]))["state"] == "pending"  # type: ignore[index]
             redone = await until(lambda: _delivered(m, dead["id"]))
             assert redone["attempts"] == 1 and receiver.received[-1].delivery == dead["id"]
-            assert m.stats["dead"] == 1
+            assert m.counts()["dead"] == 1
         finally:
             await m.stop()
             receiver.stop()
@@ -115,14 +115,16 @@ def test_a_queued_delivery_survives_a_restart(tmp_path: Path) -> None:
         m = Moderation(slow, rules, tmp_path, node_name="t")
         await m.start()
         m.observe(answer(1))
-        await until(lambda: asyncio.sleep(0, m.stats["failed"] >= 1))
+        await until(lambda: asyncio.sleep(0, m.counts()["failed"] >= 1))
         await m.stop()
         receiver.start()
         again = Moderation(slow, rules, tmp_path, node_name="t")
         await again.start()
         try:
             await until(lambda: asyncio.sleep(0, len(receiver.received) == 1))
-            assert again.delivery_counts["pending"] == 0
+            assert (await again.deliveries(state="pending", before=None, limit=1))["counts"][
+                "pending"
+            ] == 0
         finally:
             await again.stop()
             receiver.stop()
