@@ -8,7 +8,8 @@ hit (its labels, list, confirmations) is read later, on the moderation thread.
 
 One answer entry (one hashed query, one uploaded file) gives at most one event per signal:
 an image whose PDQ and its rotations both hit a signal is one match of that signal, at the
-smaller distance. An answer that matched nothing costs one dict lookup.
+smaller distance; the ``vpdq`` values of one video, answered with that video's one answer,
+give its hits once. An answer that matched nothing costs one dict lookup.
 
 ``caller`` names who asked, for the log: ``api`` (the bearer token) unless the request's
 context says otherwise (the web UI sets ``ui:<user>`` through ``MATCH_CALLER``).
@@ -77,11 +78,15 @@ def collect(
     if not answer.get("matched"):
         return []
     events: list[MatchEvent] = []
+    shared: set[int] = set()  # hits already seen (the vpdq values of one video share them)
     for entry in answer.get("results", ()):
         if not isinstance(entry, dict) or not entry.get("matched"):
             continue
         best: dict[str, tuple[tuple[str, str], dict[str, Any]]] = {}
         for query, hit in _hits(entry, _entry_query(entry)):
+            if id(hit) in shared:
+                continue
+            shared.add(id(hit))
             if quarantined and hit["id"] in quarantined:
                 hit["quarantined"] = True
             known = best.get(hit["id"])

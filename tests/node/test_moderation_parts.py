@@ -103,6 +103,14 @@ def test_a_video_match_has_no_distance_and_names_the_video() -> None:
     assert (found.query_type, found.query_value, found.distance) == ("md5", "6" * 32, None)
 
 
+def test_the_vpdq_values_of_one_video_share_its_hits_once() -> None:
+    video = {"kind": "video", "matched": True, "videos": [{"video_id": "9" * 64,
+             "signals": [hit(3, None)]}], "images": []}  # fmt: skip
+    results = [{"query": {"type": "vpdq", "value": f"{'9' * 64}:{n}"}} | video for n in range(3)]
+    [found] = collect({"matched": True, "results": results}, "api", T0)
+    assert (found.query_type, found.signal) == ("vpdq", f"{3:064x}")
+
+
 def test_hits_of_quarantined_signals_are_marked_in_the_answer() -> None:
     hits = [hit(1), hit(2)]
     answer = {"matched": True, "results": [{"query": {"type": "pdq", "value": "1" * 64},

@@ -63,6 +63,18 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path: Path) -> Non
     asyncio.run(run())
 
 
+def test_with_the_match_log_off_nothing_is_opened_or_logged(tmp_path: Path) -> None:
+    async def run() -> None:
+        m = Moderation(ModerationConfig(match_log=False), [], tmp_path, node_name="t")
+        await m.start()
+        hit = answer(1)
+        m.observe(hit)
+        assert not m.running and m.queue == [] and not (tmp_path / "moderation.db").exists()
+        await m.stop()
+
+    asyncio.run(run())
+
+
 def test_deliveries_retry_until_the_receiver_answers_then_go_dead_and_are_retried(
     tmp_path: Path,
 ) -> None:
