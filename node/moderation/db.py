@@ -93,7 +93,6 @@ CREATE TABLE deliveries (
     last_error TEXT
 );
 CREATE INDEX deliveries_due ON deliveries (state, next_ms);
-CREATE INDEX deliveries_signal ON deliveries (signal, state);
 CREATE TABLE sightings (
     signal INTEGER PRIMARY KEY,
     state TEXT NOT NULL CHECK (state IN ('pending', 'held', 'published', 'skipped')),

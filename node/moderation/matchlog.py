@@ -15,6 +15,8 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import orjson
+
 from node.moderation.db import ID_SHIFT, match_id, ts_of
 from node.moderation.events import MatchEvent
 
@@ -23,19 +25,29 @@ MAX_PAGE: Final = 1000
 
 
 def signal_refs(conn: sqlite3.Connection, events: Sequence[MatchEvent]) -> dict[str, int]:
-    """Each signal of events -> its ref, its row created or its count and last match moved."""
+    """Each signal of events -> its ref: the rows of signals seen before are found in one
+    statement and their counts moved in another; a new signal's row is created."""
     per: dict[str, list[MatchEvent]] = {}
     for event in events:
         per.setdefault(event.signal, []).append(event)
-    refs: dict[str, int] = {}
+    refs: dict[str, int] = dict(
+        conn.execute(
+            "SELECT signal, ref FROM signals WHERE signal IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(list(per)).decode(),),
+        ).fetchall()
+    )
+    conn.executemany(
+        "UPDATE signals SET total = total + ?, last_ms = max(last_ms, ?) WHERE ref = ?",
+        [(len(mine), mine[-1].ts, refs[s]) for s, mine in per.items() if s in refs],
+    )
     for signal, mine in per.items():
-        first, last = mine[0], mine[-1]
-        (refs[signal],) = conn.execute(
-            "INSERT INTO signals (signal, type, list, total, first_ms, last_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (signal) DO UPDATE SET "
-            "total = total + excluded.total, last_ms = excluded.last_ms RETURNING ref",
-            (signal, first.signal_type, first.list_name, len(mine), first.ts, last.ts),
-        ).fetchone()
+        if signal not in refs:
+            refs[signal] = int(conn.execute(
+                "INSERT INTO signals (signal, type, list, total, first_ms, last_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (signal, mine[0].signal_type, mine[0].list_name, len(mine), mine[0].ts,
+                 mine[-1].ts),
+            ).lastrowid or 0)  # fmt: skip
     return refs
 
 
