@@ -31,6 +31,10 @@ Every key, its default and its environment variable::
             dihedral = false (image queries also try the 7 rotations and mirror images)
     [match]  radius per type, min_confirmations, max_dispute_share, ignore_members, and
              [match.labels."LABEL"] / [match.lists."NAME"] (node.matchpolicy)
+    [moderation]  the match log, actions on a match, sightings, flood quarantine
+                  (``ModerationConfig``; node.moderation)
+    [[webhooks]]  url, secret (or secret_env), name, labels, lists, types, min_confirmations:
+                  one rule each (``WebhookRule``)
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from node.errors import ConfigError
 from node.matchpolicy import RADIUS_BITS, MatchPolicy, parse_config
@@ -110,6 +114,75 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ModerationConfig:
+    """``[moderation]``: what the node does with the matches it answers (node.moderation)."""
+
+    match_log: bool = True  # keep a log of every match answered (off: no log, no actions)
+    match_log_days: float = 30.0  # how long a logged match is kept
+    match_log_max_rows: int = 10_000_000  # and at most this many (the oldest go first)
+    queue_max: int = 100_000  # matches waiting to be written; beyond, dropped and counted
+    flush_interval_s: float = 0.5  # the log is written in batches this often
+    sightings: tuple[str, ...] = ()  # labels whose signals get a `seen` opinion ("*": all)
+    sighting_interval_s: float = 60.0  # sightings are published in batches this often
+    sighting_batch: int = 20  # and at most this many at a time
+    flood_floor: int = 1000  # quarantine when a window's matches pass this (0: never) ...
+    flood_factor: float = 10.0  # ... and this many times the signal's baseline per window
+    flood_window_s: float = 3600.0
+    flood_baseline_days: float = 7.0  # the history the baseline is taken over
+    held_max: int = 100  # held webhook deliveries kept per quarantined signal
+    webhook_max_attempts: int = 8  # failed attempts before a delivery is dead
+    webhook_backoff_s: float = 5.0  # first retry after about this; doubles each time
+    webhook_backoff_max_s: float = 3600.0
+    webhook_timeout_s: float = 10.0
+    webhook_concurrency: int = 8  # deliveries in flight at once
+
+    def __post_init__(self) -> None:
+        positive = ("match_log_days", "flush_interval_s", "sighting_interval_s",
+                    "flood_factor", "flood_window_s", "flood_baseline_days",
+                    "webhook_backoff_s", "webhook_backoff_max_s", "webhook_timeout_s")  # fmt: skip
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        at_least_one = ("match_log_max_rows", "queue_max", "sighting_batch",
+                        "webhook_max_attempts", "webhook_concurrency")  # fmt: skip
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be 1 or more")
+        if self.flood_floor < 0 or self.held_max < 0:
+            raise ValueError("flood_floor and held_max must be 0 or more")
+        for label in self.sightings:
+            if not isinstance(label, str) or not label:
+                raise ValueError('sightings must be a list of labels (or ["*"])')
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRule:
+    """One ``[[webhooks]]`` rule: a match whose signal passes every filter is POSTed to url,
+    signed with secret (node.moderation.webhooks). An empty filter lets everything through."""
+
+    name: str
+    url: str
+    secret: str = field(repr=False)
+    labels: tuple[str, ...] = ()  # the signal has one of these labels
+    lists: tuple[str, ...] = ()  # the hit comes from one of these lists ("federation")
+    types: tuple[str, ...] = ()  # the signal is of one of these types
+    min_confirmations: int = 0  # members' confirm opinions on the signal, at least
+
+    def applies(self, labels: Sequence[str], list_name: str, type_: str, confirms: int) -> bool:
+        return (
+            (not self.labels or any(label in self.labels for label in labels))
+            and (not self.lists or list_name in self.lists)
+            and (not self.types or type_ in self.types)
+            and confirms >= self.min_confirmations
+        )
+
+
+WEBHOOK_KEYS = frozenset({"name", "url", "secret", "secret_env", "labels", "lists", "types",
+                          "min_confirmations"})  # fmt: skip
+MIN_SECRET_CHARS = 16
+
+
+@dataclass(frozen=True, slots=True)
 class TlsConfig:
     enabled: bool = True
     cert: str = "tls.crt"
@@ -134,6 +207,8 @@ class NodeConfig:
     media: MediaConfig = field(default_factory=MediaConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     match: MatchPolicy = field(default_factory=MatchPolicy)
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    webhooks: tuple[WebhookRule, ...] = ()
 
     @property
     def host(self) -> str:
@@ -247,6 +322,8 @@ TOP_KEYS = {
     "media",
     "tls",
     "match",
+    "moderation",
+    "webhooks",
 }
 
 
@@ -300,7 +377,61 @@ def load_config(home: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
         media=_section(data, "media", MediaConfig),
         tls=tls,
         match=parse_config(data.get("match")),
+        moderation=_moderation(data),
+        webhooks=_webhooks(data.get("webhooks", []), env),
     )
+
+
+def _moderation(data: Mapping[str, Any]) -> ModerationConfig:
+    """``[moderation]``: as ``_section``, with ``sightings`` a list of labels."""
+    raw = data.get("moderation", {})
+    if not isinstance(raw, dict):
+        raise ConfigError("[moderation] must be a table")
+    sightings = raw.get("sightings", [])
+    if not isinstance(sightings, list) or not all(isinstance(x, str) for x in sightings):
+        raise ConfigError('[moderation] sightings must be a list of labels, or ["*"]')
+    rest = _section({"moderation": {k: v for k, v in raw.items() if k != "sightings"}},
+                    "moderation", ModerationConfig)  # fmt: skip
+    labels = tuple(dict.fromkeys(x.strip().lower() for x in sightings))
+    return replace(cast(ModerationConfig, rest), sightings=labels)
+
+
+def _webhooks(raw: object, env: Mapping[str, str]) -> tuple[WebhookRule, ...]:
+    """The ``[[webhooks]]`` rules: each needs an http(s) url and a secret of at least
+    MIN_SECRET_CHARS characters (``secret``, or ``secret_env`` naming an environment
+    variable); names are unique (default ``webhook-N``)."""
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        raise ConfigError("webhooks must be [[webhooks]] tables")
+    rules: list[WebhookRule] = []
+    for n, table in enumerate(raw, 1):
+        where = f"[[webhooks]] #{n}"
+        unknown = set(table) - WEBHOOK_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
+        url = table.get("url")
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: url must be an http:// or https:// URL")
+        secret = table.get("secret")
+        if "secret_env" in table:
+            secret = env.get(str(table["secret_env"]))
+            if secret is None:
+                raise ConfigError(f"{where}: environment variable {table['secret_env']} is unset")
+        if not isinstance(secret, str) or len(secret) < MIN_SECRET_CHARS:
+            raise ConfigError(f"{where}: secret must be at least {MIN_SECRET_CHARS} characters")
+        filters = {k: table.get(k, []) for k in ("labels", "lists", "types")}
+        for key, value in filters.items():
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ConfigError(f"{where}: {key} must be a list of strings")
+        confirms = table.get("min_confirmations", 0)
+        if type(confirms) is not int or confirms < 0:
+            raise ConfigError(f"{where}: min_confirmations must be a whole number >= 0")
+        name = table.get("name", f"webhook-{n}")
+        if not isinstance(name, str) or not name or name in {r.name for r in rules}:
+            raise ConfigError(f"{where}: name must be a string unique among the webhooks")
+        rules.append(WebhookRule(name, url, secret, labels=tuple(filters["labels"]),
+                                 lists=tuple(filters["lists"]), types=tuple(filters["types"]),
+                                 min_confirmations=confirms))  # fmt: skip
+    return tuple(rules)
 
 
 def _url_list(path: Path, key: str, env_value: str | None, value: object) -> list[str]:

@@ -16,7 +16,11 @@ records with ``protocol.fold_state`` and counts, from the counted records only,
   *log time* -- record timestamps are advisory (SPEC 12.5), set by their authors and never
   checked against a clock, so these durations are what the authors claim;
 - retraction, dispute and confirmation rates as numerator/denominator and integer
-  parts-per-million.
+  parts-per-million;
+- sightings (``sightings``): members' latest counted ``seen`` opinions -- a member saying the
+  hash matched content on its platform (hashmesh nodes can publish them on a first match,
+  node.moderation.sightings) -- in total, per label (signals sighted, sightings) and for the
+  ``MAX_SIGHTED_SIGNALS`` signals sighted by the most members (then by id).
 
 Expiry is evaluated at the newest counted record's ``ts`` ("as of" in log time), never at the
 wall clock. The JSON (``report_bytes``) is canonical (RFC 8785), has no floats and no clock
@@ -52,6 +56,7 @@ UNLABELLED: Final = "(unlabelled)"  # not a valid label token, so it cannot coll
 PPM: Final = 1_000_000
 MAX_CHART_MONTHS: Final = 60  # the tables list everything; the charts stay readable
 MAX_CHART_LABELS: Final = 30
+MAX_SIGHTED_SIGNALS: Final = 100
 DAY_MS: Final = 86_400_000
 DIGEST_OF: Final = "sorted ids of the counted records and the fork evidence records, hex + LF"
 LOG_TIME_NOTE: Final = (
@@ -130,6 +135,7 @@ def build_report(records: Sequence[Record], federation: Federation) -> dict[str,
             _bucket("month", month, row) | {"added_by_member": _added_by(row)}
             for month, row in sorted(by_month.items())
         ],
+        "sightings": _sightings(state),
         "forks": [{"author": a, "seq": p.seq} for a, p in sorted(state.forks.items())],
         "freezes": [
             {"key": k, "seq": seq, "reason": reason}
@@ -239,6 +245,34 @@ def _members(state: State, by_member: Counter) -> list[JsonValue]:
         entry |= _metrics(row) | {m: given[identity].get(m, 0) for m in VERDICT_METRICS.values()}
         out.append(entry | {"rates": _rates(row)})
     return out
+
+
+def _sightings(state: State) -> dict[str, JsonValue]:
+    """Latest counted ``seen`` opinions per signal, per label, and the most sighted signals."""
+    seen_by: dict[str, list[str]] = {}
+    for opinion in state.opinions.values():
+        signal = state.signals.get(opinion.signal)
+        if opinion.verdict == "seen" and signal and opinion_counts(opinion.member, signal.member):
+            seen_by.setdefault(opinion.signal, []).append(opinion.member)
+    by_label: Counter = {}
+    for sid, members in seen_by.items():
+        for label in state.signals[sid].labels or (UNLABELLED,):
+            _bump(by_label, label, "signals_sighted")
+            _bump(by_label, label, "sightings", len(members))
+    ranked = sorted(seen_by.items(), key=lambda item: (-len(item[1]), item[0]))
+    return {
+        "signals_sighted": len(seen_by),
+        "sightings": sum(len(m) for m in seen_by.values()),
+        "labels": [{"label": label, "signals_sighted": row["signals_sighted"],
+                    "sightings": row["sightings"]} for label, row in sorted(by_label.items())],
+        "signals": [{"signal": sid, "labels": _json_list(state.signals[sid].labels),
+                     "sightings": len(members), "members": _json_list(sorted(members))}
+                    for sid, members in ranked[:MAX_SIGHTED_SIGNALS]],
+    }  # fmt: skip
+
+
+def _json_list(items: Iterable[str]) -> list[JsonValue]:
+    return list(items)
 
 
 def _time_to_dispute(state: State, counted: Mapping[str, Record]) -> dict[str, JsonValue]:
@@ -414,6 +448,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         + _table(
             ["label", *METRICS], [[r["label"], *(r[k] for k in METRICS)] for r in report["labels"]]
         ),
+        _sightings_html(report["sightings"]),
         "<h2>Months (UTC)</h2>"
         + _table(
             ["month", *METRICS], [[r["month"], *(r[k] for k in METRICS)] for r in report["months"]]
@@ -423,6 +458,24 @@ def render_html(report: Mapping[str, Any]) -> str:
         "above when the records are the same.</p></body></html>",
     ]
     return "\n".join(parts)
+
+
+def _sightings_html(sightings: Mapping[str, Any]) -> str:
+    head = (
+        f"<h2>Sightings</h2><p>{sightings['sightings']} sightings (members' latest <em>seen</em> "
+        f"opinions: the hash matched on their platform) of {sightings['signals_sighted']} "
+        "signals.</p>"
+    )
+    if not sightings["signals"]:
+        return head
+    return (
+        head
+        + _table(["label", "signals sighted", "sightings"],
+                 [[r["label"], r["signals_sighted"], r["sightings"]] for r in sightings["labels"]])
+        + _table(["signal", "labels", "sightings"],
+                 [[r["signal"][:16], " ".join(r["labels"]), r["sightings"]]
+                  for r in sightings["signals"]])
+    )  # fmt: skip
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

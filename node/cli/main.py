@@ -22,6 +22,7 @@ import click
 
 from node.cli import audit as cli_audit
 from node.cli import lists as cli_lists
+from node.cli import moderation as cli_moderation
 from node.cli import signals as cli_signals
 from node.cli import transfer as cli_transfer
 from node.cli import users as cli_users
@@ -530,6 +531,7 @@ def demo() -> None:
 for _command in (
     *cli_signals.COMMANDS, *cli_transfer.COMMANDS, *cli_users.COMMANDS, *cli_audit.COMMANDS,
     *cli_lists.COMMANDS,
+    *cli_moderation.COMMANDS,
 ):  # fmt: skip
     cli.add_command(_command)
 

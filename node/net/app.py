@@ -33,7 +33,8 @@ from node.config import NodeConfig
 from node.errors import ApiError, NodeError
 from node.home import NodeHome
 from node.media.index import HAMMING_BITS, MatchIndex
-from node.net import gossip, lists_api, local_api, peer_api
+from node.moderation.service import Moderation
+from node.net import gossip, lists_api, local_api, moderation_api, peer_api
 from node.net.context import (
     NODE,
     PROBLEM_MEMBERS,
@@ -96,6 +97,18 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await node.store.close()
 
 
+async def _moderation_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The match log and actions (node.moderation): started once the store is open, stopped
+    (its queue written) before the store closes."""
+    node = app[NODE]
+    moderation = node.moderation
+    assert moderation is not None
+    identity = lambda: node.identity if node.membership is not None else None  # noqa: E731
+    await moderation.start(store=node.store, author=node.author, identity=identity)
+    yield
+    await moderation.stop()
+
+
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[NODE].config
     timeout = aiohttp.ClientTimeout(total=config.gossip.timeout_s)
@@ -124,6 +137,8 @@ def make_app(config: NodeConfig) -> web.Application:
         index=MatchIndex({k: config.match.node_radius(k) for k in HAMMING_BITS}),
         lists=LocalLists(home.path / LISTS_FILE, config.match),
     )
+    node.moderation = Moderation(config.moderation, config.webhooks, home.path,
+                                 node_name=config.name, registry=node.metrics.registry)  # fmt: skip
     node.metrics.watch_counters(node.counters)
     node.metrics.tls_enabled.set(int(node.tls.enabled))
     deadlines = read_deadlines(config.limits.body_timeout_s, counting(node.counters))
@@ -134,11 +149,13 @@ def make_app(config: NodeConfig) -> web.Application:
     app[NODE] = node
     app[METRICS] = node.metrics
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_moderation_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(gossip.gossip_ctx)
     peer_api.add_routes(app)
     local_api.add_routes(app)
     lists_api.add_routes(app)  # local lists (node.net.lists_api)
+    moderation_api.add_routes(app)
     ui.add_routes(app)  # the web UI, loopback only (node.ui)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

@@ -29,6 +29,7 @@ from node.config import NodeConfig
 from node.errors import ApiError, refused
 from node.home import NodeHome
 from node.media.index import MatchIndex
+from node.moderation.service import Moderation
 from node.net.httpsig import RequestVerifier
 from node.net.local_lists import LocalLists
 from node.net.metrics import Metrics
@@ -84,6 +85,7 @@ class Node:
     announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # enabled signal types this node's registry does not know (SPEC 11: it must upgrade)
     unknown_enabled: frozenset[str] = frozenset()
+    moderation: Moderation | None = None  # the match log and actions (node.moderation)
 
     def is_peer_key(self, key: str) -> bool:
         """May key talk to this node: the current key of a member or auditor, neither

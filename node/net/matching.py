@@ -254,7 +254,10 @@ async def match_hashes(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     by_video = await _match_video_values(node, list(videos.values()), MediaOptions.of(node, body))
     results = [by_video[q.value] if i in videos else next(found) for i, q in enumerate(queries)]
     node.counters["match_queries"] = node.counters.get("match_queries", 0) + len(queries)
-    return {"matched": any(r["matched"] for r in results), "results": results}
+    answer = {"matched": any(r["matched"] for r in results), "results": results}
+    if node.moderation is not None:  # the match log and actions: queued, never waited for
+        node.moderation.observe(answer)
+    return answer
 
 
 async def _match_video_values(
@@ -389,7 +392,10 @@ async def match_images(request: web.Request, node: Node) -> dict[str, Any]:
         for _name, f in files:
             f.close()
     node.counters["match_queries"] = node.counters.get("match_queries", 0) + len(files)
-    return {"matched": any(r["matched"] for r in results), "results": results}
+    answer = {"matched": any(r["matched"] for r in results), "results": results}
+    if node.moderation is not None:  # the match log and actions: queued, never waited for
+        node.moderation.observe(answer)
+    return answer
 
 
 async def match_image(node: Node, h: MediaHashes, options: MediaOptions) -> dict[str, Any]:

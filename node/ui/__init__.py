@@ -16,13 +16,15 @@ elsewhere. People sign in with the accounts of ``hashmesh user`` (``node.store.u
     GET  /ui/audit  POST /ui/audit   GET /ui/report   GET /ui/log
     GET  /ui/lists  GET /ui/lists/{name}   local lists and the match policy
     POST /ui/lists/{name}/entries|remove|switch   add, remove, switch on/off (moderator)
+    GET  /ui/matchlog                POST /ui/matchlog/release/{signal}
+    POST /ui/webhooks/{id}/retry                                           (moderator)
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from node.ui import lists_views, views
+from node.ui import lists_views, moderation, views
 from node.ui.jobs import UI, UiState, ui_ctx
 from node.ui.render import setup
 
@@ -61,3 +63,4 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/ui/lists/{name}/remove", lists_views.list_remove)
     r.add_post("/ui/lists/{name}/switch", lists_views.list_switch)
     r.add_get("/ui/static/{name}", views.static_file)
+    moderation.add_routes(app)  # /ui/matchlog (node.ui.moderation)

@@ -31,6 +31,7 @@ from node.store.membership_view import members_json, pending_votes
 from node.store.read import STATUSES, SignalQuery
 from node.store.read import signals as list_signals
 from node.ui import actions, queries
+from node.ui import moderation as ui_moderation
 from node.ui.actions import FormError
 from node.ui.auth import (
     LOGIN_COOKIE,
@@ -184,6 +185,7 @@ async def dashboard(ctx: Ctx) -> web.StreamResponse:
         "barred": sorted(gossip.barred.items()),
         "rates": rates(ctx.request.app[UI], node),
         "pending": pending,
+        "moderation": await ui_moderation.summary(node),
     }
     return render(ctx.request, "dashboard.html", context, ctx=ctx)
 
@@ -296,6 +298,7 @@ async def signal_page(ctx: Ctx) -> web.StreamResponse:
         "verdicts": VERDICTS,
         "taxonomy": _taxonomy(node),
         "done": ctx.request.query.get("done"),
+        "matched": await ui_moderation.signal_matches(node, sid),
     }
     return render(ctx.request, "signal.html", context, ctx=ctx)
 
@@ -361,6 +364,7 @@ async def match_pasted(ctx: Ctx) -> web.StreamResponse:
             if not pairs:
                 raise FormError(f"{line[:80]!r} is not a hash of any type (write type:value)")
             queries_ += [{"type": t, "value": v} for t, v in pairs]
+        ui_moderation.set_caller(ctx)
         answer = await match_hashes(ctx.node, {"hashes": queries_})
     except FormError as e:
         context["error"] = str(e)
@@ -382,6 +386,7 @@ async def match_upload(ctx: Ctx) -> web.StreamResponse:
     try:
         if not ctx.request.content_type.startswith("multipart/"):
             raise FormError("choose one or more images to upload")
+        ui_moderation.set_caller(ctx)
         answer = await match_images(ctx.request, ctx.node)
     except FormError as e:
         context["error"] = str(e)
