@@ -21,7 +21,9 @@ from typing import Any, NoReturn
 import click
 
 from node.cli import audit as cli_audit
+from node.cli import replica as cli_replica
 from node.cli import signals as cli_signals
+from node.cli import tokens as cli_tokens
 from node.cli import transfer as cli_transfer
 from node.cli import users as cli_users
 from node.cli.backend import LocalApi, open_backend
@@ -527,7 +529,8 @@ def demo() -> None:
 
 # ---- commands defined in their own modules: one CLI, one error boundary -------------------
 for _command in (
-    *cli_signals.COMMANDS, *cli_transfer.COMMANDS, *cli_users.COMMANDS, *cli_audit.COMMANDS
+    *cli_signals.COMMANDS, *cli_transfer.COMMANDS, *cli_users.COMMANDS, *cli_audit.COMMANDS,
+    *cli_tokens.COMMANDS, *cli_replica.COMMANDS,
 ):  # fmt: skip
     cli.add_command(_command)
 

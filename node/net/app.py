@@ -32,7 +32,7 @@ from node.clock import now_ms
 from node.config import NodeConfig
 from node.errors import ApiError, NodeError
 from node.home import NodeHome
-from node.net import gossip, local_api, peer_api
+from node.net import gossip, local_api, peer_api, replica_api
 from node.net.context import (
     NODE,
     PROBLEM_MEMBERS,
@@ -129,6 +129,7 @@ def make_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(gossip.gossip_ctx)
     peer_api.add_routes(app)
     local_api.add_routes(app)
+    replica_api.add_routes(app)  # the snapshot match replicas start from
     ui.add_routes(app)  # the web UI, loopback only (node.ui)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

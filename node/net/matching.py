@@ -25,11 +25,12 @@ import io
 import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 from aiohttp import BodyPartReader, StreamReader, web
 
 from node.clock import now_ms
+from node.config import LimitsConfig, MediaConfig
 from node.errors import ApiError, MediaError
 from node.media import media
 from node.media.hashing import MediaHashes
@@ -38,7 +39,6 @@ from node.media.matchindex import Hit
 from node.media.types import PICTURE_TYPES, VIDEO_TYPES
 from node.media.video import VideoHashes
 from node.net.api_input import unknown_fields
-from node.net.context import Node
 from protocol.errors import RemoteProtocolError
 from protocol.signal_types import canonical_value, is_featureless, signal_type
 from protocol.vpdq import VPDQ_COMPARED_MATCH_PCT, VPDQ_QUERY_MATCH_PCT, VpdqFrame, join_vpdq
@@ -54,6 +54,31 @@ QUERY_FIELDS = frozenset({"type", "value", "quality"})
 PERCEPTUAL_TYPES = PICTURE_TYPES  # hashed from the picture: gated by PDQ quality
 _CHUNK_BYTES = 64 * 1024
 _SPOOL_BYTES = 8 * 1024 * 1024  # past this, chunks are written off the event loop
+
+
+class MatchSettings(Protocol):
+    @property
+    def limits(self) -> LimitsConfig: ...
+    @property
+    def media(self) -> MediaConfig: ...
+
+
+class Node(Protocol):
+    """What matching needs of the process that answers: the node (``node.net.context.Node``)
+    or a match replica (``node.replica``), which holds the same index and provenance."""
+
+    @property
+    def config(self) -> MatchSettings: ...
+    @property
+    def index(self) -> MatchIndex: ...
+    @property
+    def index_lock(self) -> asyncio.Lock: ...
+    @property
+    def counters(self) -> dict[str, int]: ...
+
+    async def signal_rows(self, rows: Sequence[int], now_ms: int) -> list[dict[str, Any]]:
+        """Provenance of indexed signals by key, in order (unknown keys left out)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -479,8 +504,7 @@ async def _rows(node: Node, keys: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Provenance of signals by store key (the match answer's hit shape, without distance)."""
     if not keys:
         return {}
-    now = now_ms()
-    details = await node.store.read(lambda s: s.signal_rows(list(keys), now_ms=now))
+    details = await node.signal_rows(keys, now_ms())
     return {cast(int, d["row"]): d for d in details}
 
 
@@ -515,8 +539,7 @@ async def _with_provenance(
     node: Node, queries: Sequence[Query], hits: list[list[Hit]], max_hits: int
 ) -> list[dict[str, Any]]:
     rows = sorted({h.key for per in hits for h in per[:max_hits]})
-    now = now_ms()
-    details = await node.store.read(lambda s: s.signal_rows(rows, now_ms=now)) if rows else []
+    details = await node.signal_rows(rows, now_ms()) if rows else []
     by_row = {cast(int, d["row"]): d for d in details}
     results = []
     for query, per in zip(queries, hits, strict=True):

@@ -63,6 +63,9 @@ NODE_COUNTERS = (
     ("requests_timed_out", "hashmesh_requests_timed_out",
      "Requests whose headers or body did not arrive in time (connection closed)"),
     ("match_queries", "hashmesh_match_queries", "Hashes and images looked up by match requests"),
+    ("replica_snapshots", "hashmesh_replica_snapshots", "Snapshots streamed to match replicas"),
+    ("replica_snapshots_refused", "hashmesh_replica_snapshots_refused",
+     "Snapshot requests refused with 429 while another streamed"),
 )  # fmt: skip
 
 
