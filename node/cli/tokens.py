@@ -34,13 +34,20 @@ def tokens() -> None:
     required=True,
     help="The replica's name (lowercase letters, digits, . _ -), e.g. its Deployment's.",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Register the token in this file (one issued before, e.g. after the database was "
+    "restored from a backup) instead of making a new one.",
+)
 @home_option
 @json_option
-def tokens_issue(name: str, home: Path, as_json: bool) -> None:
+def tokens_issue(name: str, token_file: Path | None, home: Path, as_json: bool) -> None:
     """Make a token for one replica and print it, once: the node keeps only its hash. It
     reads the snapshot, the change feed and lookups; anything else with it is 403."""
+    given = token_file.read_text(encoding="utf-8").strip() if token_file else None
     with tokens_db(home) as conn:
-        token = replica_tokens.issue(conn, name, now_ms=_now_ms())
+        token = replica_tokens.issue(conn, name, now_ms=_now_ms(), token=given)
     emit(
         {"name": name, "token": token},
         as_json,

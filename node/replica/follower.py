@@ -122,6 +122,9 @@ class Follower:
                 await asyncio.sleep(e.retry_after_s + self.rng.uniform(0, e.retry_after_s))
             except (aiohttp.ClientError, TimeoutError, PeerError, ValueError) as e:
                 await self._failed(e)
+            except Exception as e:  # a bug: logged with its traceback, and still following
+                log.exception("the replica's follower failed unexpectedly; retrying")
+                await self._failed(e)
 
     async def _restart(self, e: EpochChangedError) -> None:
         """Start over from a new snapshot, after a random wait (no stampede)."""
@@ -133,7 +136,7 @@ class Follower:
 
     async def _failed(self, e: BaseException) -> None:
         status = self.status
-        if status.node_up or status.last_error is None:
+        if status.node_up or status.last_error != (str(e) or repr(e)):
             log.warning("the node %s is unreachable or failing: %s; answering from what is "
                         "held, retrying", self.settings.node_url, e or repr(e))  # fmt: skip
         status.node_up = False
@@ -202,7 +205,8 @@ class Follower:
                   "epoch": status.epoch or "", "wait_ms": str(self.wait_ms())}  # fmt: skip
         async with self._get("/v1/changes", params) as response:
             if response.status == 409:
-                raise EpochChangedError((await response.json()).get("detail", "409"))
+                detail = (await response.json(content_type=None)).get("detail", "")
+                raise EpochChangedError(f"the node's change feed restarted: {detail}")
             await _check(response)
             page = await response.json(loads=orjson.loads)
         entries, last = page.get("changes"), page.get("last")
@@ -254,8 +258,8 @@ async def _check(response: aiohttp.ClientResponse) -> None:
     if response.status == 200:
         return
     try:
-        detail = (await response.json()).get("detail", "")
-    except (ValueError, aiohttp.ContentTypeError):
+        detail = (await response.json(content_type=None)).get("detail", "")
+    except (ValueError, AttributeError):
         detail = (await response.text())[:200]
     raise PeerError(f"{response.method} {response.url.path}: {response.status} {detail}",
                     status=502 if response.status >= 500 else response.status)  # fmt: skip

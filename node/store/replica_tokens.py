@@ -10,6 +10,9 @@ lookup); any other request made with it is refused with 403.
 - A token is ``hmr_`` and 256 random bits (URL-safe base64). The database keeps only its
   SHA-256 (table ``replica_tokens``, migration ``0005_replica_tokens``): a random 256-bit
   secret needs no slow hash, and a copy of the database gives no working token.
+- The tokens are the node's own, not records: a database restored from a jsonl backup
+  (README "Backups and restore") has none, and ``issue --token-file`` registers each
+  replica's token again rather than making new ones to hand out.
 - Revoking keeps the row (name, when issued, when revoked), so ``list`` shows what existed;
   a revoked name can be issued again, which replaces the row with a new token.
 
@@ -78,9 +81,13 @@ def looks_like_token(text: str) -> bool:
     return text.startswith(TOKEN_PREFIX) and 40 <= len(text) <= 80
 
 
-def issue(conn: sqlite3.Connection, name: str, *, now_ms: int) -> str:
-    """A new token for replica ``name``; refused while an active one has that name."""
+def issue(conn: sqlite3.Connection, name: str, *, now_ms: int, token: str | None = None) -> str:
+    """A new token for replica ``name`` (or ``token``, one issued before: after a database
+    is restored from a backup, the replicas keep the tokens they hold); refused while an
+    active one has that name."""
     check_name(name)
+    if token is not None and not (looks_like_token(token) and token.isascii()):
+        raise InputError("not a replica token: it starts with hmr_ (see 'hashmesh tokens issue')")
     with _immediate(conn):
         row = conn.execute(
             "SELECT revoked_ms FROM replica_tokens WHERE name = ?", (name,)
@@ -90,7 +97,7 @@ def issue(conn: sqlite3.Connection, name: str, *, now_ms: int) -> str:
                 f"replica {name!r} already has an active token: revoke it first "
                 f"('hashmesh tokens revoke {name}') or choose another name"
             )
-        token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+        token = token or TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
         conn.execute(
             "INSERT OR REPLACE INTO replica_tokens (name, token_hash, issued_ms, revoked_ms) "
             "VALUES (?, ?, ?, NULL)",

@@ -161,12 +161,18 @@ def test_tokens_commands_issue_list_and_revoke(tmp_path: Path) -> None:
     assert tokens(a.home, "issue", "--replica", "web-1").exit_code == 0
     human = tokens(a.home, "list").output
     assert human.startswith("web-1") and human.rstrip().endswith("active")
+    kept = tmp_path / "web-2.token"  # a replica's token registered again (a restored node)
+    kept.write_text(token + "\n")
+    assert tokens(a.home, "issue", "--replica", "web-2", "--token-file", str(kept)).exit_code == 0
+    kept.write_text("hunter2")
+    refused = tokens(a.home, "issue", "--replica", "web-3", "--token-file", str(kept))
+    assert "not a replica token" in str(refused.exception)
     conn = open_database(NodeHome(a.home).db_path, NodeHome(a.home).federation(),
                          create=False, writer=False)  # fmt: skip
     try:
         stored = conn.execute("SELECT token_hash FROM replica_tokens").fetchall()
         assert stored and all(token.encode() not in row[0] for row in stored)  # hashes only
-        assert replica_tokens.holder(conn, token) is None  # the revoked one
+        assert replica_tokens.holder(conn, token) == "web-2"  # not web-1's any more
     finally:
         conn.close()
 
