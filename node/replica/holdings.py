@@ -13,7 +13,8 @@ A signal leaves at its expiry time without waiting for the feed: ``expire_due`` 
 before every match, and by a timer) drops every signal whose ``expires`` has passed by the
 replica's clock, as the node's feed will say too; so an expired signal is never a hit here.
 
-Provenance is about 0.4 KB of JSON a signal; the status is worked out at answer time
+Provenance is about 0.3 KB of JSON a signal (its author's key, member and name are kept
+once per author); the status is worked out at answer time
 (``protocol.fold.signal_status``), as the node does. Mutation is not thread-safe: the
 replica serialises ``apply``/``expire_due`` with queries (its index lock).
 """
@@ -32,6 +33,8 @@ from protocol.fold import signal_status
 from protocol.records import is_record_id
 
 _ID_PREFIX = b'{"id":"'
+_WHO = ("author", "member", "member_name")  # kept once per author, not once per signal
+_NOT_KEPT = frozenset({"status", *_WHO})
 
 
 class FeedDataError(PeerError):
@@ -68,6 +71,8 @@ class Holdings:
         self._expires: dict[int, int] = {}  # row -> expiry (ms), for rows that have one
         self._due: list[tuple[int, int]] = []  # heap of (expiry ms, row); may hold stale pairs
         self._staged: list[tuple[int, str, str]] = []  # (row, type, value) waiting for build()
+        self._who: list[tuple[object, ...]] = []  # (author, member, member_name) by number
+        self._who_number: dict[tuple[object, ...], int] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -140,14 +145,22 @@ class Holdings:
             blob = self._rows.get(row)
             if blob is not None:
                 signal = orjson.loads(blob)
+                signal.update(zip(_WHO, self._who[signal.pop("who")], strict=True))
                 retracted = signal.get("retracted_by") is not None
                 signal["status"] = signal_status(signal.get("expires"), retracted, now_ms)
                 found.append(signal)
         return found
 
     def _keep(self, row: int, signal: Signal, expires: int | None) -> None:
-        kept = {"id": signal["id"]} | {k: v for k, v in signal.items() if k != "status"}
-        self._rows[row] = orjson.dumps(kept)  # the id first: _drop_id looks for it there
+        who = tuple(signal.get(k) for k in _WHO)
+        number = self._who_number.get(who)
+        if number is None:
+            number = self._who_number[who] = len(self._who)
+            self._who.append(who)
+        kept = {"id": signal["id"]} | {k: v for k, v in signal.items() if k not in _NOT_KEPT}
+        # the id first: _drop_id looks for it there; copied out of orjson's buffer, which
+        # would otherwise keep ~8 KB a signal
+        self._rows[row] = memoryview(orjson.dumps(kept | {"who": number})).tobytes()
         if expires is None:
             self._expires.pop(row, None)
         elif self._expires.get(row) != expires:
