@@ -21,7 +21,8 @@ was cut short and must not be used. ``media`` and ``radii`` are the node's match
 settings, so a replica answers exactly as the node does.
 
 Admission: at most ``SNAPSHOT_STREAMS`` snapshots stream at once; another request is
-answered 429 with ``Retry-After`` (seconds, from how long the last snapshot took). When the
+answered 429 with ``Retry-After`` (seconds: when the current one should end, if it takes
+as long as the last one did). When the
 node's database is restored (a new ``node_epoch``) every replica must start over; together
 with each replica's random wait before it asks, this makes them rebuild one after another
 rather than all at once against the node (HMA's matchers reloading together took its
@@ -105,9 +106,12 @@ class SnapshotGate:
     streaming: int = 0
     most: int = 0  # the most streams ever open at once
     last_duration_s: float = 1.0
+    last_began: float = 0.0  # time.monotonic() when the newest stream began
 
     def retry_after_s(self) -> int:
-        return max(1, math.ceil(self.last_duration_s))
+        """About when the newest stream ends, if it takes as long as the last one did."""
+        left = self.last_duration_s - (time.monotonic() - self.last_began)
+        return max(1, math.ceil(left))
 
 
 SNAPSHOT_GATE = web.AppKey("snapshot_gate", SnapshotGate)
@@ -128,7 +132,7 @@ async def get_snapshot(request: web.Request, node: Node) -> web.StreamResponse:
     gate.streaming += 1
     gate.most = max(gate.most, gate.streaming)
     node.counters["replica_snapshot_streams_most"] = gate.most
-    began = time.monotonic()
+    began = gate.last_began = time.monotonic()
     try:
         return await _stream_snapshot(request, node)
     finally:

@@ -4,7 +4,9 @@ Two founders' nodes run (``a`` and ``b``, gossiping); three replicas follow ``a`
 tokens ``a`` issued (``hashmesh tokens issue --replica``). Signals are added, retracted and
 expired on ``b``, so they reach the replicas the way the federation's records reach a
 member: gossip to ``a``, then ``a``'s change feed. Replica ``r2`` refuses when stale, the
-others serve. Every test first waits until every replica is ready, so any can run alone.
+others serve. The processes are what costs, so one test runs every step on one
+federation (a module fixture would be started again by every xdist worker that runs one
+of several tests); each step first waits until every replica is ready and caught up.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,9 +119,9 @@ class Fed:
     root: Path
 
     def ready(self) -> None:
-        for node in (self.a, self.b):
-            if node.process is None:
-                node.start()
+        stopped = [node for node in (self.a, self.b) if node.process is None]
+        with ThreadPoolExecutor(2) as pool:  # both start at once
+            list(pool.map(NodeProc.start, stopped))
         for replica in self.replicas:
             if replica.process is None:
                 replica.start(wait=False)
@@ -140,9 +143,9 @@ def issue_token(node: NodeProc, name: str, token: str | None = None) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
-    root = tmp_path_factory.mktemp("replicas")
+@pytest.fixture
+def fed(tmp_path: Path) -> Iterator[Fed]:
+    root = tmp_path
     _, (a, b) = found_federation(root, ["a", "b"])
     replicas = [
         ReplicaProc(
@@ -173,10 +176,10 @@ def md5(n: int) -> str:
     return f"{n:032x}"
 
 
-def test_a_signal_added_retracted_and_expired_on_the_federation_reaches_every_replica(
+def a_signal_added_retracted_and_expired_on_the_federation_reaches_every_replica(
     fed: Fed,
 ) -> None:
-    fed.ready()
+    fed.ready()  # every replica ready and caught up first
     value = md5(int(time.time() * 1000))
     body = {"type": "md5", "value": value, "labels": ["entity:x"], "note": "from b"}
     added = fed.b.api("POST", "/v1/signals", body)
@@ -199,8 +202,8 @@ def test_a_signal_added_retracted_and_expired_on_the_federation_reaches_every_re
     assert not fed.a.api("POST", "/v1/match", {"type": "md5", "value": value})["matched"]
 
 
-def test_a_replica_restarted_mid_stream_catches_up(fed: Fed) -> None:
-    fed.ready()
+def a_replica_restarted_mid_stream_catches_up(fed: Fed) -> None:
+    fed.ready()  # every replica ready and caught up first
     r0 = fed.replicas[0]
     base = int(time.time() * 1000) * 100
     for n in range(20):
@@ -226,8 +229,8 @@ def test_a_replica_restarted_mid_stream_catches_up(fed: Fed) -> None:
     assert all(r.metric("hashmesh_replica_feed_errors_total") >= 1 for r in fed.replicas)
 
 
-def test_a_replica_behind_its_node_says_so_and_serves_or_refuses(fed: Fed) -> None:
-    fed.ready()
+def a_replica_behind_its_node_says_so_and_serves_or_refuses(fed: Fed) -> None:
+    fed.ready()  # every replica ready and caught up first
     serving, refusing = fed.replicas[1], fed.replicas[2]
     value = md5(int(time.time() * 1000))
     fed.a.api("POST", "/v1/signals", {"type": "md5", "value": value})
@@ -253,7 +256,7 @@ def test_a_replica_behind_its_node_says_so_and_serves_or_refuses(fed: Fed) -> No
         assert float(headers["Hashmesh-Replica-Lag-S"]) > MAX_LAG_S
     finally:
         fed.a.process.send_signal(signal.SIGCONT)
-    wait_until(lambda: all(r.ready() for r in fed.replicas), timeout=10)
+    wait_until(lambda: all(r.health()["status"] == "ok" for r in fed.replicas), timeout=10)
     _, _, headers = request(serving.port, "POST", "/v1/match", {"type": "md5", "value": value})
     assert "Hashmesh-Replica-Stale" not in headers
 
@@ -264,18 +267,21 @@ def test_a_replica_behind_its_node_says_so_and_serves_or_refuses(fed: Fed) -> No
         assert not body["node_up"] and body["reason"].startswith("the node is unreachable")
     finally:
         fed.a.start()
-    wait_until(lambda: all(r.ready() for r in fed.replicas), timeout=15)
 
 
-def test_the_node_restored_from_a_backup_makes_replicas_rebuild_one_at_a_time(
+def the_node_restored_from_a_backup_makes_replicas_rebuild_one_at_a_time(
     fed: Fed,
 ) -> None:
-    fed.ready()
+    fed.ready()  # every replica ready and caught up first
     value = md5(int(time.time() * 1000))
     fed.b.api("POST", "/v1/signals", {"type": "md5", "value": value})
     everywhere(fed, "md5", value, True)
-    backup = fed.root / "backup.jsonl"
-    assert hm("export", "--home", fed.a.home, "-o", backup).returncode == 0
+    backup = fed.root / "backup.jsonl"  # what `hashmesh export` writes: GET /v1/records
+    token = NodeHome(fed.a.home).token()
+    records = urllib.request.Request(f"http://127.0.0.1:{fed.a.port}/v1/records",
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    with urllib.request.urlopen(records, timeout=30) as answer:
+        backup.write_bytes(answer.read())
     old_epoch = fed.replicas[0].health()["epoch"]
     fed.a.stop()
     home = NodeHome(fed.a.home)
@@ -298,20 +304,33 @@ def test_the_node_restored_from_a_backup_makes_replicas_rebuild_one_at_a_time(
     assert all(r.metric("hashmesh_replica_rebuilds_total") == 1 for r in fed.replicas)
 
 
-def test_a_revoked_replica_token_is_refused(fed: Fed) -> None:
-    fed.ready()
-    extra = ReplicaProc("r3", fed.a, issue_token(fed.a, "r3"), free_port())
-    extra.start()
+def a_revoked_replica_token_is_refused(fed: Fed) -> None:
+    fed.ready()  # every replica ready and caught up first
+    r1 = fed.replicas[1]
+    token = r1.token_file.read_text().strip()
+    status, problem, _ = request(fed.a.port, "POST", "/v1/signals",
+                                 {"type": "md5", "value": md5(1)}, token)  # fmt: skip
+    assert status == 403 and problem["title"] == "forbidden for a replica token"
+    assert hm("tokens", "revoke", "r1", "--home", fed.a.home).returncode == 0
     try:
-        token = extra.token_file.read_text().strip()
-        status, problem, _ = request(fed.a.port, "POST", "/v1/signals",
-                                     {"type": "md5", "value": md5(1)}, token)  # fmt: skip
-        assert status == 403 and problem["title"] == "forbidden for a replica token"
-        assert hm("tokens", "revoke", "r3", "--home", fed.a.home).returncode == 0
         status, problem, _ = request(fed.a.port, "GET", "/v1/changes", None, token)
         assert status == 401 and problem["title"] == "not authorised"
-        wait_until(lambda: not extra.health()["node_up"], timeout=10)
-        assert "401" in extra.health()["last_error"]
-        assert all(r.ready() for r in fed.replicas)  # the others' tokens still work
+        wait_until(lambda: not r1.health()["node_up"], timeout=10)
+        assert "401" in r1.health()["last_error"]
+        assert all(r.health()["node_up"] for r in fed.replicas if r is not r1)
     finally:
-        extra.stop()
+        issue_token(fed.a, "r1", token)  # registered again: r1 follows the node once more
+    wait_until(lambda: r1.health()["node_up"], timeout=15)
+
+
+@pytest.mark.timeout(600)
+def test_three_replicas_follow_a_federation_through_changes_outages_and_a_restore(
+    fed: Fed,
+) -> None:
+    """One federation for every step (processes are what costs here): each step is one
+    acceptance point, and leaves every replica following the node again."""
+    a_signal_added_retracted_and_expired_on_the_federation_reaches_every_replica(fed)
+    a_replica_behind_its_node_says_so_and_serves_or_refuses(fed)
+    a_revoked_replica_token_is_refused(fed)
+    a_replica_restarted_mid_stream_catches_up(fed)
+    the_node_restored_from_a_backup_makes_replicas_rebuild_one_at_a_time(fed)
