@@ -346,3 +346,70 @@ def test_opinions_reach_a_follower_as_new_tallies(tmp_path: Path) -> None:
             assert follower.status.caught_up is not None
 
     served(a.home, run)
+
+
+def test_a_replica_answers_uploads_and_lookups_as_its_node_does(tmp_path: Path) -> None:
+    """The replica app (node.replica.app) and its node app in one process: an image upload
+    and a lookup get the node's answers; ``--api-token-file`` guards the replica's routes;
+    readiness and metrics say where it stands."""
+    import numpy as np
+    from images import encode
+    from PIL import Image
+
+    from node.media.hashing import hash_image
+    from node.replica.app import make_app as make_replica_app
+
+    _, (a, _b) = found_federation(tmp_path, ["a", "b"])
+    picture = Image.fromarray(
+        np.random.default_rng(3).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    ).resize((256, 192))
+    png = encode(picture, "PNG")
+    listed = hash_image(png)
+    node_home = NodeHome(a.home)
+    with Store.open(node_home.db_path, node_home.federation(), create=True) as store:
+        for kind in ("pdq", "md5"):
+            body = SignalBody(kind, listed.as_signals()[kind], ("entity:x",), "seen before")
+            store.append_local(node_home.key(), body, ts=T0)
+    token = issue(a.home, "web-1")
+    node_token = node_home.token()
+
+    async def run(client: Client, app: Any) -> None:
+        settings = ReplicaSettings.for_node(str(client.make_url("")), token, poll_wait_s=0.2,
+                                            api_token="client secret")  # fmt: skip
+        async with TestClient(TestServer(make_replica_app(settings))) as replica:
+            deadline = time.monotonic() + 20
+            while (await replica.get("/readyz")).status != 200:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            form = aiohttp.FormData()
+            form.add_field(
+                "file",
+                encode(picture.resize((240, 180)), "JPEG", quality=85),
+                filename="upload.jpg",
+            )
+            answers = []
+            for server, bearer in ((client, node_token), (replica, "client secret")):
+                auth = {"Authorization": f"Bearer {bearer}"}
+                response = await server.post("/v1/match", data=form(), headers=auth)
+                assert response.status == 200, await response.text()
+                answers.append(await response.json())
+            assert answers[0] == answers[1] and answers[1]["matched"]
+            assert {h["type"] for r in answers[1]["results"][0]["results"] for h in r["hits"]} == {
+                "pdq"
+            }  # the edited copy: PDQ within the radius, MD5 no longer equal
+            params = {"signal_type": "video_md5", "signal": listed.md5}
+            lookups = [
+                await (await server.get("/v1/lookup", params=params,
+                                        headers={"Authorization": f"Bearer {bearer}"})).json()
+                for server, bearer in ((client, node_token), (replica, "client secret"))
+            ]  # fmt: skip
+            assert lookups[0] == lookups[1] and lookups[1]["matched"]
+            refused = await replica.get("/v1/lookup", params=params)
+            assert refused.status == 401
+            health = await (await replica.get("/healthz")).json()
+            assert (health["status"], health["signals"], health["node_up"]) == ("ok", 2, True)
+            metrics = await (await replica.get("/metrics")).text()
+            assert "hashmesh_replica_signals 2.0" in metrics
+            assert 'hashmesh_match_requests_total{route="match",status="200"} 1.0' in metrics
+
+    served(a.home, run)
