@@ -101,6 +101,7 @@ class Follower:
     rng: random.Random = field(default_factory=random.Random)
     status: FeedStatus = field(default_factory=FeedStatus)
     _failures: int = 0
+    _confirm: bool = False  # poll once without waiting
     _ssl: SpkiPin | bool = True  # one SpkiPin for every request (aiohttp pools connections by it)
 
     def __post_init__(self) -> None:
@@ -168,6 +169,8 @@ class Follower:
         status = self.status
         status.epoch, status.cursor, status.node_up, status.last_error = epoch, cursor, True, None
         status.rebuilding, status.snapshots = False, status.snapshots + 1
+        status.caught_up = began  # the snapshot holds every change up to its cursor
+        self._confirm = True  # the first poll after it does not wait: readiness comes at once
         status.bootstrap_s = time.monotonic() - began
         log.info("loaded a snapshot of %d signals at cursor %d (epoch %s) in %.1f s",
                  len(holdings), cursor, epoch, status.bootstrap_s)  # fmt: skip
@@ -201,8 +204,9 @@ class Follower:
     async def poll(self) -> None:
         """One long poll of the feed, and its entries applied."""
         status = self.status
+        wait_ms, self._confirm = (0 if self._confirm else self.wait_ms()), False
         params = {"after": str(status.cursor), "limit": str(FEED_PAGE),
-                  "epoch": status.epoch or "", "wait_ms": str(self.wait_ms())}  # fmt: skip
+                  "epoch": status.epoch or "", "wait_ms": str(wait_ms)}  # fmt: skip
         async with self._get("/v1/changes", params) as response:
             if response.status == 409:
                 detail = (await response.json(content_type=None)).get("detail", "")
