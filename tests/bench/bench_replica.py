@@ -7,10 +7,11 @@ in ten, a few opinions) is built once with ``Store.merge_many`` and cached under
 ``--cache``. Then, on this machine (its cores shared by everything below):
 
 - **throughput**: ``hashmesh serve`` alone, then one, then two ``hashmesh replica``
-  processes following it, each loaded for ``--seconds`` by one client process (aiohttp,
+  processes following it, each loaded for ``--seconds`` by the bench (aiohttp,
   ``CONCURRENCY`` requests in flight, batches of ``BATCH`` PDQ hashes: unlisted values with
   one near-duplicate of a listed signal in 20, so answers carry provenance); with two
-  replicas the client alternates between them. Figures are hashes answered per second.
+  replicas it alternates between them. Figures are hashes answered per second, and per
+  CPU-second the serving processes used (``/proc``: what sizes replicas per core).
 - **memory per signal**: a replica's resident memory once it holds the list (and its peak
   while loading: the bulk index build) minus that of a replica holding nothing (same
   imports; its node unreachable), divided by the signals; beside it the match index's own
@@ -141,6 +142,23 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> fl
             pass
         time.sleep(0.05)
     raise SystemExit(f"{url} not ready within {timeout} s")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loaded(urls: list[str], token: str | None, bodies: list[bytes], seconds: float,
+           pids: list[int]) -> tuple[float, float]:  # fmt: skip
+    """(hashes answered per second, hashes per CPU-second of the serving processes)."""
+    before = sum(cpu_s(pid) for pid in pids)
+    began = time.monotonic()
+    rate = asyncio.run(load(urls, token, bodies, seconds))
+    elapsed = time.monotonic() - began
+    used = sum(cpu_s(pid) for pid in pids) - before
+    return rate, rate * elapsed / used
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -313,9 +331,9 @@ def measure(home: Path, work: Path, processes: Processes, seconds: float) -> Non
     bodies = query_bodies(listed, 400)
     print(f"  node ready in {node_start:.1f} s; {signals:,} signals", file=sys.stderr)
 
-    results: dict[str, float] = {}
-    results["node"] = asyncio.run(load([node_url + "/v1/match"], token, bodies, seconds))
-    print(f"  node alone: {results['node']:,.0f} hashes/s", file=sys.stderr)
+    results: dict[str, tuple[float, float]] = {}
+    results["node"] = loaded([node_url + "/v1/match"], token, bodies, seconds, [node.pid])
+    print(f"  node alone: {results['node']}", file=sys.stderr)
 
     empty_port = free_port()
     empty = processes.start("empty", *replica_args(1, tokens[0], empty_port))
@@ -332,13 +350,14 @@ def measure(home: Path, work: Path, processes: Processes, seconds: float) -> Non
     print(
         f"  replica ready in {bootstrap_s:.1f} s; RSS {mem['VmRSS'] / 1024:.0f} MB", file=sys.stderr
     )
-    results["1 replica"] = asyncio.run(load([replicas[0] + "/v1/match"], None, bodies, seconds))
-    print(f"  1 replica: {results['1 replica']:,.0f} hashes/s", file=sys.stderr)
+    results["1 replica"] = loaded([replicas[0] + "/v1/match"], None, bodies, seconds,
+                                  [first.pid])  # fmt: skip
+    print(f"  1 replica: {results['1 replica']}", file=sys.stderr)
     second = processes.start("r1", *replica_args(node_port, tokens[1], ports[1]))
     wait_ready(replicas[1], second, 1200)
     urls = [u + "/v1/match" for u in replicas]
-    results["2 replicas"] = asyncio.run(load(urls, None, bodies, seconds))
-    print(f"  2 replicas: {results['2 replicas']:,.0f} hashes/s", file=sys.stderr)
+    results["2 replicas"] = loaded(urls, None, bodies, seconds, [first.pid, second.pid])
+    print(f"  2 replicas: {results['2 replicas']}", file=sys.stderr)
     lags = propagation(node_url, token, replicas)
 
     node_index = get_json(node_url + "/v1/status", token)["index"]
@@ -356,10 +375,10 @@ def metric(url: str, name: str) -> float:
     raise SystemExit(f"no {name} at {url}")
 
 
-def report(signals: int, seconds: float, results: dict[str, float], per_signal: float,
-           peak: float, index: float, empty_kb: int, lags: list[float], bootstrap_s: float,
-           node_index: Any) -> None:  # fmt: skip
-    node = results["node"]
+def report(signals: int, seconds: float, results: dict[str, tuple[float, float]],
+           per_signal: float, peak: float, index: float, empty_kb: int, lags: list[float],
+           bootstrap_s: float, node_index: Any) -> None:  # fmt: skip
+    node, node_cpu = results["node"]
     print(f"\nmatch replicas at {signals:,} PDQ signals, {os.cpu_count()} cores shared by the "
           f"node, the replicas and the load client; batches of {BATCH} hashes, "
           f"{CONCURRENCY} in flight, {seconds:g} s each; load average at the end "
@@ -367,8 +386,11 @@ def report(signals: int, seconds: float, results: dict[str, float], per_signal: 
     print("| measure | replicas | node alone | ratio |")
     print("|---|---|---|---|")
     for name in ("1 replica", "2 replicas"):
-        print(f"| batch match throughput, {name} | {results[name]:,.0f} hashes/s | "
-              f"{node:,.0f} hashes/s | {results[name] / node:.2f}x |")  # fmt: skip
+        rate, per_cpu = results[name]
+        print(f"| batch match throughput, {name} | {rate:,.0f} hashes/s | {node:,.0f} hashes/s "
+              f"| {rate / node:.2f}x |")  # fmt: skip
+        print(f"| hashes per CPU-second of the serving processes, {name} | {per_cpu:,.0f} | "
+              f"{node_cpu:,.0f} | {per_cpu / node_cpu:.2f}x |")  # fmt: skip
     print(f"| replica memory per signal, held (RSS growth / signals) | {per_signal:.0f} B | "
           f"match index alone {index:.0f} B | {per_signal / index:.1f}x |")  # fmt: skip
     print(f"| replica memory per signal, peak while loading | {peak:.0f} B | | |")
