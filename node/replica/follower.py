@@ -41,7 +41,7 @@ import orjson
 from node.clock import now_ms
 from node.config import MediaConfig
 from node.errors import PeerError
-from node.net.tls import SpkiPin
+from node.net.tls import SpkiPin, describe_mismatch
 from node.replica.holdings import FeedDataError, Holdings
 from node.replica.settings import ReplicaSettings
 
@@ -121,6 +121,8 @@ class Follower:
             except SnapshotBusyError as e:
                 self.status.snapshot_waits += 1
                 await asyncio.sleep(e.retry_after_s + self.rng.uniform(0, e.retry_after_s))
+            except aiohttp.ServerFingerprintMismatch as e:  # not the node's pinned TLS key
+                await self._failed(describe_mismatch(self.settings.node_url, e))
             except (aiohttp.ClientError, TimeoutError, PeerError, ValueError) as e:
                 await self._failed(e)
             except Exception as e:  # a bug: logged with its traceback, and still following

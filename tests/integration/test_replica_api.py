@@ -413,3 +413,35 @@ def test_a_replica_answers_uploads_and_lookups_as_its_node_does(tmp_path: Path) 
             assert 'hashmesh_match_requests_total{route="match",status="200"} 1.0' in metrics
 
     served(a.home, run)
+
+
+def test_a_replica_reaches_an_https_node_only_pinned(tmp_path: Path) -> None:
+    """A real TLS node: its seed URL (``#spki=``) is followed; another pin is refused before
+    a byte is sent; an https URL without a pin is a configuration error."""
+    from node.errors import ConfigError
+
+    _, (a, _b) = found_federation(tmp_path, ["a", "b"], tls=True)
+    fill(a.home, 2)
+    token = issue(a.home, "web-1")
+    a.start()
+    try:
+
+        async def follow(url: str) -> Holdings:
+            held = [Holdings()]
+
+            async def swap(holdings: Holdings, media: MediaConfig) -> None:
+                held[0] = holdings
+
+            async with aiohttp.ClientSession() as session:
+                follower = Follower(ReplicaSettings.for_node(url, token), session, swap,
+                                    _applier(held, 0))  # fmt: skip
+                await follower.bootstrap()
+            return held[0]
+
+        assert len(asyncio.run(follow(a.seed))) == 2
+        with pytest.raises(aiohttp.ServerFingerprintMismatch):
+            asyncio.run(follow(f"{a.url}#spki={'0' * 64}"))
+        with pytest.raises(ConfigError, match="an https node is reached pinned"):
+            ReplicaSettings.for_node(a.url, token)
+    finally:
+        a.stop()
