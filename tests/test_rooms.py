@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("protocol", "node")
 
 # node/'s rooms (README "Layout"): the shell's base stays at the top of node/
-ROOMS = frozenset({"store", "net", "moderation", "media", "audit", "cli", "interop", "ui"})
+ROOMS = frozenset({"store", "net", "moderation", "media", "audit", "cli", "interop", "ui",
+                   "replica"})  # fmt: skip
 BASE = frozenset({"__init__", "__main__", "clock", "config", "errors", "home", "homelock",
                   "matchpolicy", "runtime"})  # fmt: skip
 
@@ -119,7 +120,8 @@ def test_node_is_arranged_in_rooms() -> None:
 
 
 # node/'s rooms from the top down: a module may import its own room and the rooms below it
-LAYERS = ("cli", "ui", "audit", "net", "moderation", "interop", "media", "store", "base")
+LAYERS = ("cli", "ui", "audit", "replica", "net", "moderation", "interop", "media", "store",
+          "base")  # fmt: skip
 # the base's home repairs a database (store) and makes the node's certificate (net); the app
 # (net) mounts the web UI's routes beside the APIs'; ``python -m node`` runs the CLI
 UPWARD = {("node.home", "node.store.schema"), ("node.home", "node.net.tls"),

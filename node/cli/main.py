@@ -23,7 +23,9 @@ import click
 from node.cli import audit as cli_audit
 from node.cli import lists as cli_lists
 from node.cli import moderation as cli_moderation
+from node.cli import replica as cli_replica
 from node.cli import signals as cli_signals
+from node.cli import tokens as cli_tokens
 from node.cli import transfer as cli_transfer
 from node.cli import users as cli_users
 from node.cli.backend import LocalApi, open_backend
@@ -532,6 +534,7 @@ for _command in (
     *cli_signals.COMMANDS, *cli_transfer.COMMANDS, *cli_users.COMMANDS, *cli_audit.COMMANDS,
     *cli_lists.COMMANDS,
     *cli_moderation.COMMANDS,
+    *cli_tokens.COMMANDS, *cli_replica.COMMANDS,
 ):  # fmt: skip
     cli.add_command(_command)
 

@@ -34,7 +34,7 @@ from node.errors import ApiError, NodeError
 from node.home import NodeHome
 from node.media.index import HAMMING_BITS, MatchIndex
 from node.moderation.service import Moderation
-from node.net import gossip, lists_api, local_api, moderation_api, peer_api
+from node.net import gossip, lists_api, local_api, moderation_api, peer_api, replica_api
 from node.net.context import (
     NODE,
     PROBLEM_MEMBERS,
@@ -156,6 +156,7 @@ def make_app(config: NodeConfig) -> web.Application:
     local_api.add_routes(app)
     lists_api.add_routes(app)  # local lists (node.net.lists_api)
     moderation_api.add_routes(app)
+    replica_api.add_routes(app)  # the snapshot match replicas start from
     ui.add_routes(app)  # the web UI, loopback only (node.ui)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

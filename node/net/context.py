@@ -53,6 +53,22 @@ _FREEZE_REASONS = {"fork": "it signed two records at one seq", "removed": "membe
 INDEX_CHUNK_CHANGES = 256  # signal changes indexed per hold of the index lock
 
 
+class Beacon:
+    """Wakes everyone waiting on it when rung: a merge rings the change feed's, so a long
+    poll of ``GET /v1/changes`` (a replica at the feed's end) answers at once."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def armed(self) -> asyncio.Event:
+        """The event the next ``ring`` sets (take it before reading what it guards)."""
+        return self._event
+
+    def ring(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
 @dataclass(slots=True)
 class Node:
     """Everything a request handler or background task of this node needs."""
@@ -83,6 +99,7 @@ class Node:
     index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # queries vs. updates
     index_order: asyncio.Lock = field(default_factory=asyncio.Lock)  # updates in commit order
     announce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    feed_beacon: Beacon = field(default_factory=Beacon)  # rung after a merge added feed entries
     # enabled signal types this node's registry does not know (SPEC 11: it must upgrade)
     unknown_enabled: frozenset[str] = frozenset()
     moderation: Moderation | None = None  # the match log and actions (node.moderation)
@@ -96,6 +113,15 @@ class Node:
     def identity(self) -> str:
         assert self.membership is not None
         return self.membership.owner.get(self.key.public, self.key.public)
+
+    @property
+    def own_member(self) -> str:
+        """This member's identity (its key before the federation is known)."""
+        return self.identity if self.membership is not None else self.key.public
+
+    async def signal_rows(self, rows: Sequence[int], now_ms: int) -> list[dict[str, Any]]:
+        """Provenance of match-index hits (node.net.matching), from the store."""
+        return await self.store.read(lambda s: s.signal_rows(rows, now_ms=now_ms))
 
     async def refresh_membership(self) -> None:
         self.membership = await self.store.read(lambda s: s.membership())
@@ -126,6 +152,8 @@ class Node:
             self.set_membership(result.membership)
         for fork_hook in self.on_forks if result.forks else ():
             fork_hook(result.forks)
+        if result.accepted:
+            self.feed_beacon.ring()
         changes = result.signal_changes
         await index_signal_changes(self.index, self.index_lock, changes, order=self.index_order)
         for status, count in result.counts().items():

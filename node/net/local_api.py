@@ -1,6 +1,7 @@
 """The local operator API: what the member's own moderation systems call.
 
-Protected by the bearer token in ``HOME/api.token`` (``Authorization: Bearer …``); the node
+Protected by the bearer token in ``HOME/api.token`` (``Authorization: Bearer …``; the feed,
+the snapshot and lookups also take a read-only replica token, node.net.replica_api); the node
 binds loopback by default. JSON in, JSON out; errors are problem bodies (node.app) whose
 ``title`` names what failed. Every input is checked strictly, so a mistake is an error rather
 than a silent default: a body's Content-Type must be one the route takes (415), a JSON
@@ -21,6 +22,9 @@ refused. JSON and NDJSON bodies are at most ``max_request_bytes``; image uploads
     POST /v1/hash                           image (raw body or multipart) -> hashes
     POST /v1/match                          {"hashes":[{"type","value"}...]} or multipart images
     GET  /v1/peers    POST /v1/peers {"url"}    POST /v1/sync {"peer"?}
+    GET  /v1/changes?after=&limit=&epoch=&wait_ms=   the change feed (long poll with wait_ms)
+    GET  /v1/lookup?signal_type=&signal=    one hash, HMA's shape
+    GET  /v1/snapshot                       the active list at a feed cursor (node.net.replica_api)
     GET  /v1/records?after_author=&after_seq=&limit=
                                             (export) NDJSON of stored records in (author,
                                             seq) order, streamed in pages of bounded memory
@@ -30,6 +34,8 @@ refused. JSON and NDJSON bodies are at most ``max_request_bytes``; image uploads
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
@@ -54,8 +60,10 @@ from node.net.api_input import (
     require_content_type,
 )
 from node.net.context import NODE, Node, problem
+from node.net.host import MatchHost as Matcher
 from node.net.matching import MATCH_FIELDS, Upload, hash_upload, match_hashes, match_images
 from node.net.peer_api import frontier
+from node.net.replica_api import read_only, refuse_replica
 from node.store import read as store_read
 from node.store.read import SignalQuery
 from protocol.authoring import check_body
@@ -87,6 +95,7 @@ def local(handler: LocalHandler) -> Callable[[web.Request], Awaitable[web.Stream
         node = request.app[NODE]
         supplied = request.headers.get("Authorization", "")
         if not hmac.compare_digest(supplied.encode(), f"Bearer {node.token}".encode()):
+            await refuse_replica(request, node)  # a replica token here: 403, not 401
             raise ApiError("missing or wrong bearer token (see HOME/api.token)", status=401,
                            title="not authorised")  # fmt: skip
         return await handler(request, node)
@@ -412,8 +421,13 @@ async def post_hash(request: web.Request, node: Node) -> web.StreamResponse:
 
 @local
 async def post_match(request: web.Request, node: Node) -> web.StreamResponse:
-    """Fails closed: if any uploaded image cannot be hashed, the answer is a 422 problem (with
-    every file's result and no top-level ``matched``), never a 200 that reads as "clean"."""
+    return await match_response(request, node)
+
+
+async def match_response(request: web.Request, node: Matcher) -> web.StreamResponse:
+    """``POST /v1/match`` on the node or a replica (node.replica). Fails closed: if any
+    uploaded image cannot be hashed, the answer is a 422 problem (with every file's result
+    and no top-level ``matched``), never a 200 that reads as "clean"."""
     if request.content_type != MULTIPART:
         body = await json_body(request, MATCH_FIELDS)
         return web.json_response(await match_hashes(node, body))
@@ -435,22 +449,31 @@ async def post_match(request: web.Request, node: Node) -> web.StreamResponse:
                    errors=errors, results=results)  # fmt: skip
 
 
-CHANGES_PARAMS = ("after", "limit", "epoch")
+CHANGES_PARAMS = ("after", "limit", "epoch", "wait_ms")
 MAX_FEED_PAGE = 10_000
+MAX_FEED_WAIT_MS = 30_000
 
 
-@local
+@read_only
 async def get_changes(request: web.Request, node: Node) -> web.StreamResponse:
     """The change feed after a cursor (``node.store.changefeed``): ``{"epoch", "changes":
     [{"cursor", "ts", "kind", "id", "signal"}], "next", "last"}``. With ``epoch`` (the one the
     reader holds), a feed of another epoch, or a cursor beyond its end, is 409: start
-    over from 0."""
+    over from 0. With ``wait_ms`` (a long poll, as replicas follow it), a reader at the end
+    is answered when a merge adds entries, or with no entries after that long (an expiry
+    alone does not wake it). The node's bearer token or a replica token."""
     q = query_params(request, CHANGES_PARAMS)
     after = int_param(q, "after", 0, 0)
     limit = int_param(q, "limit", 1000, 1, MAX_FEED_PAGE)
-    now = now_ms()
-    await node.store.write(lambda s: s.sweep_expiries(now))
-    page = await node.store.read(lambda s: s.changes(after, limit, now_ms=now))
+    wait_ms = int_param(q, "wait_ms", 0, 0, MAX_FEED_WAIT_MS)
+    armed = node.feed_beacon.armed()  # before the read: a merge after it wakes this poll
+    page = await _feed_page(node, after, limit)
+    at_end = not page["changes"] and after == page["last"]
+    if wait_ms and at_end and q.get("epoch") in (None, page["epoch"]):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_ms / 1000):
+                await armed.wait()
+        page = await _feed_page(node, after, limit)
     stale = q.get("epoch") not in (None, page["epoch"])
     if stale or after > int(page["last"]):  # type: ignore[call-overload]
         why = "another node_epoch" if stale else f"cursor {after} beyond the feed's end"
@@ -462,16 +485,28 @@ async def get_changes(request: web.Request, node: Node) -> web.StreamResponse:
     return web.json_response(page)
 
 
+async def _feed_page(node: Node, after: int, limit: int) -> dict[str, object]:
+    now = now_ms()
+    await node.store.write(lambda s: s.sweep_expiries(now))
+    return await node.store.read(lambda s: s.changes(after, limit, now_ms=now))
+
+
 LOOKUP_PARAMS = ("signal_type", "signal", "radius", "max_hits")
 # python-threatexchange's names for hashmesh's types (it has no phash, dhash or sha1).
 # python-threatexchange names that are not hashmesh names (README: Use with HMA)
 PYTX_TYPE_NAMES = {pytx: name for name, pytx in PYTX_NAMES.items() if pytx != name}
 
 
-@local
+@read_only
 async def lookup(request: web.Request, node: Node) -> web.StreamResponse:
+    """The node's bearer token or a replica token."""
+    return await lookup_response(request, node)
+
+
+async def lookup_response(request: web.Request, node: Matcher) -> web.StreamResponse:
     """One hash by GET, in the shape HMA's lookup takes (``signal_type``, ``signal``): the
-    same answer as ``POST /v1/match`` for that hash, with provenance and tallies."""
+    same answer as ``POST /v1/match`` for that hash, with provenance and tallies (the node's
+    ``GET /v1/lookup``, and a replica's)."""
     q = query_params(request, LOOKUP_PARAMS)
     for name in ("signal_type", "signal"):
         if not q.get(name):

@@ -45,7 +45,7 @@ from node.media.matchindex import Hit
 from node.media.types import PICTURE_TYPES, VIDEO_TYPES
 from node.media.video import VideoHashes
 from node.net.api_input import unknown_fields
-from node.net.context import Node
+from node.net.host import MatchHost as Node
 from node.net.screening import Screen, screen_for, screened
 from protocol.errors import RemoteProtocolError
 from protocol.signal_types import canonical_value, is_featureless, signal_type
@@ -504,8 +504,7 @@ async def _rows(node: Node, keys: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Provenance of signals by store key (the match answer's hit shape, without distance)."""
     if not keys:
         return {}
-    now = now_ms()
-    details = await node.store.read(lambda s: s.signal_rows(list(keys), now_ms=now))
+    details = await node.signal_rows(keys, now_ms())
     return {cast(int, d["row"]): d for d in details}
 
 

@@ -72,6 +72,9 @@ NODE_COUNTERS = (
      "Hits of this member's local match lists in match answers"),
     ("match_suppressed", "hashmesh_match_suppressed",
      "Federation hits suppressed in match answers (by a safelist or the match policy)"),
+    ("replica_snapshots", "hashmesh_replica_snapshots", "Snapshots streamed to match replicas"),
+    ("replica_snapshots_refused", "hashmesh_replica_snapshots_refused",
+     "Snapshot requests refused with 429 while another streamed"),
 )  # fmt: skip
 
 

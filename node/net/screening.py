@@ -33,7 +33,7 @@ from node.clock import now_ms
 from node.errors import ApiError
 from node.matchpolicy import NO_OVERRIDES, Judge, Overrides, resolve_members
 from node.media.matchindex import Hit
-from node.net.context import Node
+from node.net.host import MatchHost as Node
 from node.net.local_lists import ListHit
 from node.store.lists import Entry
 
@@ -72,8 +72,7 @@ def screen_for(
         if missing:
             raise ApiError(f"lists: {', '.join(missing)} is not an enabled local list "
                            "(see GET /v1/lists)", status=404, title="no such list")  # fmt: skip
-    own = node.identity if node.membership is not None else node.key.public
-    return Screen(Judge(policy, overrides, own, ignored), overrides.lists, radius)
+    return Screen(Judge(policy, overrides, node.own_member or "", ignored), overrides.lists, radius)
 
 
 def _needs_provenance(node: Node, screen: Screen) -> bool:
@@ -91,7 +90,7 @@ async def screened(
     full = _needs_provenance(node, screen)
     rows = sorted({h.key for per in hits for h in (per if full else per[:max_hits])})
     now = now_ms()
-    details = await node.store.read(lambda s: s.signal_rows(rows, now_ms=now)) if rows else []
+    details = await node.signal_rows(rows, now) if rows else []
     by_row = {cast(int, d["row"]): d for d in details}
     kept: list[list[dict[str, Any]]] = []
     dropped: list[list[dict[str, Any]]] = []

@@ -49,7 +49,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from node.errors import StoreError, StoreRefusedError
-from node.store import changefeed, users
+from node.store import changefeed, replica_tokens, users
 from protocol import Federation
 from protocol.errors import RemoteProtocolError
 from protocol.federation import parse_genesis
@@ -203,6 +203,13 @@ def _announced_types(db: sqlite_utils.Database) -> None:
     Older nodes stored no announce with types (they reject one), so NULL is right for every
     row already materialised."""
     db.execute("ALTER TABLE announces ADD COLUMN types TEXT")
+
+
+@MIGRATIONS(name="0005_replica_tokens")
+def _replica_tokens(db: sqlite_utils.Database) -> None:
+    """The read-only tokens of match replicas, hashed (node.store.replica_tokens)."""
+    for statement in replica_tokens.TABLES:
+        db.execute(statement)
 
 
 @functools.cache
