@@ -54,7 +54,7 @@ from node.net.peerset import (
 from node.net.tls import SpkiPin, TlsRefusedError, describe_mismatch
 from node.store.store import PreparedMerge, Store
 from protocol.bodies import AnnounceBody
-from protocol.chain import ForkEvidence, Head
+from protocol.chain import ForkEvidence
 from protocol.errors import RemoteProtocolError
 from protocol.gossip import (
     Action,
@@ -494,8 +494,8 @@ class Gossip:
     async def _fetch_frontier(self, exchange: int, url: str) -> FrontierAnswered:
         from node.net.peer_api import frontier
 
-        local = await self._local_heads()
-        mine = await frontier(self.node)
+        mine = await frontier(self.node)  # its heads, frozen authors capped, plan the exchange
+        local = dict(mine.heads)
         status, data = await self._request(
             url, "GET", "/v1/heads", headers={"If-None-Match": f'"{mine.digest()}"'}
         )
@@ -513,10 +513,6 @@ class Gossip:
         if batch:  # SPEC 10.3 step 2: fork evidence first, through the normal merge
             await self.node.merge(batch, source=url)
         return FrontierAnswered(exchange, url, theirs, local)
-
-    async def _local_heads(self) -> dict[str, Head]:
-        heads = await self.node.store.read(lambda s: s.heads())
-        return {h.author: h for h in heads}
 
     async def _fetch_page(self, exchange: int, url: str, page: LogRequest) -> PageReceived | None:
         """Fetch a page and hand it to the verify pool, then to the exchange's writer."""

@@ -4,8 +4,9 @@ Every request must carry an RFC 9421 signature by a current member's or auditor'
 for this node's URL (``node.net.httpsig``); anything else gets 401/403/421 and no data. A query
 parameter given twice is refused (400, naming it).
 
-- ``GET /v1/heads``: the frontier. With ``If-None-Match: "<digest>"`` equal to this node's
-  frontier digest the answer is ``304`` with no body: an idle exchange costs only headers.
+- ``GET /v1/heads``: the frontier, a frozen author's head at its cap (``frontier``). With
+  ``If-None-Match: "<digest>"`` equal to this node's frontier digest the answer is ``304``
+  with no body: an idle exchange costs only headers.
 - ``GET /v1/log/{author}?after=SEQ&limit=N``: the author's records with seq > after, in seq
   order, as NDJSON (one canonical record per line).
 - ``POST /v1/records``: a pushed NDJSON batch; the answer lists what was accepted,
@@ -23,6 +24,7 @@ from aiohttp import web
 
 from node.net.context import NODE, Node, problem
 from node.net.httpsig import NotAMemberError, SignatureRefusedError
+from node.store.store import Store
 from protocol.errors import SyncError
 from protocol.records import is_record_id
 from protocol.sync import (
@@ -70,9 +72,15 @@ def signed(
 
 
 async def frontier(node: Node) -> Frontier:
-    heads = await node.store.read(lambda s: s.heads())
-    forks = await node.store.read(lambda s: [f.to_json() for f in s.forks()])
-    return Frontier({h.author: h for h in heads}, tuple(forks))
+    """This node's frontier: its heads, a frozen author's at its cap (SPEC 10.2), and its
+    fork evidence. The gossip shell plans its pulls and pushes with the same heads."""
+    caps = node.membership.caps if node.membership is not None else {}
+
+    def read(store: Store) -> Frontier:
+        forks = tuple(f.to_json() for f in store.forks())
+        return Frontier(store.frontier_heads(caps), forks)
+
+    return await node.store.read(read)
 
 
 @signed
