@@ -246,20 +246,72 @@ def test_fork_evidence_goes_to_every_peer_also_the_one_it_came_from() -> None:
     assert all(set(p.records) == {fork.first, fork.second} for p in pushes)
 
 
-def test_one_push_per_peer_with_its_records_in_order_and_the_next_batch_after_the_answers() -> None:
+def test_each_peer_has_one_push_in_flight_and_gets_its_backlog_when_it_answers() -> None:
     engine = make_engine(URLS[:2], push_batch_records=3)
     mine = [record(OWN, n) for n in range(5)]
     engine.handle(0, RecordsMerged(tuple(mine), None))
     first = only(engine.tick(20), Push)
-    assert [p.records for p in first] == [tuple(mine[:3])] * 2
+    assert [(p.url, p.records) for p in first] == [(URLS[0], tuple(mine[:3])),
+                                                   (URLS[1], tuple(mine[:3]))]  # fmt: skip
     assert engine.queued == 2
-    engine.handle(25, RecordsMerged((record(OWN, 9),), None))
-    assert only(engine.tick(100), Push) == []  # the first batch is not answered yet
-    engine.handle(100, PushAnswered(URLS[0], None, sent=3))
+    # the rest is routed after one more linger, not held until the answers: it waits in
+    # each peer's backlog while that peer's push is in flight
+    assert only(engine.tick(40), Push) == [] and engine.queued == 0
+    assert timer(engine.handle(45, RecordsMerged((record(OWN, 9),), None))) == 65
+    assert only(engine.tick(65), Push) == []
+    assert engine.backlogs == {URLS[0]: 3, URLS[1]: 3}
+    (second,) = only(engine.handle(100, PushAnswered(URLS[0], None, sent=3)), Push)
+    assert second == Push(URLS[0], (*mine[3:], record(OWN, 9)))  # in the order merged
+    # a failed push backs its peer off and drops its backlog: anti-entropy repairs it
     actions = engine.handle(110, RequestFailed(URLS[1], None, Outcome.UNREACHABLE, "x"))
-    assert timer(actions) == 130
-    (second,) = only(engine.tick(130), Push)  # URLS[1] is backed off now
-    assert second.records == (*mine[3:], record(OWN, 9)) and second.url == URLS[0]
+    assert only(actions, Push) == [] and only(actions, PeerBackedOff) != []
+    assert engine.backlogs == {}
+    engine.handle(120, PushAnswered(URLS[0], None, sent=3))
+    engine.handle(130, RecordsMerged((record(OWN, 10),), None))
+    (third,) = only(engine.tick(150), Push)  # URLS[1] is backed off
+    assert third == Push(URLS[0], (record(OWN, 10),))
+
+
+def test_a_peer_that_never_answers_delays_no_push_to_the_others() -> None:
+    """Today's rule sent the next batch only when every peer had answered the last one, so
+    a peer that drops packets held every push back for its request timeout."""
+    engine = make_engine(URLS[:3], interval_s=100.0)  # no round in these 10 s
+    silent = URLS[2]
+    engine.handle(0, RecordsMerged((record(OWN, 0),), None))
+    assert {p.url for p in only(engine.tick(20), Push)} == set(URLS[:3])
+    now = 20
+    for n in range(1, 20):  # a new record every 500 ms; the silent peer never answers
+        for url in URLS[:2]:
+            engine.handle(now + 30, PushAnswered(url, None, sent=1))
+        now = n * 500
+        due = timer(engine.handle(now, RecordsMerged((record(OWN, n),), None)))
+        assert due == now + 20
+        pushes = only(engine.tick(due), Push)
+        assert [(p.url, p.records) for p in pushes] == [(url, (record(OWN, n),))
+                                                        for url in URLS[:2]]  # fmt: skip
+    assert engine.backlogs == {silent: 19}
+    # its request times out: backed off, backlog dropped, and nothing goes to it meanwhile
+    engine.handle(10_020, RequestFailed(silent, None, Outcome.UNREACHABLE, "timed out"))
+    assert engine.backlogs == {} and silent not in engine.available(10_021)
+
+
+def test_a_backlog_longer_than_a_batch_goes_one_batch_per_answer() -> None:
+    engine = make_engine(URLS[:1], push_batch_records=2)
+    url = URLS[0]
+    mine = [record(OWN, n) for n in range(7)]
+    engine.handle(0, RecordsMerged(tuple(mine), None))
+    assert [p.records for p in only(engine.tick(20), Push)] == [tuple(mine[:2])]
+    for now in (40, 60):  # two more batches routed while the first push is in flight
+        assert only(engine.tick(now), Push) == []
+    assert engine.backlogs == {url: 4} and engine.queued == 1
+    sent = []
+    for now in range(100, 500, 100):
+        actions = engine.handle(now, PushAnswered(url, None, sent=2))
+        sent += [p.records for p in only(actions, Push)]
+        actions = engine.tick(now + 50)
+        sent += [p.records for p in only(actions, Push)]
+    assert sent == [tuple(mine[2:4]), tuple(mine[4:6]), (mine[6],)]
+    assert engine.backlogs == {} and engine.queued == 0
 
 
 # ---- pulls and pushes of an exchange -------------------------------------------------------------
