@@ -17,7 +17,9 @@ answers, as actions::
 - Eager push: merged records are gathered for ``push_linger_ms`` and routed in batches of up
   to ``push_batch_records``: own records to every peer, records straight from their author
   to one, relayed ones to ``fanout`` (``protocol.sync.push_width``), fork evidence to every
-  peer; never back to the source. Each peer has its own pipeline: one ``Push`` in flight at
+  peer; never back to the source. An own record's push asks only ``relay_asks`` random
+  peers to relay it (``relay=1``), the others get it with ``relay=0``: the author already
+  sends it to every peer it knows. Each peer has its own pipeline: one ``Push`` in flight at
   a time, records routed to it meanwhile wait in its backlog and go (up to
   ``push_batch_records``) as soon as that push is answered. A peer whose push fails, or that
   is backed off, loses its backlog (anti-entropy brings it the records), so a peer that
@@ -164,7 +166,8 @@ class GossipEngine:
         self._queue: deque[_Queued] = deque()
         self._linger_at: int | None = None
         self._pushing: set[str] = set()  # peers with a push in flight
-        self._backlog: dict[str, list[Record]] = {}  # routed, waiting for that peer's push
+        # routed, waiting for that peer's push: (record, ask the peer to relay it)
+        self._backlog: dict[str, list[tuple[Record, bool]]] = {}
         self._timer: int | None = None
         self._now = 0
         self._out: list[Action] = []
@@ -441,15 +444,18 @@ class GossipEngine:
         self._linger_at = None
         count = min(len(self._queue), self.settings.push_batch_records)
         batch = [self._queue.popleft() for _ in range(count)]
-        for url, indexes in sorted(self._route(batch).items()):
-            self._backlog.setdefault(url, []).extend(batch[i].record for i in sorted(indexes))
+        for url, routed in sorted(self._route(batch).items()):
+            backlog = self._backlog.setdefault(url, [])
+            backlog.extend((batch[i].record, ask) for i, ask in sorted(routed))
             self._send_backlog(url)
         if self._queue:
             self._linger_at = self._now + self.settings.push_linger_ms
 
-    def _route(self, batch: list[_Queued]) -> dict[str, list[int]]:
-        """The peers each record goes to (by index in batch): records with the same source
-        and width go to the same random peers, so each peer gets one request for them."""
+    def _route(self, batch: list[_Queued]) -> dict[str, list[tuple[int, bool]]]:
+        """Per peer, the records it gets (index in batch) and whether it is asked to relay
+        them. Records with the same source and width go to the same random peers, so each
+        peer gets one request for them; of the peers an own record goes to (all),
+        ``relay_asks`` random ones are asked to relay it."""
         available = [self._peers[url] for url in self.available(self._now)]
         routes: dict[tuple[str | None, bool, int | None], list[int]] = {}
         for index, item in enumerate(batch):
@@ -457,33 +463,59 @@ class GossipEngine:
                 item.record.author, source=item.source, own_key=self.own_key,
                 fanout=self.settings.fanout)  # fmt: skip
             routes.setdefault((item.source, item.everyone, want), []).append(index)
-        per_peer: dict[str, list[int]] = {}
-        for (source, _, want), indexes in routes.items():
+        per_peer: dict[str, list[tuple[int, bool]]] = {}
+        for (source, everyone, want), indexes in routes.items():
             targets = [p.url for p in available if source is None or source not in (p.url, p.key)]
             if want is not None:
                 targets = self._rng.sample(targets, min(want, len(targets)))
+            asked = set(targets)
+            if want is None and not everyone and len(targets) > self.settings.relay_asks:
+                asked = set(self._rng.sample(targets, self.settings.relay_asks))
             for url in targets:
-                per_peer.setdefault(url, []).extend(indexes)
+                per_peer.setdefault(url, []).extend((i, url in asked) for i in indexes)
         return per_peer
 
     def _send_backlog(self, url: str) -> None:
-        """Push the peer's backlog (up to ``push_batch_records``) unless a push to it is in
-        flight; a peer gone or backed off loses it."""
+        """Push the peer's backlog unless a push to it is in flight; a peer gone or backed
+        off loses it."""
         if url in self._pushing:
             return
-        records = self._backlog.pop(url, [])
+        backlog = self._backlog.pop(url, [])
         peer = self._peers.get(url)
-        if not records or peer is None or peer.backoff_until_ms > self._now:
+        if not backlog or peer is None or peer.backoff_until_ms > self._now:
             return
-        limit = self.settings.push_batch_records
-        if len(records) > limit:
-            self._backlog[url] = records[limit:]
-        self._out.append(Push(url, tuple(records[:limit])))
+        records, relay, rest = _next_push(backlog, self.settings.push_batch_records)
+        if rest:
+            self._backlog[url] = rest
+        self._out.append(Push(url, records, relay))
         self._pushing.add(url)
 
     def _push_done(self, url: str) -> None:
         self._pushing.discard(url)
         self._send_backlog(url)
+
+
+def _next_push(
+    backlog: list[tuple[Record, bool]], limit: int
+) -> tuple[tuple[Record, ...], bool, list[tuple[Record, bool]]]:
+    """The next push from a peer's backlog of (record, ask to relay): up to limit records
+    that share the first one's relay flag (a push carries one), in order, and what stays.
+    An author with a record left behind keeps the rest of its records behind too, so each
+    author's records reach the peer in seq order (else it would hold them pending)."""
+    relay = backlog[0][1]
+    taken: list[Record] = []
+    rest: list[tuple[Record, bool]] = []
+    held: set[str] = set()
+    for index, (record, ask) in enumerate(backlog):
+        if len(taken) == limit:
+            rest.extend(backlog[index:])
+            break
+        if ask is relay and record.author not in held:
+            taken.append(record)
+        else:
+            held.add(record.author)
+            rest.append((record, ask))
+    return tuple(taken), relay, rest
 
 
 _HANDLERS: dict[type[Any], Callable[[GossipEngine, Any], None]] = {

@@ -2,8 +2,9 @@
 
 ``protocol.gossip.GossipEngine`` decides everything SPEC 10.3 and 10.6 leave to a node: when
 to run an anti-entropy round and with whom, which log pages to ask for and how far ahead,
-what to push to whom (own records to every peer, relays to one or ``fanout``, fork evidence
-to all, never back to the source), backoff, the 403 "not admitted yet" retry, repairs of
+what to push to whom (own records to every peer, ``relay_asks`` of them asked to relay them,
+relays to one or ``fanout``, fork evidence to all, never back to the source; a pipeline per
+peer), backoff, the 403 "not admitted yet" retry, repairs of
 pushes answered with pending records, and dropping barred peers. ``Gossip`` feeds it the
 clock, the node's merges and membership, and the peers' answers, and performs what it asks:
 
@@ -191,6 +192,7 @@ def _settings(node: Node) -> GossipSettings:
         push_linger_ms=PUSH_LINGER_MS,
         push_batch_records=PUSH_BATCH_RECORDS,
         pull_ahead_pages=PULL_AHEAD_PAGES,
+        relay_asks=g.relay_asks,
     )
 
 

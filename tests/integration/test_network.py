@@ -124,6 +124,25 @@ def test_records_from_their_author_are_relayed_once(
     wait_until(lambda: last in active_ids(nodes[0]), timeout=10)
 
 
+def test_an_author_asks_only_relay_asks_of_its_peers_to_relay(
+    tmp_path: Path, stop_all: list[NodeProc]
+) -> None:
+    """``relay_asks = 1``: a's signal goes to its four peers, one of them asked to relay it
+    (the others get ``relay=0``); that one passes it to one more peer, which has it already.
+    So the federation merges exactly one duplicate (asking every peer made four)."""
+    gossip = PUSH_ONLY | {"relay_asks": 1}
+    _, nodes = found_federation(tmp_path, ["a", "b", "c", "d", "e"], gossip=gossip)
+    start(nodes, stop_all)
+    for node in nodes:  # every node gets every announce (no rounds run) and backs off no one
+        assert node.api("POST", "/v1/sync", {})["errors"] == []
+    before = sum(_counter(n, "merge_duplicate") for n in nodes)
+    signal = add_signal(nodes[0], f"{0xA5C:064x}")
+    wait_until(lambda: all(signal in active_ids(n) for n in nodes), timeout=10)
+    wait_until(lambda: sum(_counter(n, "merge_duplicate") for n in nodes) > before, timeout=10)
+    time.sleep(1.0)  # a second relay would have landed by now
+    assert sum(_counter(n, "merge_duplicate") for n in nodes) - before == 1
+
+
 def test_catch_up_is_not_pushed_on(tmp_path: Path, stop_all: list[NodeProc]) -> None:
     """A node that catches up pulls (and is pushed) what it missed; it does not push that on,
     so its peers are not made to verify again what they hold (SPEC 10.3)."""
