@@ -57,6 +57,7 @@ from node.store.store import PreparedMerge, Store
 from protocol.bodies import AnnounceBody
 from protocol.chain import ForkEvidence
 from protocol.errors import RemoteProtocolError
+from protocol.frontier_delta import parse_frontier_answer, plan_view
 from protocol.gossip import (
     Action,
     Event,
@@ -494,15 +495,30 @@ class Gossip:
         return response.status, data
 
     async def _fetch_frontier(self, exchange: int, url: str) -> FrontierAnswered:
+        """GET /v1/heads, reading deltas (SPEC 10.2); merge its fork evidence; report the
+        peer's frontier and the local heads to plan with (the authors a delta names)."""
         from node.net.peer_api import frontier
 
         mine = await frontier(self.node)  # its heads, frozen authors capped, plan the exchange
-        local = dict(mine.heads)
-        status, data = await self._request(
-            url, "GET", "/v1/heads", headers={"If-None-Match": f'"{mine.digest()}"'}
-        )
+        history = self.node.frontiers
+        digest = history.observe(mine)
+        headers = {"If-None-Match": f'"{digest}"', "Hm-Recent": ",".join(history.recent())}
+        status, data = await self._request(url, "GET", "/v1/heads", headers=headers)
         if status == 304:
-            return FrontierAnswered(exchange, url, None, local)
+            return FrontierAnswered(exchange, url, None, dict(mine.heads))
+        answer = parse_frontier_answer(self._frontier_json(url, status, data))
+        view = plan_view(answer, mine.heads, history, digest)
+        if view is None:  # "at" a frontier this node forgot meanwhile: ask for all of it
+            status, data = await self._request(url, "GET", "/v1/heads")
+            view = parse_frontier(self._frontier_json(url, status, data)), dict(mine.heads)
+        theirs, local = view
+        batch = [str(t).encode() for f in theirs.forks for t in _as_list(f.get("records"))]
+        if batch:  # SPEC 10.3 step 2: fork evidence first, through the normal merge
+            await self.node.merge(batch, source=url)
+        return FrontierAnswered(exchange, url, theirs, local)
+
+    @staticmethod
+    def _frontier_json(url: str, status: int, data: bytes) -> object:
         if status == 403:
             raise NotCountedError(
                 f"{url} does not count this node's key as a member (not admitted yet, "
@@ -510,11 +526,7 @@ class Gossip:
             )
         if status != 200:
             raise PeerError(f"{url} answered {status} to /v1/heads: {answer_text(data)}")
-        theirs = parse_frontier(_json(data))
-        batch = [str(t).encode() for f in theirs.forks for t in _as_list(f.get("records"))]
-        if batch:  # SPEC 10.3 step 2: fork evidence first, through the normal merge
-            await self.node.merge(batch, source=url)
-        return FrontierAnswered(exchange, url, theirs, local)
+        return _json(data)
 
     async def _fetch_page(self, exchange: int, url: str, page: LogRequest) -> PageReceived | None:
         """Fetch a page and hand it to the verify pool, then to the exchange's writer."""
