@@ -19,7 +19,8 @@ Every key, its default and its environment variable::
           tofu = false (trust unpinned https seeds on first use), proxy_cert = "" (with
           enabled = false behind a TLS-terminating proxy: the proxy's certificate, announced)
     [gossip] interval_s = 2.0, fanout = 3, page_records = 5000, timeout_s = 10.0,
-             backoff_max_s = 60.0
+             backoff_max_s = 60.0, relay_asks = 3 (peers asked to relay this node's own
+             records; the others get them with relay=0)
     [limits] max_request_bytes = 4194304 (JSON and NDJSON bodies), max_image_bytes = 33554432
              (an image upload to /v1/hash, /v1/match, /v1/signals), max_image_pixels = 40000000
              (pixels decoded per image), max_batch_records = 2000, header_timeout_s = 10.0,
@@ -63,12 +64,15 @@ class GossipConfig:
     page_records: int = 5000  # bigger pages amortise verification dispatch (bootstrap)
     timeout_s: float = 10.0
     backoff_max_s: float = 60.0
+    relay_asks: int = 3  # peers asked to relay this node's own records (SPEC 10.3)
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0 or not self.timeout_s > 0 or not self.backoff_max_s > 0:
             raise ValueError("interval_s, timeout_s and backoff_max_s must be positive")
         if self.fanout < 0:
             raise ValueError("fanout must be 0 or more")
+        if self.relay_asks < 0:
+            raise ValueError("relay_asks must be 0 or more")
         if not 1 <= self.page_records <= MAX_PAGE_RECORDS:
             raise ValueError(f"page_records must be 1..{MAX_PAGE_RECORDS}")
 
@@ -496,6 +500,7 @@ fanout = {g.fanout}             # relay fanout (own records go to every peer)
 page_records = {g.page_records}    # records per log page
 timeout_s = {g.timeout_s}       # timeout of one peer exchange
 backoff_max_s = {g.backoff_max_s}  # longest backoff for a failing peer
+relay_asks = {g.relay_asks}         # peers asked to relay own records (the others: relay=0)
 
 [limits]
 max_request_bytes = {lim.max_request_bytes}   # JSON and NDJSON request bodies

@@ -14,11 +14,16 @@ answers, as actions::
   ``protocol.sync`` and asks for log pages one at a time, each page's follow-up as soon as
   the page arrives (``next_page``), up to ``pull_ahead_pages`` pages waiting for the store's
   writer; then it pushes what the peer lacks, one author after another (``PushLog``).
-- Eager push: merged records are queued and pushed in batches of up to
-  ``push_batch_records``, gathered for ``push_linger_ms``, one ``Push`` per peer, the next
-  batch once every peer answered the previous one. Own records go to every peer, records
-  straight from their author to one, relayed ones to ``fanout`` (``protocol.sync.push_width``),
-  fork evidence to every peer; never back to the source. Pulled records and ``relay=0``
+- Eager push: merged records are gathered for ``push_linger_ms`` and routed in batches of up
+  to ``push_batch_records``: own records to every peer, records straight from their author
+  to one, relayed ones to ``fanout`` (``protocol.sync.push_width``), fork evidence to every
+  peer; never back to the source. An own record's push asks only ``relay_asks`` random
+  peers to relay it (``relay=1``), the others get it with ``relay=0``: the author already
+  sends it to every peer it knows. Each peer has its own pipeline: one ``Push`` in flight at
+  a time, records routed to it meanwhile wait in its backlog and go (up to
+  ``push_batch_records``) as soon as that push is answered. A peer whose push fails, or that
+  is backed off, loses its backlog (anti-entropy brings it the records), so a peer that
+  never answers holds back nothing sent to the others. Pulled records and ``relay=0``
   pushes are not pushed on. A push answered with pending records starts a repair: an
   exchange with that peer whose pushes ask it to relay (one at a time per peer).
 - Backoff: a failed exchange or push backs the peer off for ``interval * 2^failures`` (capped
@@ -160,7 +165,9 @@ class GossipEngine:
         self._repairs: set[str] = set()
         self._queue: deque[_Queued] = deque()
         self._linger_at: int | None = None
-        self._pushing: set[str] = set()  # peers the current push batch waits for
+        self._pushing: set[str] = set()  # peers with a push in flight
+        # routed, waiting for that peer's push: (record, ask the peer to relay it)
+        self._backlog: dict[str, list[tuple[Record, bool]]] = {}
         self._timer: int | None = None
         self._now = 0
         self._out: list[Action] = []
@@ -186,6 +193,11 @@ class GossipEngine:
         return len(self._queue)
 
     @property
+    def backlogs(self) -> Mapping[str, int]:
+        """Per peer, the records routed to it waiting for its push in flight to be answered."""
+        return {url: len(records) for url, records in self._backlog.items() if records}
+
+    @property
     def next_round_ms(self) -> int | None:
         return self._round_at
 
@@ -203,7 +215,7 @@ class GossipEngine:
             self._round_at = self._jittered()
         elif self._round is None and self._round_at is not None and self._round_at <= now_ms:
             self._start_round()
-        if self._linger_at is not None and self._linger_at <= now_ms and not self._pushing:
+        if self._linger_at is not None and self._linger_at <= now_ms:
             self._push_batch()
         return self._flush()
 
@@ -213,8 +225,7 @@ class GossipEngine:
         return self._flush()
 
     def _flush(self) -> list[Action]:
-        linger = self._linger_at if not self._pushing else None
-        due = [t for t in (self._round_at, linger) if t is not None]
+        due = [t for t in (self._round_at, self._linger_at) if t is not None]
         wake = min(due) if due else None
         if wake is not None and wake != self._timer:
             self._timer = wake
@@ -235,6 +246,7 @@ class GossipEngine:
         peer = self._peers.get(event.url)
         if peer is not None and peer.source == "added":
             del self._peers[event.url]
+            self._backlog.pop(event.url, None)
 
     def _peers_learned(self, event: PeersLearned) -> None:
         for url, key in event.peers.items():
@@ -251,8 +263,8 @@ class GossipEngine:
                 self._out.append(PeerDropped(url, reason))
             for exchange in [e for e in self._exchanges.values() if e.url == url]:
                 self._finish(exchange, Outcome.BARRED, f"{url} is not contacted: {reason}")
-            if url in self._pushing:
-                self._push_done(url)
+            self._pushing.discard(url)
+            self._backlog.pop(url, None)
 
     def _succeeded(self, url: str) -> None:
         peer = self._peers.get(url)
@@ -371,6 +383,7 @@ class GossipEngine:
         if event.exchange is None:
             if event.url in self._pushing:
                 self._failed(event.url, event.failure, event.detail)
+                self._backlog.pop(event.url, None)  # anti-entropy brings it these records
                 self._push_done(event.url)
             return
         ex = self._exchange(event.exchange, event.url)
@@ -422,14 +435,27 @@ class GossipEngine:
 
     def _enqueue(self, items: Iterable[_Queued]) -> None:
         self._queue.extend(items)
-        if self._queue and self._linger_at is None and not self._pushing:
+        if self._queue and self._linger_at is None:
             self._linger_at = self._now + self.settings.push_linger_ms
 
     def _push_batch(self) -> None:
-        """Push each queued record to the peers SPEC 10.3 names for it, one request per peer."""
+        """Route up to ``push_batch_records`` queued records into the backlogs of the peers
+        SPEC 10.3 names for each; send every backlog whose peer has no push in flight."""
         self._linger_at = None
         count = min(len(self._queue), self.settings.push_batch_records)
         batch = [self._queue.popleft() for _ in range(count)]
+        for url, routed in sorted(self._route(batch).items()):
+            backlog = self._backlog.setdefault(url, [])
+            backlog.extend((batch[i].record, ask) for i, ask in sorted(routed))
+            self._send_backlog(url)
+        if self._queue:
+            self._linger_at = self._now + self.settings.push_linger_ms
+
+    def _route(self, batch: list[_Queued]) -> dict[str, list[tuple[int, bool]]]:
+        """Per peer, the records it gets (index in batch) and whether it is asked to relay
+        them. Records with the same source and width go to the same random peers, so each
+        peer gets one request for them; of the peers an own record goes to (all),
+        ``relay_asks`` random ones are asked to relay it."""
         available = [self._peers[url] for url in self.available(self._now)]
         routes: dict[tuple[str | None, bool, int | None], list[int]] = {}
         for index, item in enumerate(batch):
@@ -437,23 +463,59 @@ class GossipEngine:
                 item.record.author, source=item.source, own_key=self.own_key,
                 fanout=self.settings.fanout)  # fmt: skip
             routes.setdefault((item.source, item.everyone, want), []).append(index)
-        per_peer: dict[str, list[int]] = {}
-        for (source, _, want), indexes in routes.items():
+        per_peer: dict[str, list[tuple[int, bool]]] = {}
+        for (source, everyone, want), indexes in routes.items():
             targets = [p.url for p in available if source is None or source not in (p.url, p.key)]
             if want is not None:
                 targets = self._rng.sample(targets, min(want, len(targets)))
+            asked = set(targets)
+            if want is None and not everyone and len(targets) > self.settings.relay_asks:
+                asked = set(self._rng.sample(targets, self.settings.relay_asks))
             for url in targets:
-                per_peer.setdefault(url, []).extend(indexes)
-        for url, indexes in sorted(per_peer.items()):
-            self._out.append(Push(url, tuple(batch[i].record for i in sorted(indexes))))
-        self._pushing = set(per_peer)
-        if not self._pushing and self._queue:
-            self._linger_at = self._now + self.settings.push_linger_ms
+                per_peer.setdefault(url, []).extend((i, url in asked) for i in indexes)
+        return per_peer
+
+    def _send_backlog(self, url: str) -> None:
+        """Push the peer's backlog unless a push to it is in flight; a peer gone or backed
+        off loses it."""
+        if url in self._pushing:
+            return
+        backlog = self._backlog.pop(url, [])
+        peer = self._peers.get(url)
+        if not backlog or peer is None or peer.backoff_until_ms > self._now:
+            return
+        records, relay, rest = _next_push(backlog, self.settings.push_batch_records)
+        if rest:
+            self._backlog[url] = rest
+        self._out.append(Push(url, records, relay))
+        self._pushing.add(url)
 
     def _push_done(self, url: str) -> None:
         self._pushing.discard(url)
-        if not self._pushing and self._queue:  # the next batch gathers from now
-            self._linger_at = self._now + self.settings.push_linger_ms
+        self._send_backlog(url)
+
+
+def _next_push(
+    backlog: list[tuple[Record, bool]], limit: int
+) -> tuple[tuple[Record, ...], bool, list[tuple[Record, bool]]]:
+    """The next push from a peer's backlog of (record, ask to relay): up to limit records
+    that share the first one's relay flag (a push carries one), in order, and what stays.
+    An author with a record left behind keeps the rest of its records behind too, so each
+    author's records reach the peer in seq order (else it would hold them pending)."""
+    relay = backlog[0][1]
+    taken: list[Record] = []
+    rest: list[tuple[Record, bool]] = []
+    held: set[str] = set()
+    for index, (record, ask) in enumerate(backlog):
+        if len(taken) == limit:
+            rest.extend(backlog[index:])
+            break
+        if ask is relay and record.author not in held:
+            taken.append(record)
+        else:
+            held.add(record.author)
+            rest.append((record, ask))
+    return tuple(taken), relay, rest
 
 
 _HANDLERS: dict[type[Any], Callable[[GossipEngine, Any], None]] = {

@@ -36,12 +36,13 @@ class GossipSettings:
     push_linger_ms: int = 20  # let a burst gather into one push
     push_batch_records: int = 500  # records per push request and per pushed log
     pull_ahead_pages: int = 10  # pages received and not yet merged, at most
+    relay_asks: int = 3  # peers an own record's push asks to relay it (the rest: relay=0)
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0 or not self.backoff_max_s > 0:
             raise ValueError("interval_s and backoff_max_s must be positive")
-        if self.fanout < 0 or self.push_linger_ms < 0:
-            raise ValueError("fanout and push_linger_ms must be 0 or more")
+        if min(self.fanout, self.push_linger_ms, self.relay_asks) < 0:
+            raise ValueError("fanout, push_linger_ms and relay_asks must be 0 or more")
         if min(self.page_records, self.push_batch_records, self.pull_ahead_pages) < 1:
             raise ValueError("page_records, push_batch_records, pull_ahead_pages must be >= 1")
 
@@ -261,7 +262,8 @@ class PushLog:
 
 @dataclass(frozen=True, slots=True)
 class Push:
-    """Post these records (in this order) to the peer, relay=1; report ``PushAnswered``."""
+    """Post these records (in this order) to the peer with ``?relay=1`` (``relay``) or
+    ``?relay=0``; report ``PushAnswered``."""
 
     url: str
     records: tuple[Record, ...]

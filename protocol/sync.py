@@ -14,12 +14,15 @@ how to check a peer's answers; the node performs the HTTP exchanges and the merg
   a fork whose two records straddle a page boundary shows on the next page; paging still
   always moves forward.
 - ``plan_pushes`` names what the peer lacks, so one exchange heals both sides.
+- ``capped_heads`` lists a frozen author at its cap (the last seq that can count): nodes
+  that stored different records past a fork or a removal (before they learned of it) then
+  report equal frontiers, instead of re-sending and re-pulling that author every round.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -87,6 +90,28 @@ def _parse_head(item: object) -> Head:
     if type(seq) is not int or seq < 1:
         raise SyncError("head seq must be a positive integer", field="heads", author=str(author))
     return Head(str(author), seq, str(rid))
+
+
+def capped_heads(
+    heads: Mapping[str, Head],
+    caps: Mapping[str, int | None],
+    id_at: Callable[[str, int], str],
+) -> dict[str, Head]:
+    """The heads a node reports and plans with (SPEC 10.2): an author whose log is frozen at
+    cap ``c`` (``Membership.caps``: a fork at c + 1, a removal naming c, a rotation at c) and
+    whose head is past c is listed at its record at seq c (``id_at(author, c)``: the chain is
+    linked, so a node holding a later head holds it, and every correct node holds the same
+    one), or left out when c is 0. Other heads are unchanged."""
+    out = dict(heads)
+    for author, cap in caps.items():
+        head = out.get(author)
+        if cap is None or head is None or head.seq <= cap:
+            continue
+        if cap == 0:
+            del out[author]
+        else:
+            out[author] = Head(author, cap, id_at(author, cap))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from protocol.bodies import AnnounceBody, Body
 from protocol.chain import ForkEvidence
 from protocol.errors import AuthoringError, LocalProtocolError
 from protocol.federation import Federation
+from protocol.frontier_delta import FrontierHistory
 from protocol.keys import SigningKey
 from protocol.membership import Membership
 from protocol.records import Record
@@ -85,6 +86,7 @@ class Node:
     index: MatchIndex = field(default_factory=MatchIndex)
     lists: LocalLists | None = None  # the member's local lists (HOME/lists.db), once made
     membership: Membership | None = None
+    frontiers: FrontierHistory = field(default_factory=FrontierHistory)  # deltas, SPEC 10.2
     rng: random.Random = field(default_factory=random.Random)
     started_ms: int = field(default_factory=now_ms)
     on_new_records: list[Callable[[list[Record], str | None], None]] = field(default_factory=list)

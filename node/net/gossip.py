@@ -2,8 +2,9 @@
 
 ``protocol.gossip.GossipEngine`` decides everything SPEC 10.3 and 10.6 leave to a node: when
 to run an anti-entropy round and with whom, which log pages to ask for and how far ahead,
-what to push to whom (own records to every peer, relays to one or ``fanout``, fork evidence
-to all, never back to the source), backoff, the 403 "not admitted yet" retry, repairs of
+what to push to whom (own records to every peer, ``relay_asks`` of them asked to relay them,
+relays to one or ``fanout``, fork evidence to all, never back to the source; a pipeline per
+peer), backoff, the 403 "not admitted yet" retry, repairs of
 pushes answered with pending records, and dropping barred peers. ``Gossip`` feeds it the
 clock, the node's merges and membership, and the peers' answers, and performs what it asks:
 
@@ -54,8 +55,9 @@ from node.net.peerset import (
 from node.net.tls import SpkiPin, TlsRefusedError, describe_mismatch
 from node.store.store import PreparedMerge, Store
 from protocol.bodies import AnnounceBody
-from protocol.chain import ForkEvidence, Head
+from protocol.chain import ForkEvidence
 from protocol.errors import RemoteProtocolError
+from protocol.frontier_delta import parse_frontier_answer, plan_view
 from protocol.gossip import (
     Action,
     Event,
@@ -191,6 +193,7 @@ def _settings(node: Node) -> GossipSettings:
         push_linger_ms=PUSH_LINGER_MS,
         push_batch_records=PUSH_BATCH_RECORDS,
         pull_ahead_pages=PULL_AHEAD_PAGES,
+        relay_asks=g.relay_asks,
     )
 
 
@@ -492,15 +495,30 @@ class Gossip:
         return response.status, data
 
     async def _fetch_frontier(self, exchange: int, url: str) -> FrontierAnswered:
+        """GET /v1/heads, reading deltas (SPEC 10.2); merge its fork evidence; report the
+        peer's frontier and the local heads to plan with (the authors a delta names)."""
         from node.net.peer_api import frontier
 
-        local = await self._local_heads()
-        mine = await frontier(self.node)
-        status, data = await self._request(
-            url, "GET", "/v1/heads", headers={"If-None-Match": f'"{mine.digest()}"'}
-        )
+        mine = await frontier(self.node)  # its heads, frozen authors capped, plan the exchange
+        history = self.node.frontiers
+        digest = history.observe(mine)
+        headers = {"If-None-Match": f'"{digest}"', "Hm-Recent": ",".join(history.recent())}
+        status, data = await self._request(url, "GET", "/v1/heads", headers=headers)
         if status == 304:
-            return FrontierAnswered(exchange, url, None, local)
+            return FrontierAnswered(exchange, url, None, dict(mine.heads))
+        answer = parse_frontier_answer(self._frontier_json(url, status, data))
+        view = plan_view(answer, mine.heads, history, digest)
+        if view is None:  # "at" a frontier this node forgot meanwhile: ask for all of it
+            status, data = await self._request(url, "GET", "/v1/heads")
+            view = parse_frontier(self._frontier_json(url, status, data)), dict(mine.heads)
+        theirs, local = view
+        batch = [str(t).encode() for f in theirs.forks for t in _as_list(f.get("records"))]
+        if batch:  # SPEC 10.3 step 2: fork evidence first, through the normal merge
+            await self.node.merge(batch, source=url)
+        return FrontierAnswered(exchange, url, theirs, local)
+
+    @staticmethod
+    def _frontier_json(url: str, status: int, data: bytes) -> object:
         if status == 403:
             raise NotCountedError(
                 f"{url} does not count this node's key as a member (not admitted yet, "
@@ -508,15 +526,7 @@ class Gossip:
             )
         if status != 200:
             raise PeerError(f"{url} answered {status} to /v1/heads: {answer_text(data)}")
-        theirs = parse_frontier(_json(data))
-        batch = [str(t).encode() for f in theirs.forks for t in _as_list(f.get("records"))]
-        if batch:  # SPEC 10.3 step 2: fork evidence first, through the normal merge
-            await self.node.merge(batch, source=url)
-        return FrontierAnswered(exchange, url, theirs, local)
-
-    async def _local_heads(self) -> dict[str, Head]:
-        heads = await self.node.store.read(lambda s: s.heads())
-        return {h.author: h for h in heads}
+        return _json(data)
 
     async def _fetch_page(self, exchange: int, url: str, page: LogRequest) -> PageReceived | None:
         """Fetch a page and hand it to the verify pool, then to the exchange's writer."""

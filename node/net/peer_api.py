@@ -4,8 +4,10 @@ Every request must carry an RFC 9421 signature by a current member's or auditor'
 for this node's URL (``node.net.httpsig``); anything else gets 401/403/421 and no data. A query
 parameter given twice is refused (400, naming it).
 
-- ``GET /v1/heads``: the frontier. With ``If-None-Match: "<digest>"`` equal to this node's
-  frontier digest the answer is ``304`` with no body: an idle exchange costs only headers.
+- ``GET /v1/heads``: the frontier, a frozen author's head at its cap (``frontier``). With
+  ``If-None-Match: "<digest>"`` equal to this node's frontier digest the answer is ``304``
+  with no body: an idle exchange costs only headers. An asker that sends ``Hm-Recent`` (its
+  recent digests) may get a delta or ``at`` instead (``protocol.frontier_delta``).
 - ``GET /v1/log/{author}?after=SEQ&limit=N``: the author's records with seq > after, in seq
   order, as NDJSON (one canonical record per line).
 - ``POST /v1/records``: a pushed NDJSON batch; the answer lists what was accepted,
@@ -23,7 +25,9 @@ from aiohttp import web
 
 from node.net.context import NODE, Node, problem
 from node.net.httpsig import NotAMemberError, SignatureRefusedError
+from node.store.store import Store
 from protocol.errors import SyncError
+from protocol.frontier_delta import FrontierAnswer, FrontierDelta, parse_recent
 from protocol.records import is_record_id
 from protocol.sync import (
     MAX_PAGE_RECORDS,
@@ -70,19 +74,36 @@ def signed(
 
 
 async def frontier(node: Node) -> Frontier:
-    heads = await node.store.read(lambda s: s.heads())
-    forks = await node.store.read(lambda s: [f.to_json() for f in s.forks()])
-    return Frontier({h.author: h for h in heads}, tuple(forks))
+    """This node's frontier: its heads, a frozen author's at its cap (SPEC 10.2), and its
+    fork evidence. The gossip shell plans its pulls and pushes with the same heads."""
+    caps = node.membership.caps if node.membership is not None else {}
+
+    def read(store: Store) -> Frontier:
+        forks = tuple(f.to_json() for f in store.forks())
+        return Frontier(store.frontier_heads(caps), forks)
+
+    return await node.store.read(read)
 
 
 @signed
 async def get_heads(request: web.Request, node: Node) -> web.StreamResponse:
+    header = request.headers.get("Hm-Recent")  # the asker reads deltas (SPEC 10.2)
+    recent = parse_recent(header) if header is not None else None
     current = await frontier(node)
-    digest = current.digest()
+    digest = node.frontiers.observe(current)
     etag = f'"{digest}"'
-    if request.headers.get("If-None-Match") == etag:
+    asked = request.headers.get("If-None-Match")
+    if asked == etag:
         return web.Response(status=304, headers={"ETag": etag})
-    return web.json_response(current.to_json() | {"digest": digest}, headers={"ETag": etag})
+    answer: FrontierAnswer = current
+    if recent is not None:
+        asked_digest = asked[1:-1] if asked and len(asked) == 66 and asked[0] == '"' else None
+        answer = node.frontiers.answer(current, asked_digest, recent)
+    if not isinstance(answer, Frontier):  # counted in /v1/status: heads_delta, heads_at
+        kind = "heads_delta" if isinstance(answer, FrontierDelta) else "heads_at"
+        node.counters[kind] = node.counters.get(kind, 0) + 1
+    body: dict[str, object] = {**answer.to_json(), "digest": digest}
+    return web.json_response(body, headers={"ETag": etag})
 
 
 def query_value(request: web.Request, name: str) -> str | None:

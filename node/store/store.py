@@ -26,7 +26,7 @@ import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +59,7 @@ from protocol.batch import trusted_record
 from protocol.bodies import OpinionBody, RetractBody
 from protocol.ledger import membership_of_stored
 from protocol.records import is_record_id, record_id_of
+from protocol.sync import capped_heads
 
 __all__ = [
     "AsyncStore",
@@ -307,6 +308,21 @@ class Store:
             "SELECT key, head_seq, head_id FROM keys WHERE head_seq > 0 ORDER BY key"
         )
         return [Head(key, seq, hid.hex()) for key, seq, hid in rows]
+
+    def frontier_heads(self, caps: Mapping[str, int | None]) -> dict[str, Head]:
+        """The heads this node reports in its frontier and plans with: each frozen author's
+        at its cap (``protocol.sync.capped_heads``, SPEC 10.2); ``log`` still serves all."""
+        return capped_heads({h.author: h for h in self.heads()}, caps, self._id_at)
+
+    def _id_at(self, author: str, seq: int) -> str:
+        row = self.conn.execute(
+            "SELECT r.id FROM records r JOIN keys k ON k.ref = r.author "
+            "WHERE k.key = ? AND r.seq = ? ORDER BY r.row LIMIT 1",
+            (author, seq),
+        ).fetchone()
+        if row is None:  # the chain up to a head is stored whole: this is a broken store
+            raise StoreError(f"no stored record of {author} at seq {seq}, below its head")
+        return bytes(row[0]).hex()
 
     def head(self, author: str) -> Head | None:
         row = self.conn.execute(

@@ -252,3 +252,53 @@ def test_fork_between_real_nodes_is_surfaced_and_frozen_everywhere(
             capture_output=True, text=True, cwd=REPO, timeout=60, check=True,
         )  # fmt: skip
         assert f"fork: a ({key.public[:16]}…) signed two records at seq 1" in cli.stdout
+
+
+def peer_heads(node: NodeProc, key: SigningKey) -> dict[str, Any]:
+    """node's GET /v1/heads answer (the frontier and its digest), signed with key."""
+    url = f"http://127.0.0.1:{node.port}/v1/heads"
+    headers = sign_request(key, "GET", url, b"", now_s=time.time())
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        return dict(json.loads(r.read()))
+
+
+def test_nodes_that_stored_different_records_past_a_fork_reach_equal_frontiers(
+    tmp_path: Path, stop_all: list[NodeProc]
+) -> None:
+    """SPEC 10.2: a frozen author's head is listed at its cap. B holds a's X1, X2 (from a),
+    C holds the twin's Y1 before they meet; after they exchange, both know the fork at seq 1
+    (cap 0) and B still stores X2. Uncapped, B's head of a stays X2 and C's Y1 for ever (C
+    never accepts X2), so their /v1/heads digests never agree; capped, a is left out of both
+    frontiers and they agree."""
+    federation, nodes = found_federation(tmp_path, ["a", "b", "c"])
+    a, b, c = nodes
+    twin = NodeProc("a", tmp_path / "a-twin", free_port())
+    shutil.copytree(a.home, twin.home)  # the same member key, before either ran
+    b.peers, c.peers, a.peers, twin.peers = [], [], [b.url], [c.url]  # two halves
+    for node in (a, b, c, twin):
+        write_node_config(node)
+    start([b, c, a, twin], stop_all)
+    x2 = add_signal(a, 6)  # a's seq 2; its announce is seq 1, the twin's another seq 1
+    wait_until(lambda: stored(b, federation, x2), timeout=20)
+    wait_until(lambda: head_seq(c, federation, a.key) == 1, timeout=20)
+    a.stop()
+    twin.stop()
+    b_key = NodeHome(b.home).key()
+    before = {n.name: peer_heads(n, b_key) for n in (b, c)}
+    assert before["b"]["digest"] != before["c"]["digest"]
+    b.api("POST", "/v1/peers", {"url": c.url})  # the halves meet
+    c.api("POST", "/v1/peers", {"url": b.url})
+    for node in (b, c):
+        wait_until(lambda node=node: status(node)["store"]["forks"] == 1, timeout=20)
+
+    def digests() -> tuple[str, str] | None:
+        pair = (peer_heads(b, b_key)["digest"], peer_heads(c, b_key)["digest"])
+        return pair if pair[0] == pair[1] else None
+
+    wait_until(digests, timeout=15 * INTERVAL_S + 5)
+    for node in (b, c):
+        heads = peer_heads(node, b_key)["heads"]
+        assert a.key not in {h["author"] for h in heads}  # cap 0: left out
+        assert [f["author"] for f in peer_heads(node, b_key)["forks"]] == [a.key]
+    assert head_seq(b, federation, a.key) == 2 and stored(b, federation, x2)  # still stored
+    assert not stored(c, federation, x2)  # past the cap: never accepted

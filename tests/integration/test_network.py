@@ -92,6 +92,34 @@ def test_restarted_node_catches_up(tmp_path: Path, stop_all: list[NodeProc]) -> 
     wait_until(lambda: converged(nodes), timeout=20)
 
 
+def _heads_digest(node: NodeProc, key: SigningKey) -> str:
+    """node's /v1/heads digest (asking makes node remember that frontier, SPEC 10.2)."""
+    url = f"http://127.0.0.1:{node.port}/v1/heads"
+    headers = sign_request(key, "GET", url, b"", now_s=time.time())
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        return str(json.loads(r.read())["digest"])
+
+
+def test_a_node_that_missed_records_reconciles_through_a_frontier_delta(
+    tmp_path: Path, stop_all: list[NodeProc]
+) -> None:
+    """b is down while a adds signals; a remembers the frontier they shared, so the first
+    exchange after b restarts carries only what changed: a delta (b asks a) or "at" (a asks
+    b, and plans from its own history). Either way they converge."""
+    _, nodes = found_federation(tmp_path, ["a", "b"])
+    a, b = nodes
+    start(nodes, stop_all)
+    key = NodeHome(a.home).key()
+    wait_until(lambda: _heads_digest(a, key) == _heads_digest(b, key), timeout=20)
+    b.stop()
+    ids = {add_signal(a, f"{0xD00 + i:064x}") for i in range(3)}
+    b.start()
+    wait_until(lambda: ids <= active_ids(b), timeout=20)
+    wait_until(lambda: converged(nodes), timeout=20)
+    answered = [n.api("GET", "/v1/status")["counters"] for n in nodes]
+    assert sum(c.get("heads_delta", 0) + c.get("heads_at", 0) for c in answered) >= 1, answered
+
+
 # No anti-entropy round within the test, and no random relay: only the push rules act.
 PUSH_ONLY = {"interval_s": 600.0, "fanout": 0}
 
@@ -122,6 +150,25 @@ def test_records_from_their_author_are_relayed_once(
     wait_until(lambda: first in active_ids(nodes[2]), timeout=10)
     last = add_signal(nodes[2], f"{0xFED:064x}")
     wait_until(lambda: last in active_ids(nodes[0]), timeout=10)
+
+
+def test_an_author_asks_only_relay_asks_of_its_peers_to_relay(
+    tmp_path: Path, stop_all: list[NodeProc]
+) -> None:
+    """``relay_asks = 1``: a's signal goes to its four peers, one of them asked to relay it
+    (the others get ``relay=0``); that one passes it to one more peer, which has it already.
+    So the federation merges exactly one duplicate (asking every peer made four)."""
+    gossip = PUSH_ONLY | {"relay_asks": 1}
+    _, nodes = found_federation(tmp_path, ["a", "b", "c", "d", "e"], gossip=gossip)
+    start(nodes, stop_all)
+    for node in nodes:  # every node gets every announce (no rounds run) and backs off no one
+        assert node.api("POST", "/v1/sync", {})["errors"] == []
+    before = sum(_counter(n, "merge_duplicate") for n in nodes)
+    signal = add_signal(nodes[0], f"{0xA5C:064x}")
+    wait_until(lambda: all(signal in active_ids(n) for n in nodes), timeout=10)
+    wait_until(lambda: sum(_counter(n, "merge_duplicate") for n in nodes) > before, timeout=10)
+    time.sleep(1.0)  # a second relay would have landed by now
+    assert sum(_counter(n, "merge_duplicate") for n in nodes) - before == 1
 
 
 def test_catch_up_is_not_pushed_on(tmp_path: Path, stop_all: list[NodeProc]) -> None:

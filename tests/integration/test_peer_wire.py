@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import NodeProc, found_federation, hm, wait_until
@@ -215,6 +216,52 @@ def test_an_oversize_line_is_rejected_alone_and_the_valid_lines_are_stored(wire:
     assert outcome["error"]["error"] == "OversizeError" and outcome["error"]["detail"]
     stored = {s["id"] for s in a.api("GET", "/v1/signals?limit=100")["signals"]}
     assert {first.id, second.id} <= stored
+
+
+# ---- frontier deltas (SPEC 10.2) --------------------------------------------------------------
+
+
+def get_heads(wire: Wire, **headers: str) -> tuple[int, dict[str, Any]]:
+    """a's /v1/heads answer to the auditor, with these extra headers."""
+    auth = signed(wire.auditor, "GET", wire.a.url + "v1/heads")
+    status, _, body = https(wire.a, "GET", "/v1/heads", **auth, **headers)
+    return status, json.loads(body) if body else {}
+
+
+def test_an_asker_that_reads_deltas_gets_only_what_changed_since_its_frontier(
+    wire: Wire,
+) -> None:
+    a = wire.a
+    _, before = get_heads(wire)  # a remembers the frontiers it answers
+    record = wire.next_c_record(20)
+    body = record.canonical + b"\n"
+    pushed = https(a, "POST", "/v1/records?relay=0", body,
+                   **signed(wire.c, "POST", a.url + "v1/records?relay=0", body))  # fmt: skip
+    assert pushed[0] == 200, pushed[2][:300]
+    _, full = get_heads(wire)
+    assert {"author": wire.c.public, "seq": record.seq, "id": record.id} in full["heads"]
+    since = {"If-None-Match": f'"{before["digest"]}"'}
+    status, delta = get_heads(wire, **since, **{"Hm-Recent": ""})
+    assert status == 200
+    assert (delta["since"], delta["digest"]) == (before["digest"], full["digest"])
+    assert delta["authors"] == [wire.c.public]  # only c's head moved
+    assert delta["heads"] == [{"author": wire.c.public, "seq": record.seq, "id": record.id}]
+    assert delta["forks"] == full["forks"]
+    # an asker that does not send Hm-Recent (a node from before deltas) gets everything
+    assert get_heads(wire, **since) == (200, full)
+    # a's frontier is one the asker had: "at"
+    recent = {"Hm-Recent": f"{'1' * 16}, {str(full['digest'])[:16]}"}
+    status, at = get_heads(wire, **{"If-None-Match": f'"{"0" * 64}"'}, **recent)
+    assert (status, at) == (200, {"at": full["digest"], "digest": full["digest"]})
+    counters = a.api("GET", "/v1/status")["counters"]
+    assert counters["heads_delta"] >= 1 and counters["heads_at"] >= 1
+
+
+def test_a_malformed_hm_recent_is_refused(wire: Wire) -> None:
+    a = wire.a
+    answer = https(a, "GET", "/v1/heads", **signed(wire.auditor, "GET", a.url + "v1/heads"),
+                   **{"Hm-Recent": "not-a-digest"})  # fmt: skip
+    assert problem(answer, 400)["field"] == "Hm-Recent"
 
 
 # ---- read deadlines on both listeners (issue 14) --------------------------------------------

@@ -16,6 +16,7 @@ from node.errors import ConfigError
         ("interval_s = 0", "must be positive"),
         ("timeout_s = -1", "must be positive"),
         ("fanout = -1", "fanout must be 0 or more"),
+        ("relay_asks = -1", "relay_asks must be 0 or more"),
         ("page_records = 0", "page_records must be 1..5000"),
         ("page_records = 5001", "page_records must be 1..5000"),
     ],

@@ -198,13 +198,94 @@ def push_targets(engine: GossipEngine, event: RecordsMerged | ForksFound, now: i
     return {p.url for p in pushes}
 
 
-def test_own_records_go_to_every_peer() -> None:
-    engine = make_engine()
-    actions = engine.handle(0, RecordsMerged((record(OWN),), None))
-    assert timer(actions) == 20  # gathered for push_linger_ms
+def test_own_records_go_to_every_peer_and_relay_asks_of_them_are_asked_to_relay() -> None:
+    asked: set[str] = set()
+    for seed in range(30):
+        engine = make_engine(seed=seed)  # relay_asks 3 of 6 peers
+        actions = engine.handle(0, RecordsMerged((record(OWN),), None))
+        assert timer(actions) == 20  # gathered for push_linger_ms
+        pushes = only(engine.tick(20), Push)
+        assert sorted(p.url for p in pushes) == URLS
+        assert all(p.records == (record(OWN),) for p in pushes)
+        relaying = {p.url for p in pushes if p.relay}  # the rest: ?relay=0
+        assert len(relaying) == 3
+        asked |= relaying
+    assert asked == set(URLS)  # random peers: all of them over many records
+
+
+@pytest.mark.parametrize(("peers", "asks", "relaying"), [(6, 0, 0), (6, 5, 5), (2, 3, 2)])
+def test_relay_asks_bounds_how_many_peers_relay_own_records(
+    peers: int, asks: int, relaying: int
+) -> None:
+    engine = make_engine(URLS[:peers], relay_asks=asks)
+    engine.handle(0, RecordsMerged((record(OWN),), None))
     pushes = only(engine.tick(20), Push)
-    assert sorted(p.url for p in pushes) == URLS
-    assert all(p.relay and p.records == (record(OWN),) for p in pushes)
+    assert len(pushes) == peers and sum(p.relay for p in pushes) == relaying
+
+
+def test_others_records_and_fork_evidence_are_always_pushed_to_be_relayed() -> None:
+    for seed in range(10):
+        engine = make_engine(seed=seed, relay_asks=0)
+        fork = ForkEvidence(record(OTHERS[0], 1), record(OTHERS[0], 2))
+        engine.handle(0, ForksFound((fork,)))
+        engine.handle(0, RecordsMerged((record(OTHERS[1]),), KEY_OF[URLS[3]]))
+        assert all(p.relay for p in only(engine.tick(20), Push))
+
+
+def test_a_backlog_mixing_relay_asks_goes_in_separate_pushes_each_author_in_order() -> None:
+    """One push carries one relay flag: a peer asked to relay some records and not others
+    gets them in two pushes, and an author's records never overtake each other."""
+    engine = make_engine(URLS[:1], relay_asks=0, interval_s=100.0)
+    url = URLS[0]
+    engine.handle(0, RecordsMerged((record(OWN, 0),), None))
+    (first,) = only(engine.tick(20), Push)
+    assert first.relay is False
+    # while it is in flight: own records (relay=0), a relayed record, an own record
+    relayed = record(OTHERS[0], 5)
+    engine.handle(30, RecordsMerged((record(OWN, 1),), None))
+    engine.handle(30, RecordsMerged((relayed,), KEY_OF[URLS[3]]))
+    engine.handle(30, RecordsMerged((record(OWN, 2),), None))
+    engine.tick(50)
+    assert engine.backlogs == {url: 3}
+    (second,) = only(engine.handle(60, PushAnswered(url, None, sent=1)), Push)
+    assert (second.records, second.relay) == ((record(OWN, 1), record(OWN, 2)), False)
+    (third,) = only(engine.handle(70, PushAnswered(url, None, sent=2)), Push)
+    assert (third.records, third.relay) == ((relayed,), True)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pushes_from_backlogs_with_changing_relay_asks_keep_each_authors_seq_order(
+    seed: int,
+) -> None:
+    engine = make_engine(URLS[:2], seed=seed, relay_asks=1, interval_s=100.0)
+    sent: dict[str, list[Push]] = {url: [] for url in URLS[:2]}
+    own = [record(OWN, n, seq=n) for n in range(1, 41)]
+    relayed = [record(OTHERS[0], n, seq=n) for n in range(1, 41)]
+    now = 0
+    for n in range(40):  # one own and one relayed record every 10 ms, answers every 50 ms
+        engine.handle(now, RecordsMerged((own[n],), None))
+        engine.handle(now, RecordsMerged((relayed[n],), KEY_OF[URLS[3]]))
+        actions = engine.tick(now + 5)
+        if n % 5 == 4:
+            for url in URLS[:2]:
+                if sent[url]:
+                    actions += engine.handle(now + 5, PushAnswered(url, None, sent=1))
+        for push in only(actions, Push):
+            sent[push.url].append(push)
+        now += 10
+    for _ in range(20):  # drain
+        actions = engine.tick(now)
+        for url in URLS[:2]:
+            actions += engine.handle(now, PushAnswered(url, None, sent=1))
+        for push in only(actions, Push):
+            sent[push.url].append(push)
+        now += 10
+    assert engine.queued == 0 and engine.backlogs == {}
+    for url, pushes in sent.items():
+        got = [r for p in pushes for r in p.records]
+        assert [r for r in got if r.author == OWN.public] == own, url
+        assert [r for r in got if r.author != OWN.public] == relayed, url
+        assert {p.relay for p in pushes} == {True, False}
 
 
 def test_a_record_from_its_author_is_relayed_to_one_peer_never_back() -> None:
@@ -246,20 +327,72 @@ def test_fork_evidence_goes_to_every_peer_also_the_one_it_came_from() -> None:
     assert all(set(p.records) == {fork.first, fork.second} for p in pushes)
 
 
-def test_one_push_per_peer_with_its_records_in_order_and_the_next_batch_after_the_answers() -> None:
+def test_each_peer_has_one_push_in_flight_and_gets_its_backlog_when_it_answers() -> None:
     engine = make_engine(URLS[:2], push_batch_records=3)
     mine = [record(OWN, n) for n in range(5)]
     engine.handle(0, RecordsMerged(tuple(mine), None))
     first = only(engine.tick(20), Push)
-    assert [p.records for p in first] == [tuple(mine[:3])] * 2
+    assert [(p.url, p.records) for p in first] == [(URLS[0], tuple(mine[:3])),
+                                                   (URLS[1], tuple(mine[:3]))]  # fmt: skip
     assert engine.queued == 2
-    engine.handle(25, RecordsMerged((record(OWN, 9),), None))
-    assert only(engine.tick(100), Push) == []  # the first batch is not answered yet
-    engine.handle(100, PushAnswered(URLS[0], None, sent=3))
+    # the rest is routed after one more linger, not held until the answers: it waits in
+    # each peer's backlog while that peer's push is in flight
+    assert only(engine.tick(40), Push) == [] and engine.queued == 0
+    assert timer(engine.handle(45, RecordsMerged((record(OWN, 9),), None))) == 65
+    assert only(engine.tick(65), Push) == []
+    assert engine.backlogs == {URLS[0]: 3, URLS[1]: 3}
+    (second,) = only(engine.handle(100, PushAnswered(URLS[0], None, sent=3)), Push)
+    assert second == Push(URLS[0], (*mine[3:], record(OWN, 9)))  # in the order merged
+    # a failed push backs its peer off and drops its backlog: anti-entropy repairs it
     actions = engine.handle(110, RequestFailed(URLS[1], None, Outcome.UNREACHABLE, "x"))
-    assert timer(actions) == 130
-    (second,) = only(engine.tick(130), Push)  # URLS[1] is backed off now
-    assert second.records == (*mine[3:], record(OWN, 9)) and second.url == URLS[0]
+    assert only(actions, Push) == [] and only(actions, PeerBackedOff) != []
+    assert engine.backlogs == {}
+    engine.handle(120, PushAnswered(URLS[0], None, sent=3))
+    engine.handle(130, RecordsMerged((record(OWN, 10),), None))
+    (third,) = only(engine.tick(150), Push)  # URLS[1] is backed off
+    assert third == Push(URLS[0], (record(OWN, 10),))
+
+
+def test_a_peer_that_never_answers_delays_no_push_to_the_others() -> None:
+    """Today's rule sent the next batch only when every peer had answered the last one, so
+    a peer that drops packets held every push back for its request timeout."""
+    engine = make_engine(URLS[:3], interval_s=100.0)  # no round in these 10 s
+    silent = URLS[2]
+    engine.handle(0, RecordsMerged((record(OWN, 0),), None))
+    assert {p.url for p in only(engine.tick(20), Push)} == set(URLS[:3])
+    now = 20
+    for n in range(1, 20):  # a new record every 500 ms; the silent peer never answers
+        for url in URLS[:2]:
+            engine.handle(now + 30, PushAnswered(url, None, sent=1))
+        now = n * 500
+        due = timer(engine.handle(now, RecordsMerged((record(OWN, n),), None)))
+        assert due == now + 20
+        pushes = only(engine.tick(due), Push)
+        assert [(p.url, p.records) for p in pushes] == [(url, (record(OWN, n),))
+                                                        for url in URLS[:2]]  # fmt: skip
+    assert engine.backlogs == {silent: 19}
+    # its request times out: backed off, backlog dropped, and nothing goes to it meanwhile
+    engine.handle(10_020, RequestFailed(silent, None, Outcome.UNREACHABLE, "timed out"))
+    assert engine.backlogs == {} and silent not in engine.available(10_021)
+
+
+def test_a_backlog_longer_than_a_batch_goes_one_batch_per_answer() -> None:
+    engine = make_engine(URLS[:1], push_batch_records=2)
+    url = URLS[0]
+    mine = [record(OWN, n) for n in range(7)]
+    engine.handle(0, RecordsMerged(tuple(mine), None))
+    assert [p.records for p in only(engine.tick(20), Push)] == [tuple(mine[:2])]
+    for now in (40, 60):  # two more batches routed while the first push is in flight
+        assert only(engine.tick(now), Push) == []
+    assert engine.backlogs == {url: 4} and engine.queued == 1
+    sent = []
+    for now in range(100, 500, 100):
+        actions = engine.handle(now, PushAnswered(url, None, sent=2))
+        sent += [p.records for p in only(actions, Push)]
+        actions = engine.tick(now + 50)
+        sent += [p.records for p in only(actions, Push)]
+    assert sent == [tuple(mine[2:4]), tuple(mine[4:6]), (mine[6],)]
+    assert engine.backlogs == {} and engine.queued == 0
 
 
 # ---- pulls and pushes of an exchange -------------------------------------------------------------

@@ -41,6 +41,7 @@ from protocol.sync import (
     VIEW_DEPENDENT_ERRORS,
     Frontier,
     LogRequest,
+    capped_heads,
     check_log_page,
     claimed_last_seq,
     frontier_digest,
@@ -460,6 +461,61 @@ def test_lag_counts_the_records_each_side_lacks(
     ahead = sum(max(0, len(local[a]) - len(remote.get(a, []))) for a in local)
     assert lag(heads_of(local), frontier_of(remote)) == (behind, ahead)
     assert lag(heads_of(remote), frontier_of(local)) == (ahead, behind)
+
+
+# --- capped_heads -------------------------------------------------------------------------
+
+
+def id_in(node: Mapping[str, Log]) -> Callable[[str, int], str]:
+    """The id_at of a node's store: the record it holds at (author, seq)."""
+    return lambda author, seq: node[author][seq - 1]
+
+
+@pytest.mark.parametrize(
+    ("cap", "expected_seq"),
+    [(None, 7), (9, 7), (7, 7), (4, 4), (1, 1), (0, None)],
+    ids=["no-cap", "cap-above-head", "cap-at-head", "past-cap", "cap-1", "cap-0-left-out"],
+)
+def test_capped_heads_lists_an_author_past_its_cap_at_the_record_at_the_cap(
+    cap: int | None, expected_seq: int | None
+) -> None:
+    node: Node = {ALICE: chain(ALICE, 7), BOB: chain(BOB, 3)}
+    capped = capped_heads(heads_of(node), {ALICE: cap}, id_in(node))
+    assert capped[BOB] == Head(BOB, 3, record_id(BOB, 3))  # not frozen: unchanged
+    if expected_seq is None:
+        assert ALICE not in capped
+    else:
+        assert capped[ALICE] == Head(ALICE, expected_seq, record_id(ALICE, expected_seq))
+
+
+def test_capped_heads_looks_up_only_heads_past_their_cap() -> None:
+    node: Node = {ALICE: chain(ALICE, 2), CAROL: chain(CAROL, 5)}
+    asked: list[tuple[str, int]] = []
+
+    def id_at(author: str, seq: int) -> str:
+        asked.append((author, seq))
+        return node[author][seq - 1]
+
+    caps: dict[str, int | None] = {ALICE: 3, BOB: 1, CAROL: 2, DAVE: None}
+    capped = capped_heads(heads_of(node), caps, id_at)
+    assert asked == [(CAROL, 2)]  # ALICE is below its cap, BOB and DAVE are not held
+    assert set(capped) == {ALICE, CAROL} and capped[CAROL].seq == 2
+
+
+def test_nodes_that_stored_different_records_past_a_fork_report_equal_frontiers() -> None:
+    """ALICE forked at seq 5: one node holds X5..X7 (accepted before it knew), another Y5.
+    Uncapped their digests differ for ever and each plans to pull from the other; capped at
+    seq 4 they are equal and plan nothing."""
+    forks = ({"author": ALICE, "seq": 5, "records": ["x5", "y5"]},)
+    x: Node = {ALICE: forked_chain(ALICE, 7, 5, "x"), BOB: chain(BOB, 2)}
+    y: Node = {ALICE: forked_chain(ALICE, 5, 5, "y"), BOB: chain(BOB, 2)}
+    assert Frontier(heads_of(x), forks).digest() != Frontier(heads_of(y), forks).digest()
+    assert plan_pulls(heads_of(y), Frontier(heads_of(x), forks)) != []
+    caps: dict[str, int | None] = {ALICE: 4}
+    cx = Frontier(capped_heads(heads_of(x), caps, id_in(x)), forks)
+    cy = Frontier(capped_heads(heads_of(y), caps, id_in(y)), forks)
+    assert cx.digest() == cy.digest()
+    assert plan_pulls(dict(cy.heads), cx) == [] and plan_pushes(dict(cy.heads), cx) == []
 
 
 # --- parse_frontier -----------------------------------------------------------------------
