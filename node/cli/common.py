@@ -7,9 +7,11 @@ registers them all, so no command module imports another.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +118,17 @@ def resolve_member(members: Sequence[dict[str, Any]], text: str) -> dict[str, An
         )
     which = ", ".join(f"{m['name']!r} ({m['key'][:16]}…)" for m in found)
     raise InputError(f"{wanted!r} matches {len(found)} members: {which}; give more of the key")
+
+
+@contextlib.contextmanager
+def home_db(home: Path) -> Iterator[sqlite3.Connection]:
+    """A home's database (created and migrated if need be) on a connection of its own: what
+    ``hashmesh user`` and ``hashmesh tokens`` use, with or without a running node."""
+    from node.store.schema import open_database  # SQLite's schema loads only for these commands
+
+    node_home = NodeHome(home).require()
+    conn = open_database(node_home.db_path, node_home.federation(), create=True, writer=True)
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -8,16 +8,13 @@ refused by the running node from its next request on (it looks tokens up per req
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from node.cli.common import emit, home_option, json_option
-from node.home import NodeHome
+from node.cli.common import emit, home_db, home_option, json_option
+from node.clock import now_ms
 from node.store import replica_tokens
 
 
@@ -46,8 +43,8 @@ def tokens_issue(name: str, token_file: Path | None, home: Path, as_json: bool) 
     """Make a token for one replica and print it, once: the node keeps only its hash. It
     reads the snapshot, the change feed and lookups; anything else with it is 403."""
     given = token_file.read_text(encoding="utf-8").strip() if token_file else None
-    with tokens_db(home) as conn:
-        token = replica_tokens.issue(conn, name, now_ms=_now_ms(), token=given)
+    with home_db(home) as conn:
+        token = replica_tokens.issue(conn, name, now_ms=now_ms(), token=given)
     emit(
         {"name": name, "token": token},
         as_json,
@@ -62,8 +59,8 @@ def tokens_issue(name: str, token_file: Path | None, home: Path, as_json: bool) 
 @json_option
 def tokens_revoke(name: str, home: Path, as_json: bool) -> None:
     """End replica NAME's token: the node refuses it (401) from its next request on."""
-    with tokens_db(home) as conn:
-        found = replica_tokens.revoke(conn, replica_tokens.check_name(name), now_ms=_now_ms())
+    with home_db(home) as conn:
+        found = replica_tokens.revoke(conn, replica_tokens.check_name(name), now_ms=now_ms())
     emit(found.to_json(), as_json, f"revoked the token of replica {found.name}")
 
 
@@ -72,7 +69,7 @@ def tokens_revoke(name: str, home: Path, as_json: bool) -> None:
 @json_option
 def tokens_list(home: Path, as_json: bool) -> None:
     """Every replica token issued: name, when, and whether it was revoked."""
-    with tokens_db(home) as conn:
+    with home_db(home) as conn:
         found = replica_tokens.list_tokens(conn)
     lines = [
         f"{t.name:24s} issued {_when(t.issued_ms)}  "
@@ -82,25 +79,8 @@ def tokens_list(home: Path, as_json: bool) -> None:
     emit({"tokens": [t.to_json() for t in found]}, as_json, "\n".join(lines) or "no tokens")
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
-
-
-@contextlib.contextmanager
-def tokens_db(home: Path) -> Iterator[sqlite3.Connection]:
-    """A home's database (created and migrated if need be) on a connection of its own."""
-    from node.store.schema import open_database  # SQLite loads only for a tokens command
-
-    node_home = NodeHome(home).require()
-    conn = open_database(node_home.db_path, node_home.federation(), create=True, writer=True)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 COMMANDS: tuple[click.Command, ...] = (tokens,)

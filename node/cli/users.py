@@ -8,18 +8,14 @@ sessions at once.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from node.cli.common import emit, home_option, json_option
+from node.cli.common import emit, home_db, home_option, json_option
+from node.clock import now_ms
 from node.errors import InputError
-from node.home import NodeHome
 from node.store import users
 
 
@@ -57,8 +53,8 @@ def user_add(name: str, role: str, password_stdin: bool, home: Path, as_json: bo
     as an argon2id hash)."""
     users.check_name(name)
     password = _read_password(password_stdin)
-    with users_db(home) as conn:
-        account = users.add_user(conn, name, role, password, now_ms=time.time_ns() // 1_000_000)
+    with home_db(home) as conn:
+        account = users.add_user(conn, name, role, password, now_ms=now_ms())
     emit(
         {"name": account.name, "role": account.role},
         as_json,
@@ -72,7 +68,7 @@ def user_add(name: str, role: str, password_stdin: bool, home: Path, as_json: bo
 @json_option
 def user_remove(name: str, home: Path, as_json: bool) -> None:
     """Delete the web UI account NAME and end its sessions."""
-    with users_db(home) as conn:
+    with home_db(home) as conn:
         account = users.remove_user(conn, name)
     emit({"name": account.name, "removed": True}, as_json, f"removed user {account.name}")
 
@@ -82,27 +78,13 @@ def user_remove(name: str, home: Path, as_json: bool) -> None:
 @json_option
 def user_list(home: Path, as_json: bool) -> None:
     """The web UI accounts and their roles."""
-    with users_db(home) as conn:
+    with home_db(home) as conn:
         accounts = users.list_users(conn)
     data = {
         "users": [{"name": u.name, "role": u.role, "created_ms": u.created_ms} for u in accounts]
     }
     human = "\n".join(f"{u.role:9s} {u.name}" for u in accounts) or "no users"
     emit(data, as_json, human)
-
-
-@contextlib.contextmanager
-def users_db(home: Path) -> Iterator[sqlite3.Connection]:
-    """A home's database (created and migrated if need be) for the user tables, on a
-    connection of its own (what ``hashmesh user`` uses, with or without a running node)."""
-    from node.store.schema import open_database  # SQLite loads only for a user command
-
-    node_home = NodeHome(home).require()
-    conn = open_database(node_home.db_path, node_home.federation(), create=True, writer=True)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 COMMANDS: tuple[click.Command, ...] = (user,)

@@ -26,7 +26,7 @@ from harness import NodeProc, found_federation, wait_until
 from images import encode
 from uiapp import FAST_HASHER, PASSWORD, add_users, edited, picture
 
-from node.cli.users import users_db
+from node.cli.common import home_db
 from node.media.hashing import hash_image
 from node.store import users
 
@@ -235,14 +235,14 @@ def step_after_logout_the_page_shows_nothing(world: World) -> None:
 def step_a_user_added_while_the_node_runs_signs_in_and_removal_ends_the_session(
     world: World,
 ) -> None:
-    """What ``hashmesh user add|remove`` do (``node.cli.users.users_db``), from this process while
+    """What ``hashmesh user add|remove`` do (``node.cli.common.home_db``), from this process while
     the node process runs and writes the same database."""
-    with users_db(world.a.home) as conn:
+    with home_db(world.a.home) as conn:
         users.add_user(conn, "newbie", "viewer", PASSWORD, now_ms=1, hasher=FAST_HASHER)
     page = world.page(world.a, "newbie")
     page.goto(ui(world.a, f"/ui/signals/{world.signal}"))
     assert world.pdq in page.content()
-    with users_db(world.a.home) as conn:
+    with home_db(world.a.home) as conn:
         users.remove_user(conn, "newbie")
     page.reload()
     assert "/ui/login" in page.url and world.pdq not in page.content()
