@@ -302,7 +302,7 @@ def test_nodes_that_stored_different_records_past_a_fork_reach_equal_frontiers(
         assert [f["author"] for f in peer_heads(node, b_key)["forks"]] == [a.key]
     assert head_seq(b, federation, a.key) == 2 and stored(b, federation, x2)  # still stored
     assert not stored(c, federation, x2)  # past the cap: never accepted
-    for node in (b, c):  # a live audit reads the capped frontier and the fork: clean
-        audit = hm("audit", "--node", node.url, "--home", node.home, "--json")
-        assert audit.returncode == 0, audit.stdout + audit.stderr
-        assert json.loads(audit.stdout)["clean"] is True
+    # a live audit reads b's capped frontier and the fork's records (not X2): clean
+    audit = hm("audit", "--node", b.url, "--home", b.home, "--json")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert json.loads(audit.stdout)["clean"] is True
