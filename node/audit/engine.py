@@ -47,6 +47,7 @@ from typing import Final, NamedTuple
 from node.audit.checks import (
     CHECKS,
     ForkRow,
+    Logs,
     Violation,
     check_chains,
     check_digest,
@@ -68,7 +69,7 @@ from protocol.chain import find_forks
 from protocol.encoding import JsonValue, encode_canonical
 from protocol.errors import LocalProtocolError
 from protocol.records import is_record_id, record_id_of
-from protocol.sync import frontier_digest
+from protocol.sync import capped_heads, frontier_digest
 
 __all__ = [
     "CHECKS",
@@ -443,6 +444,8 @@ def examine(
     if snap.forks is not None:
         violations += check_forks(snap.forks, state.forks, snap.federation.id, snap.fork_seqs)
     if snap.heads is not None:
+        if snap.kind == "node":  # a live node lists a frozen author at its cap (SPEC 10.2)
+            tops = _capped(tops, state.membership, logs)
         violations += check_heads(snap.heads, logs, tops) + check_digest(snap.digest)
     if snap.materialised is not None:
         progress("state", 0, None)
@@ -457,6 +460,13 @@ def examine(
         "members": len(state.members),
     }
     return Findings(violations, counts)
+
+
+def _capped(tops: dict[str, Head], membership: Membership, logs: Logs) -> dict[str, Head]:
+    """The tops as a node's frontier lists them: each frozen author's at its cap, where the
+    log holds a record at the cap (else the top stays, and a capped head is a mismatch)."""
+    caps = {a: c for a, c in membership.caps.items() if not c or c in logs.get(a, {})}
+    return capped_heads(tops, caps, lambda author, seq: logs[author][seq][0].id)
 
 
 def _verify_while_examining(

@@ -10,7 +10,9 @@ go to ``node.audit.engine``, whose verdicts are ``protocol``'s.
 - ``read_jsonl``: one canonical record per line (what ``GET /v1/records`` exports); the
   federation must be given.
 - ``read_node``: ``GET /v1/heads``, then every author's log up to that frontier over
-  ``GET /v1/log/{author}``, every request signed (RFC 9421) with the auditor's key. The first
+  ``GET /v1/log/{author}`` (a frozen author's head is at its cap, SPEC 10.2: its log is
+  read through its fork evidence too, and records it stored past a freeze are not read),
+  every request signed (RFC 9421) with the auditor's key. The first
   frontier is the snapshot: records a live node stores meanwhile are left out. An ``https``
   node is pinned as peers pin it (SPEC 10.5): by its member's announce, as the auditor's home
   database holds it, else by the URL's ``#spki=<fingerprint>``; without a pin it is not
@@ -45,6 +47,7 @@ from node.store.store import Store
 from protocol import Federation, Head, RemoteProtocolError, SigningKey
 from protocol.encoding import JsonValue
 from protocol.federation import parse_genesis
+from protocol.records import is_record_id
 from protocol.sync import (
     MAX_PAGE_RECORDS,
     LogRequest,
@@ -264,10 +267,14 @@ def _read_node(client: PeerClient, url: str, federation: Federation) -> Snapshot
     except RemoteProtocolError as e:
         raise AuditError(f"{url}: malformed /v1/heads answer: {e}") from e
     claimed = str(answer.get("digest")) if isinstance(answer, dict) else ""
-    rows: list[Row] = []
-    for author, head in sorted(frontier.heads.items()):
-        rows += [Row(len(rows) + 1, raw, author=author) for raw in client.log(author, head.seq)]
     forks = [ForkRow(str(f.get("author")), _int(f.get("seq")), f) for f in frontier.forks]
+    through = {author: head.seq for author, head in frontier.heads.items()}
+    for fork in forks:  # its two records lie past the author's capped head
+        if is_record_id(fork.author) and fork.seq is not None and fork.seq > 0:
+            through[fork.author] = max(through.get(fork.author, 0), fork.seq)
+    rows: list[Row] = []
+    for author, seq in sorted(through.items()):
+        rows += [Row(len(rows) + 1, raw, author=author) for raw in client.log(author, seq)]
     return Snapshot(
         kind="node",
         source=url,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import FAST_GOSSIP, REPO, NodeProc, found_federation, free_port, wait_until
+from harness import FAST_GOSSIP, REPO, NodeProc, found_federation, free_port, hm, wait_until
 from harness import write_config as write_node_config
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -302,3 +302,7 @@ def test_nodes_that_stored_different_records_past_a_fork_reach_equal_frontiers(
         assert [f["author"] for f in peer_heads(node, b_key)["forks"]] == [a.key]
     assert head_seq(b, federation, a.key) == 2 and stored(b, federation, x2)  # still stored
     assert not stored(c, federation, x2)  # past the cap: never accepted
+    # a live audit reads b's capped frontier and the fork's records (not X2): clean
+    audit = hm("audit", "--node", b.url, "--home", b.home, "--json")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert json.loads(audit.stdout)["clean"] is True
