@@ -190,6 +190,10 @@ class MatchIndex:
     def __len__(self) -> int:
         return sum(map(len, self._by_type.values()))
 
+    def sizes(self) -> dict[str, int]:
+        """The signals indexed of each type, types with none included."""
+        return {name: len(index) for name, index in self._by_type.items()}
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, int) and any(key in i for i in self._by_type.values())
 

@@ -88,7 +88,6 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rows = await node.store.read(lambda s: list(s.active_signals_for_index(now_ms=now)))
     await asyncio.to_thread(node.index.add_many, rows)  # seconds at 10 M signals
     node.index.set_expiries(await node.store.read(lambda s: s.active_expiries(now_ms=now)))
-    node.metrics.signals_indexed(rows)
     if node.lists is not None:
         await node.lists.open()
     await announce_self(node)
@@ -203,6 +202,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
                        title="not authorised")  # fmt: skip
     stats = await node.store.read(lambda s: s.stats(now_ms=now_ms()))
     node.metrics.refresh_store(stats)
+    node.metrics.refresh_index(node.index.sizes())
     node.metrics.refresh_peers(request.app[GOSSIP].peers.values(), time.time())
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return web.Response(body=encoder(node.metrics.registry), headers={"Content-Type": content_type})

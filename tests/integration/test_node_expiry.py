@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,13 @@ def lookup(node: NodeProc, value: str) -> dict[str, Any]:
     return answer
 
 
+def active_md5_gauge(node: NodeProc) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.local_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    (line,) = [x for x in text.splitlines() if x.startswith('hashmesh_active_signals{type="md5"}')]
+    return line.split()[-1]
+
+
 def test_an_expired_signal_stops_matching_without_a_restart(node: NodeProc) -> None:
     lasting, brief, later = md5("lasting"), md5("brief"), md5("later")
     node.api("POST", "/v1/signals", {"type": "md5", "value": lasting})
@@ -54,10 +62,12 @@ def test_an_expired_signal_stops_matching_without_a_restart(node: NodeProc) -> N
     assert before["results"][0]["hits"][0]["status"] == "active"
     assert lookup(node, brief)["matched"]
     assert node.api("GET", "/v1/status")["index"]["signals"] == 3
+    assert active_md5_gauge(node) == "3.0"
 
     # the timer drops it from the index at its expiry, no query needed
     wait_until(lambda: node.api("GET", "/v1/status")["index"]["signals"] == 2, timeout=10)
     assert time.time() * 1000 >= soon
+    assert active_md5_gauge(node) == "2.0"
     after = match(node, brief)
     assert not after["matched"] and after["results"][0]["hits"] == []
     assert after["results"][0]["total_hits"] == 0
