@@ -10,11 +10,17 @@ Each signal type has an index of its own, of the class its node module names
 the node side lacks has no index: its signals are refused here with a clear error
 (``tests/node/test_signal_types.py`` keeps the two registries equal).
 
-The index is not thread-safe for mutation: callers serialise ``add``/``remove`` with queries.
+A signal may carry its expiry time: ``expire_due`` drops every signal whose expiry has
+passed (the node calls it before each query and on a timer, so an expired signal is never
+a hit, though nothing else tells the index about expiries); ``next_expiry_ms`` says when.
+
+The index is not thread-safe for mutation: callers serialise ``add``/``remove``/
+``expire_due`` with queries.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
 
@@ -52,6 +58,8 @@ class MatchIndex:
             if name in NODE_TYPES
         }
         self._top: int | None = None  # the largest key ever indexed
+        self._expires: dict[int, int] = {}  # key -> expiry (ms), for keys that have one
+        self._due: list[tuple[int, int]] = []  # heap of (expiry ms, key); may hold stale pairs
 
     def _index(self, signal_type: str) -> TypeIndex:
         index = self._by_type.get(signal_type)
@@ -59,8 +67,9 @@ class MatchIndex:
             raise ValueError(f"unknown signal type {signal_type!r}")
         return index
 
-    def add(self, key: int, signal_type: str, value: str) -> None:
-        """Index one signal under ``key``, replacing whatever ``key`` held before."""
+    def add(self, key: int, signal_type: str, value: str, expires: int | None = None) -> None:
+        """Index one signal under ``key``, replacing whatever ``key`` held before; it leaves
+        at ``expire_due`` after ``expires`` (ms), if given."""
         index = self._index(signal_type)
         try:
             parsed = index.parse(value)
@@ -72,6 +81,8 @@ class MatchIndex:
         else:
             self.remove(key)
         index.add_parsed(key, parsed)
+        if expires is not None:
+            self.set_expiries([(key, expires)])
 
     def add_many(self, items: Iterable[tuple[int, str, str]]) -> None:
         """Same as ``add`` for each item in turn, vectorised (start-up from the store). Every
@@ -97,6 +108,9 @@ class MatchIndex:
             groups.append((index, keys if rows is None else keys[rows], parsed))
         if len(self):
             self._remove_many(keys)
+            if self._expires:
+                for key in keys.tolist():
+                    self._expires.pop(key, None)
         top = int(keys.max())
         self._top = top if self._top is None else max(self._top, top)
         for index, group_keys, parsed in groups:
@@ -109,9 +123,34 @@ class MatchIndex:
 
     def remove(self, key: int) -> None:
         """Forget ``key``; a no-op if it is not indexed."""
+        self._expires.pop(key, None)
         for index in self._by_type.values():
             if index.remove(key):
                 return
+
+    def set_expiries(self, items: Iterable[tuple[int, int]]) -> None:
+        """The expiry times (ms) of indexed keys (``add_many`` takes none)."""
+        expiring, due = self._expires, self._due
+        for key, expires in items:
+            if expiring.get(key) != expires:
+                expiring[key] = expires
+                heapq.heappush(due, (expires, key))
+
+    def expire_due(self, now_ms: int) -> int:
+        """Drop every signal whose expiry is at or before now_ms; the number dropped."""
+        dropped = 0
+        while self._due and self._due[0][0] <= now_ms:
+            expires, key = heapq.heappop(self._due)
+            if self._expires.get(key) == expires:
+                self.remove(key)
+                dropped += 1
+        return dropped
+
+    def next_expiry_ms(self) -> int | None:
+        """When ``expire_due`` next has something to drop (None: no signal expires)."""
+        while self._due and self._expires.get(self._due[0][1]) != self._due[0][0]:
+            heapq.heappop(self._due)  # a stale pair: the key left or changed its expiry
+        return self._due[0][0] if self._due else None
 
     def query(self, signal_type: str, value: str, radius: int | None = None) -> list[Hit]:
         """Every indexed signal of ``signal_type`` within ``radius``, by (distance, key)."""
@@ -150,6 +189,10 @@ class MatchIndex:
 
     def __len__(self) -> int:
         return sum(map(len, self._by_type.values()))
+
+    def sizes(self) -> dict[str, int]:
+        """The signals indexed of each type, types with none included."""
+        return {name: len(index) for name, index in self._by_type.items()}
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, int) and any(key in i for i in self._by_type.values())

@@ -16,6 +16,7 @@ exposes the node's own Prometheus registry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import os
@@ -48,6 +49,7 @@ from node.net.deadlines import counting, read_deadlines
 from node.net.gossip import GOSSIP
 from node.net.httpsig import RequestVerifier
 from node.net.local_lists import LocalLists
+from node.net.matching import expire_signals
 from node.net.metrics import METRICS, may_scrape, metrics_middleware
 from node.net.tls import load_node_tls
 from node.store.lists import LISTS_FILE
@@ -82,9 +84,10 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
     await node.store.open()
     await node.refresh_membership()
-    rows = await node.store.read(lambda s: list(s.active_signals_for_index(now_ms=now_ms())))
+    now = now_ms()
+    rows = await node.store.read(lambda s: list(s.active_signals_for_index(now_ms=now)))
     await asyncio.to_thread(node.index.add_many, rows)  # seconds at 10 M signals
-    node.metrics.signals_indexed(rows)
+    node.index.set_expiries(await node.store.read(lambda s: s.active_expiries(now_ms=now)))
     if node.lists is not None:
         await node.lists.open()
     await announce_self(node)
@@ -95,6 +98,15 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     if node.lists is not None:
         await node.lists.close()
     await node.store.close()
+
+
+async def _expiry_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Signals leave the match index when they expire (``node.net.matching.expire_signals``)."""
+    task = asyncio.create_task(expire_signals(app[NODE]), name="index expiries")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _moderation_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -149,6 +161,7 @@ def make_app(config: NodeConfig) -> web.Application:
     app[NODE] = node
     app[METRICS] = node.metrics
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_expiry_ctx)
     app.cleanup_ctx.append(_moderation_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(gossip.gossip_ctx)
@@ -189,6 +202,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
                        title="not authorised")  # fmt: skip
     stats = await node.store.read(lambda s: s.stats(now_ms=now_ms()))
     node.metrics.refresh_store(stats)
+    node.metrics.refresh_index(node.index.sizes())
     node.metrics.refresh_peers(request.app[GOSSIP].peers.values(), time.time())
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return web.Response(body=encoder(node.metrics.registry), headers={"Content-Type": content_type})

@@ -247,7 +247,7 @@ def apply_signal_changes(index: MatchIndex, changes: Sequence[SignalChange]) -> 
     # add() is amortised (a delta segment); add_many() is the bulk-build path for start-up
     for change in changes:
         if change.active:
-            index.add(change.row, change.type, change.value)
+            index.add(change.row, change.type, change.value, change.expires)
         else:
             index.remove(change.row)
 

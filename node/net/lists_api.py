@@ -35,6 +35,7 @@ from node.net.api_input import int_param, json_body, optional_json_body, query_p
 from node.net.context import Node
 from node.net.local_api import local
 from node.net.local_lists import LocalLists
+from node.net.matching import expire_index
 from node.store import read as store_read
 from node.store.lists import KINDS, NewEntry, check_note
 from protocol.bodies import OpinionBody
@@ -200,6 +201,7 @@ async def dispute_safelisted(
                        status=404, title="no such entry")  # fmt: skip
     radius = node.config.match.list_radius(name, kind)
     async with node.index_lock:
+        await expire_index(node.index)
         [hits] = await asyncio.to_thread(node.index.query_batch, kind, [value], radius)
     now = now_ms()
     keys = [h.key for h in hits]

@@ -430,6 +430,7 @@ async def _dihedral(node: Node, h: MediaHashes) -> list[dict[str, Any]]:
 async def _stills(node: Node, pdqs: Sequence[Query]) -> list[dict[str, Any]]:
     """Video signals holding a frame near one of the PDQ hashes: provenance, frame time."""
     async with node.index_lock:
+        await expire_index(node.index)
         found = await asyncio.to_thread(node.index.frames_near, [q.value for q in pdqs])
     best: dict[int, tuple[int, int]] = {}  # signal key -> (distance, frame ms)
     for per in found:
@@ -465,6 +466,7 @@ async def match_frames(
     images: list[dict[str, Any]] = []
     if usable:
         async with node.index_lock:
+            await expire_index(node.index)
             found = await asyncio.to_thread(
                 node.index.match_videos, usable, query_pct=options.query_pct,
                 compared_pct=options.compared_pct,
@@ -505,7 +507,8 @@ async def _rows(node: Node, keys: Sequence[int]) -> dict[int, dict[str, Any]]:
     if not keys:
         return {}
     details = await node.signal_rows(keys, now_ms())
-    return {cast(int, d["row"]): d for d in details}
+    # expired since the index's expiry drop before the search: never a hit
+    return {cast(int, d["row"]): d for d in details if d.get("status") != "expired"}
 
 
 # ---- the index and provenance -----------------------------------------------------------
@@ -519,7 +522,36 @@ async def _search(
     for query in queries:
         signal_type(query.type)
     async with node.index_lock:
+        await expire_index(node.index)
         return await asyncio.to_thread(_query_grouped, node.index, queries, radius)
+
+
+async def expire_index(index: MatchIndex) -> int:
+    """Drop the signals whose expiry has passed from the index, before a query (the caller
+    holds the index lock): nothing else tells the index of expiries between the timer's
+    rounds (``expire_signals``), and an expired signal must never be a hit. The number
+    dropped. Dropping needs no commit order: a signal a later merge adds already expired
+    is dropped by the next call, whichever comes first."""
+    now, due = now_ms(), index.next_expiry_ms()
+    if due is None or due > now:
+        return 0
+    return await asyncio.to_thread(index.expire_due, now)
+
+
+EXPIRY_WAKE_S = 1.0  # the timer's longest sleep: it learns of a new earlier expiry then
+
+
+async def expire_signals(node: Node) -> None:
+    """Forever: drop signals from the index when they expire (a background task of the
+    node), so the index shrinks without waiting for a query."""
+    while True:
+        due = node.index.next_expiry_ms()
+        wait_s = EXPIRY_WAKE_S if due is None else (due - now_ms()) / 1000
+        await asyncio.sleep(min(max(wait_s, 0.0), EXPIRY_WAKE_S))
+        async with node.index_lock:
+            dropped = await expire_index(node.index)
+        if dropped:
+            node.counters["index_expired"] = node.counters.get("index_expired", 0) + dropped
 
 
 def _query_grouped(

@@ -10,7 +10,8 @@ process-global one, so several nodes can run in one process (tests). Three kinds
 - gauges refreshed at scrape time from the store and the gossip engine: records, authors,
   members, pending, forks, and per peer: up, records behind/ahead at last contact, seconds
   since last contact;
-- ``hashmesh_active_signals{type}``, kept in step with the match index as signals change.
+- ``hashmesh_active_signals{type}``, read from the match index at scrape time (signals
+  leave it as they change and as they expire).
 
 ``/metrics`` answers loopback clients (no ``Forwarded``/``X-Forwarded-For`` header, i.e. not
 relayed by a local reverse proxy) and anyone presenting the node's bearer token; the numbers
@@ -159,10 +160,6 @@ class Metrics:
 
     # ---- moved by the node -------------------------------------------------------------
 
-    def signals_indexed(self, rows: Iterable[tuple[int, str, str]]) -> None:
-        for _, signal_type, _ in rows:
-            self.active_signals.labels(signal_type).inc()
-
     def merge_done(self, result: MergeResult) -> None:
         for status, count in result.counts().items():
             if count:
@@ -173,11 +170,13 @@ class Metrics:
                 self.rejected.labels(str(reason or "unknown")).inc()
         if result.forks:
             self.forks_detected.inc(len(result.forks))
-        for change in result.signal_changes:
-            gauge = self.active_signals.labels(change.type)
-            gauge.inc() if change.active else gauge.dec()
 
     # ---- refreshed at scrape -----------------------------------------------------------
+
+    def refresh_index(self, sizes: Mapping[str, int]) -> None:
+        """The match index's signals of each type (``MatchIndex.sizes``)."""
+        for signal_type, size in sizes.items():
+            self.active_signals.labels(signal_type).set(size)
 
     def refresh_store(self, stats: Mapping[str, int]) -> None:
         self.records.set(stats.get("records", 0))

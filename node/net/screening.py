@@ -92,6 +92,8 @@ async def screened(
     now = now_ms()
     details = await node.signal_rows(rows, now) if rows else []
     by_row = {cast(int, d["row"]): d for d in details}
+    # a signal may expire between the index's expiry drop (before the search) and this read
+    hits = [[h for h in per if by_row.get(h.key, {}).get("status") != "expired"] for per in hits]
     kept: list[list[dict[str, Any]]] = []
     dropped: list[list[dict[str, Any]]] = []
     totals: list[int] = []

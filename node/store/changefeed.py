@@ -145,7 +145,7 @@ def _opined(conn: sqlite3.Connection, keys: set[str]) -> list[str]:
 def append(conn: sqlite3.Connection, changes: Sequence[Change]) -> None:
     """Enter a merge's changes. A signal that became active but whose expiry a sweep has
     already passed (the merge began before that read) is entered as expired at once."""
-    swept = _swept(conn)
+    swept = swept_ms(conn)
     rows = []
     for c in changes:
         rows.append((c.ts, bytes.fromhex(c.signal), c.kind))
@@ -154,7 +154,9 @@ def append(conn: sqlite3.Connection, changes: Sequence[Change]) -> None:
     conn.executemany("INSERT INTO changes (ts, signal, kind) VALUES (?, ?, ?)", rows)
 
 
-def _swept(conn: sqlite3.Connection) -> int:
+def swept_ms(conn: sqlite3.Connection) -> int:
+    """The time up to which expiries are entered: a signal unretracted whose expiry is after
+    it is active as far as the feed has said (a merge that drops it owes an entry)."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (SWEPT_KEY,)).fetchone()
     return int(row[0]) if row is not None else 0
 
@@ -162,7 +164,7 @@ def _swept(conn: sqlite3.Connection) -> int:
 def sweep_expiries(conn: sqlite3.Connection, now_ms: int) -> int:
     """Enter an ``expired`` entry for every unretracted signal whose expiry passed since the
     last sweep (up to now_ms); the number entered."""
-    last = _swept(conn)
+    last = swept_ms(conn)
     if now_ms <= last:
         return 0
     cursor = conn.execute(

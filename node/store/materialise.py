@@ -27,6 +27,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from node.store import changefeed
 from protocol import Membership, Record
 from protocol.batch import trusted_record
 from protocol.bodies import AnnounceBody, OpinionBody, RetractBody, SignalBody
@@ -70,6 +71,7 @@ class SignalChange(NamedTuple):  # a tuple: one is made per signal merged
     value: str
     active: bool
     why: str = ""
+    expires: int | None = None  # of an active signal: the index drops it then (ms)
 
 
 class Keyer:
@@ -106,19 +108,30 @@ class _Tracker:
         self._after: dict[int, SignalChange] = {}
 
     def note(
-        self, row: int, rid: str, type_: str, value: str, *, before: bool, after: bool, why: str
+        self,
+        row: int,
+        rid: str,
+        type_: str,
+        value: str,
+        *,
+        before: bool,
+        after: bool,
+        why: str,
+        expires: int | None = None,
     ) -> None:
         self._before.setdefault(row, before)
-        self._after[row] = SignalChange(row, rid, type_, value, after, why)
+        self._after[row] = SignalChange(row, rid, type_, value, after, why, expires)
 
-    def new_rows(self) -> Callable[[int, str, str, str, bool], None]:
+    def new_rows(self) -> Callable[[int, str, str, str, bool, int | None], None]:
         """``note`` for rows that did not exist before this merge (the hot path)."""
         before, after = self._before, self._after
 
-        def note_new(row: int, rid: str, type_: str, value: str, active: bool) -> None:
+        def note_new(
+            row: int, rid: str, type_: str, value: str, active: bool, expires: int | None
+        ) -> None:
             if row not in before:
                 before[row] = False
-            after[row] = SignalChange(row, rid, type_, value, active, "counted")
+            after[row] = SignalChange(row, rid, type_, value, active, "counted", expires)
 
         return note_new
 
@@ -144,6 +157,16 @@ class Materialiser:
         self.ref_of = ref_of
         self._tracker = _Tracker()
         self._adopted: set[bytes] = set()
+        self._swept: int | None = None
+
+    def _was_active(self, expires: int | None, retracted: bool) -> bool:
+        """Was the signal active before this merge, as the change feed has told it: expiries
+        count from the feed's last sweep, not the merge's clock. A signal whose expiry passed
+        but was not yet swept is still active to followers, so dropping or retracting it must
+        enter a change (the sweep skips retracted signals and finds no row for dropped ones)."""
+        if self._swept is None:
+            self._swept = changefeed.swept_ms(self.conn)
+        return is_active(expires, retracted, self._swept)
 
     def changes(self) -> list[SignalChange]:
         return self._tracker.changes()
@@ -248,7 +271,7 @@ class Materialiser:
                          dumps(body.labels).decode(), body.note, expires))  # fmt: skip
             for label in body.labels:
                 labels.append((label, row))
-            changes(row, rid, type_, value, is_active(expires, False, now))
+            changes(row, rid, type_, value, is_active(expires, False, now), expires)
             if not fresh or (adopted and bytes.fromhex(rid) in adopted):
                 check.append((member, bytes.fromhex(rid)))
         self.conn.executemany(
@@ -286,7 +309,7 @@ class Materialiser:
     def _retract(self, found: tuple[Any, ...], target: bytes, rid: bytes) -> None:
         row, _, type_, value, expires, _ = found
         self.conn.execute("UPDATE signals SET retracted_by = ? WHERE row = ?", (rid, row))
-        before = is_active(expires, False, self.received_ms)
+        before = self._was_active(expires, False)
         self._tracker.note(
             row, target.hex(), type_, value, before=before, after=False, why="retracted"
         )
@@ -312,10 +335,11 @@ class Materialiser:
         if new != old:
             self.conn.execute("UPDATE signals SET retracted_by = ? WHERE row = ?", (new, row))
             now = self.received_ms
-            before = is_active(expires, old is not None, now)
+            before = self._was_active(expires, old is not None)
             after = is_active(expires, new is not None, now)
             why = "retraction withdrawn" if new is None else "retracted"
-            self._tracker.note(row, target.hex(), type_, value, before=before, after=after, why=why)
+            self._tracker.note(row, target.hex(), type_, value, before=before, after=after, why=why,
+                               expires=expires)  # fmt: skip
 
     # -- removing ------------------------------------------------------------------------
 
@@ -329,7 +353,7 @@ class Materialiser:
         ).fetchall()
         labels: list[tuple[str, int]] = []
         for row, rid, type_, value, expires, retracted_by, label_json in removed:
-            before = is_active(expires, retracted_by is not None, self.received_ms)
+            before = self._was_active(expires, retracted_by is not None)
             self._tracker.note(row, rid.hex(), type_, value, before=before, after=False, why=why)
             labels.extend((label, row) for label in orjson.loads(label_json))
         self.conn.executemany("DELETE FROM signal_labels WHERE label = ? AND row = ?", labels)

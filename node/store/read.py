@@ -186,6 +186,14 @@ def active_signals(conn: sqlite3.Connection, *, now_ms: int) -> Iterator[tuple[i
         after = rows[-1][0]
 
 
+def active_expiries(conn: sqlite3.Connection, *, now_ms: int) -> list[tuple[int, int]]:
+    """(row, expires) of every active signal that has an expiry (by the expiry index)."""
+    return conn.execute(
+        f"SELECT s.row, s.expires FROM signals s WHERE s.expires > :now AND {ACTIVE}",
+        {"now": now_ms},
+    ).fetchall()
+
+
 def own_signal(
     conn: sqlite3.Connection,
     identity: str,

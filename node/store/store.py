@@ -437,6 +437,10 @@ class Store:
         """(row, type, value) of every active signal, in row order, read in pages."""
         return reads.active_signals(self.conn, now_ms=now_ms)
 
+    def active_expiries(self, *, now_ms: int) -> list[tuple[int, int]]:
+        """(row, expires) of every active signal that expires, for the match index."""
+        return reads.active_expiries(self.conn, now_ms=now_ms)
+
     def find_own_signal(
         self,
         author_identity: str,

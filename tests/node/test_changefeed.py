@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from store_helpers import T0, key, make_federation, random_history
 
 from node.store.store import Store, changefeed
-from protocol import OpinionBody, SignalBody, sign_record
+from protocol import OpinionBody, RetractBody, SignalBody, sign_record
 
 STEP_MS = 40_000  # histories' expiries fall within T0 - 5 s .. T0 + 500 s
 
@@ -123,3 +123,46 @@ def test_entries_name_what_happened_and_carry_the_state_now(tmp_path: Path) -> N
         assert reopened.feed_position() == (epoch, entries[-1]["cursor"])
     with Store.open(tmp_path / "other.db", federation, create=True) as other:
         assert other.feed_position()[0] != epoch  # a new database, a new epoch
+
+
+class _Follower:
+    """A follower's copy, kept current by replaying the feed from its last cursor."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, dict[str, Any]] = {}
+        self.cursor = 0
+
+    def catch_up(self, store: Store, now_ms: int) -> set[str]:
+        self.cursor = replay(store, self.held, self.cursor, now_ms)
+        return set(self.held)
+
+
+def test_a_fork_that_drops_an_expired_but_unswept_signal_enters_it(tmp_path: Path) -> None:
+    """Regression (the replay property's failing case): a merge freezes an author by a fork
+    after its signal's expiry passed but before a read swept it; the feed must still say the
+    signal went, since the sweep that comes later finds no row for it."""
+    federation = make_federation([key(1), key(2)], threshold=1)
+    with Store.open(tmp_path / "node.db", federation, create=True) as store:
+        body = SignalBody("md5", "c" * 32, (), None, T0 + 500)
+        first = sign_record(key(1), fed=federation.id, seq=1, prev=None, ts=T0, body=body)
+        store.merge([first.canonical], received_ms=T0)
+        follower = _Follower()
+        assert follower.catch_up(store, T0 + 100) == {first.id}  # swept up to T0 + 100
+        other = sign_record(key(1), fed=federation.id, seq=1, prev=None, ts=T0 + 1,
+                            body=SignalBody("md5", "d" * 32))  # fmt: skip
+        result = store.merge([other.canonical], received_ms=T0 + 1_000)  # expired, unswept
+        assert result.forks
+        assert follower.catch_up(store, T0 + 2_000) == set() == set(active_list(store, T0 + 2_000))
+
+
+def test_retracting_an_expired_but_unswept_signal_enters_it(tmp_path: Path) -> None:
+    """The same for a retraction: the sweep skips retracted signals, so the merge enters it."""
+    federation = make_federation([key(1), key(2)], threshold=1)
+    with Store.open(tmp_path / "node.db", federation, create=True) as store:
+        signal = store.append_local(key(1), SignalBody("md5", "e" * 32, (), None, T0 + 500), ts=T0)
+        follower = _Follower()
+        assert follower.catch_up(store, T0 + 100) == {signal.id}
+        retract = sign_record(key(1), fed=federation.id, seq=2, prev=signal.id, ts=T0 + 1_000,
+                              body=RetractBody(signal.id))  # fmt: skip
+        store.merge([retract.canonical], received_ms=T0 + 1_000)
+        assert follower.catch_up(store, T0 + 2_000) == set()

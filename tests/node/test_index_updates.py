@@ -9,6 +9,7 @@ import asyncio
 from node.media.index import MatchIndex
 from node.media.matchindex import Hit
 from node.net.context import INDEX_CHUNK_CHANGES, index_signal_changes
+from node.net.matching import expire_index
 from node.store.store import SignalChange
 
 
@@ -63,3 +64,38 @@ def test_merges_are_indexed_in_commit_order() -> None:
     index = asyncio.run(add_then_retract_last())
     assert len(index) == count - 1
     assert index.query_batch("md5", [f"{count - 1:032x}"], None) == [[]]
+
+
+def test_signals_leave_the_index_at_their_expiry() -> None:
+    """The index keeps each signal's expiry (from the merge's change, or set at start-up) and
+    drops it at ``expire_due``; a re-add replaces the expiry, a removal forgets it."""
+    index = MatchIndex()
+    lasting, brief, renewed, gone = changes(4)
+    index_changes = [brief._replace(expires=1_000), renewed._replace(expires=1_000), lasting,
+                     gone._replace(expires=500)]  # fmt: skip
+    for change in index_changes:
+        index.add(change.row, change.type, change.value, change.expires)
+    index.add(renewed.row, renewed.type, renewed.value, 5_000)  # the same key, a later expiry
+    index.remove(gone.row)
+    assert index.next_expiry_ms() == 1_000
+    assert index.expire_due(999) == 0 and len(index) == 3
+    assert index.expire_due(1_000) == 1 and brief.row not in index
+    assert index.query_batch("md5", [brief.value], None) == [[]]
+    assert index.next_expiry_ms() == 5_000 and renewed.row in index
+    index.add_many([(7, "md5", "7" * 32)])
+    index.set_expiries([(7, 6_000)])
+    assert index.expire_due(10**12) == 2 and len(index) == 1 and lasting.row in index
+    assert index.next_expiry_ms() is None
+
+
+def test_a_search_never_finds_a_signal_whose_expiry_passed() -> None:
+    """Before each query the matcher drops what expired (the timer may not have run yet)."""
+
+    async def search() -> list[list[Hit]]:
+        index = MatchIndex()
+        index.add(1, "md5", "1" * 32, expires=1)  # long past
+        index.add(2, "md5", "2" * 32)
+        assert await expire_index(index) == 1
+        return index.query_batch("md5", ["1" * 32, "2" * 32], None)
+
+    assert asyncio.run(search()) == [[], [Hit(2, 0)]]
