@@ -9,9 +9,9 @@ docs/simulation.md): these tests assert the fixed behaviour under the protocol's
 
 And one the adopted rules brought: an author that asks only ``relay_asks`` = 3 of its peers
 to relay its records (SPEC 10.3) misses relay_cut's bound when its peer list ends (it knows
-4 of 9 nodes): fewer than 80% of its records reach every node within 1 s, because each
+5 of the 9 other nodes): fewer than 80% of its records reach every node within 1 s, because each
 record then spreads past the author's peers through 3 relayers (one random peer each)
-instead of 4. With every peer asked, the bound holds.
+instead of 5. With every peer asked, the bound holds.
 """
 
 from __future__ import annotations
