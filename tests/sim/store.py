@@ -272,7 +272,7 @@ class SimStore:
             heads = self.capped_heads() if self.cap_frontier else dict(self.ledger.heads)
             frontier = Frontier(heads, forks)
             self._frontier = frontier
-            self._digest = "" if self.history is None else self.history.observe(frontier)
+            self._digest = ""
         return self._frontier
 
     def changes_since(self, digest: str) -> dict[str, Head | None] | None:
@@ -291,10 +291,13 @@ class SimStore:
         )
 
     def digest(self) -> str:
-        """The frontier digest (SPEC 10.2), computed when first asked for."""
+        """The frontier digest (SPEC 10.2), computed when first asked for: when the node
+        reports its frontier or asks with it, so the frontier history (frontier deltas)
+        observes it then, as ``FrontierHistory`` asks."""
         frontier = self.frontier()
         if not self._digest:
-            self._digest = frontier.digest()
+            history = self.history
+            self._digest = frontier.digest() if history is None else history.observe(frontier)
         return self._digest
 
     def log(self, author: str, after: int, limit: int) -> list[bytes]:
