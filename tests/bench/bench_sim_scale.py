@@ -1,5 +1,6 @@
-"""Scale study (issue 19): simulated federations of 10 to 1,000 members, today's gossip rules
-and the alternatives the simulator found, side by side.
+"""Scale study (issue 19): simulated federations of 10 to 1,000 members under the protocol's
+gossip rules (``adopted``: SPEC 10.2 capped frontiers and frontier deltas, SPEC 10.3 a push
+pipeline per peer and ``relay_asks`` = 3), optionally beside the rules before (``before``).
 
 Every member's node holds every member's announce (each frontier lists N authors) and runs the
 real engine and acceptance machine (``tests/sim``) on 50 ms links (+ up to 10 ms jitter,
@@ -19,7 +20,7 @@ real engine and acceptance machine (``tests/sim``) on 50 ms links (+ up to 10 ms
 
 Goals (issue 19): p99 <= 2 s at 1,000 members, idle <= 2 KB/s per node, wire <= 2x canonical.
 
-Run: python tests/bench/bench_sim_scale.py [--sizes 10,50,200,1000] [--rules today,...]
+Run: python tests/bench/bench_sim_scale.py [--sizes 10,50,200,1000] [--rules adopted,before]
      [--signals 20] [--plot docs/simulation-scale.png]
 """
 
@@ -29,21 +30,19 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
 
 from sim.members import signal_body  # noqa: E402
 from sim.network import LinkSpec  # noqa: E402
-from sim.world import TODAY, Rules, World  # noqa: E402
+from sim.world import ADOPTED, BEFORE, Rules, World  # noqa: E402
 
 WARM_S, IDLE_S, SPACING_S, TAIL_S = 5.0, 10.0, 1.0, 5.0
 RULES: dict[str, Rules] = {
-    "today": TODAY,
-    "deltas": replace(TODAY, frontier_deltas=8),  # frontier deltas against recent versions
-    "3-relay": replace(TODAY, author_relays=3),  # an author asks 3 peers to relay, not all
-    "3-relay+deltas": replace(TODAY, author_relays=3, frontier_deltas=8),
+    "adopted": ADOPTED,  # the protocol's rules (SPEC 10.2, 10.3): the engine's and the store's
+    "before": BEFORE,  # uncapped full frontiers, every peer asked to relay (sim.world.BEFORE)
 }
 
 
@@ -177,12 +176,12 @@ def plot(results: list[Result], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,50,200,1000")
-    parser.add_argument("--rules", default=",".join(RULES))
+    parser.add_argument("--rules", default="adopted")
     parser.add_argument("--signals", type=int, default=20)
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument(
         "--rules-large",
-        default="today,3-relay+deltas",
+        default="adopted",
         help="the rule sets to run at sizes of 500 and more (slow)",
     )
     parser.add_argument("--plot", type=Path, help="write the plot (PNG) here")

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from node.net.peerset import lost_protocol
 from protocol import Body, Head, Record, sign_record
+from protocol.frontier_delta import FrontierAnswer, plan_view
 from protocol.gossip import (
     Action,
     Event,
@@ -57,7 +57,6 @@ from protocol.gossip import (
     SyncFinished,
 )
 from protocol.sync import Frontier, LogRequest, check_log_page, claimed_last_seq, join_ndjson
-from sim.engines import PerPeerPushEngine
 from sim.members import TS0_MS, node_url
 from sim.network import Answer, Request
 from sim.scheduler import Event as TimerEvent
@@ -70,6 +69,7 @@ if TYPE_CHECKING:
 MERGE_BASE_S = 0.0005
 MERGE_PER_RECORD_S = 0.0001  # an Ed25519 verify and a share of the write, on one core
 SIGNATURE_WINDOW_S = 300
+HM_RECENT_BYTES = len("Hm-Recent: \r\n")
 HOST_OF = {}  # url -> host[:port], cached
 
 
@@ -91,7 +91,7 @@ class SimNode:
         self.url = node_url(index)
         self.store = world.template.clone(frontier_forks=world.rules.gossip_forks,
                                           cap_frontier=world.rules.cap_frontier)  # fmt: skip
-        self.store.keep_versions = world.rules.frontier_deltas
+        self.store.keep_recent(world.rules.frontier_deltas)
         self.url_of = {node_url(i): i for i in range(world.fed.size)}
         self.up = True
         self.epoch = 0
@@ -133,8 +133,7 @@ class SimNode:
     # -- life ----------------------------------------------------------------------------
 
     def _new_engine(self) -> GossipEngine:
-        kind = PerPeerPushEngine if self.world.rules.per_peer_push else GossipEngine
-        return kind(self.key.public, self.rng, self.world.rules.settings, own_url=self.url)
+        return GossipEngine(self.key.public, self.rng, self.world.rules.settings, own_url=self.url)
 
     def start(self) -> None:
         fed = self.world.fed
@@ -170,7 +169,6 @@ class SimNode:
         self.epoch += 1
         self._writer_free = self.world.sched.now
         self.store.reopen()
-        self.store.keep_versions = self.world.rules.frontier_deltas
         self.engine = self._new_engine()
         self.start()
 
@@ -184,22 +182,8 @@ class SimNode:
         self._run(self.engine.tick(self.mono_ms()))
 
     def _run(self, actions: Sequence[Action]) -> None:
-        if self.world.rules.author_relays is not None:
-            actions = self._ask_few_to_relay(actions, self.world.rules.author_relays)
         for action in actions:
             _ACTIONS[type(action)](self, action)
-
-    def _ask_few_to_relay(self, actions: Sequence[Action], k: int) -> list[Action]:
-        """The candidate rule: of the pushes of this node's own records, only k (random) ask
-        the peer to relay them; the others are ``?relay=0``."""
-        own = self.key.public
-        pushes = [i for i, a in enumerate(actions)
-                  if isinstance(a, Push) and all(r.author == own for r in a.records)]  # fmt: skip
-        if len(pushes) <= k:
-            return list(actions)
-        keep = set(self.rng.sample(pushes, k))
-        return [replace(a, relay=False) if i in pushes and i not in keep else a
-                for i, a in enumerate(actions)]  # fmt: skip
 
     def _set_timer(self, action: SetTimer) -> None:
         if self._timer is not None:
@@ -253,8 +237,9 @@ class SimNode:
     def _fetch_frontier(self, action: FetchFrontier) -> None:
         local = self.store.frontier().heads  # what this node reports is what it plans with
         digest = self.store.digest()
-        recent = tuple(self.store.recent_digests())
-        extra = IF_NONE_MATCH_BYTES + (len("Hm-Recent: \r\n") + 17 * len(recent) if recent else 0)
+        history = self.store.history
+        recent = None if history is None else tuple(history.recent())
+        extra = IF_NONE_MATCH_BYTES + (0 if recent is None else HM_RECENT_BYTES + 17 * len(recent))
 
         def done(answer: Answer | None, failure: str) -> None:
             if answer is None or answer.status not in (200, 304):
@@ -266,27 +251,25 @@ class SimNode:
             frontier: Frontier | None = None
             heads = local
             if answer.status == 200:
-                frontier, heads = self._read_frontier(answer.data, local)
+                frontier, heads = self._read_frontier(answer.data, local, digest)
                 self._merge_fork_evidence(frontier, action.url)
             self._tell(FrontierAnswered(action.exchange, action.url, frontier, heads))
 
         self._send(action.url, "heads", ("heads", digest, recent), "/v1/heads", b"", extra, done)
 
     def _read_frontier(
-        self, data: Any, local: Mapping[str, Head]
+        self, data: FrontierAnswer, local: Mapping[str, Head], sent: str
     ) -> tuple[Frontier, Mapping[str, Head]]:
         """The peer's frontier and this node's heads to plan with: all of them, or only the
-        authors a delta names (frontier deltas: outside them both sides agree)."""
-        if isinstance(data, Frontier):
-            return data, local
-        what, value = data
-        if what == "delta":
-            frontier, authors = value
-        else:  # "at": the peer is at one of this node's recent frontiers
-            since = self.store.changes_since(value) or {}
-            frontier = Frontier({a: h for a, h in since.items() if h is not None})
-            authors = since.keys()
-        return frontier, {a: local[a] for a in authors if a in local}
+        authors a delta names (``protocol.frontier_delta.plan_view``: outside them both sides
+        agree)."""
+        history = self.store.history
+        if isinstance(data, Frontier) or history is None:
+            return (data if isinstance(data, Frontier) else Frontier({})), local
+        view = plan_view(data, local, history, sent)
+        if view is None:  # "at" a frontier forgotten meanwhile: nothing to plan this time
+            return Frontier({}), {}
+        return view
 
     def _merge_fork_evidence(self, frontier: Frontier, url: str) -> None:
         lines = [str(t).encode() for f in frontier.forks for t in f.get("records", [])]  # type: ignore[union-attr]
@@ -404,32 +387,18 @@ class SimNode:
         _, asked, recent = request.op
         if asked == digest:
             return Answer(304, b"", answer_header_bytes(304, 0, "", etag=True))
-        if own and self.store.keep_versions:
-            delta = self._delta(asked, recent, digest)
-            if delta is not None:
-                return delta
+        history = self.store.history
+        if own and history is not None and recent is not None:  # the asker opted in
+            delta = history.answer(frontier, asked, recent)
+            if not isinstance(delta, Frontier):
+                data = orjson.dumps(delta.to_json())
+                head = answer_header_bytes(
+                    200, len(data), "application/json; charset=utf-8", etag=True
+                )
+                return Answer(200, b"x" * len(data), head, delta)
         body = b"x" * body_len  # the bytes' count is what the network needs
         heads = answer_header_bytes(200, body_len, "application/json; charset=utf-8", etag=True)
         return Answer(200, body, heads, frontier)
-
-    def _delta(self, asked: str, recent: tuple[str, ...], digest: str) -> Answer | None:
-        """A frontier delta: the heads changed since the asker's frontier (if it is one of
-        this node's recent ones), or "at" (this node's frontier is one of the asker's)."""
-        since = self.store.changes_since(asked)
-        if since is not None:
-            heads = self.store.frontier().heads
-            delta = Frontier(
-                {a: heads[a] for a in since if a in heads}, self.store.frontier().forks
-            )
-            body = orjson.dumps(delta.to_json() | {"since": asked, "digest": digest})
-            data: Any = ("delta", (delta, since.keys()))
-        elif digest in recent:
-            body = orjson.dumps({"at": digest, "digest": digest})
-            data = ("at", digest)
-        else:
-            return None
-        head = answer_header_bytes(200, len(body), "application/json; charset=utf-8", etag=True)
-        return Answer(200, b"x" * len(body), head, data)
 
     def _frontier_for(self, requester: int) -> tuple[Frontier, int]:
         frontier = self.store.frontier()

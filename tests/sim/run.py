@@ -25,7 +25,7 @@ if __name__ == "__main__":  # the repository first (``protocol`` the package), t
 
 from sim.invariants import check, frontier_digests
 from sim.scenarios import BOUND_S, SCENARIOS, TEST_SCENARIOS
-from sim.world import PROPOSED, TODAY, Rules, World
+from sim.world import ADOPTED, BEFORE, Rules, World
 
 PROBE_S = 0.25  # how often convergence is looked at after the last fault
 
@@ -43,11 +43,11 @@ class RunResult:
     world: World | None = field(default=None, repr=False)
 
     quick: bool = False
-    today: bool = False
+    before: bool = False
 
     @property
     def replay(self) -> str:
-        flags = " --quick" * self.quick + " --today" * self.today
+        flags = " --quick" * self.quick + " --before" * self.before
         return (f".venv/bin/python tests/sim/run.py --scenario {self.scenario} --seed {self.seed}"
                 f"{flags} --trace")  # fmt: skip
 
@@ -71,7 +71,7 @@ def run_one(name: str, seed: int, rules: Rules | None = None, *, trace: bool = F
     return RunResult(
         name, seed, failures, converged, world.now, time.perf_counter() - started,
         world.sched.events_run, world.trace.text() if trace else "",
-        world if keep else None, quick, not (rules or TODAY).cap_frontier,
+        world if keep else None, quick, rules == BEFORE,
     )  # fmt: skip
 
 
@@ -93,14 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="run this seed only (a replay)")
     parser.add_argument("--trace", action="store_true", help="print the replayed run's trace")
     parser.add_argument(
-        "--today",
+        "--before",
         action="store_true",
-        help="today's rules (default: with proposal 1, capped frontiers)",
+        help="the rules before issue 19 (uncapped frontiers, no frontier deltas, every peer "
+        "asked to relay an author's records); default: the protocol's",
     )
     parser.add_argument("--quick", action="store_true", help="smaller bursts (as make test)")
     args = parser.parse_args(argv)
     names = args.scenario or sorted(SCENARIOS)
-    rules = TODAY if args.today else PROPOSED
+    rules = BEFORE if args.before else ADOPTED
     if args.seed is not None:
         failed = 0
         for name in names:

@@ -30,10 +30,11 @@ from protocol import Federation, ForkEvidence, Head, Record, SigningKey, fold_st
 from protocol.bodies import Body
 from protocol.encoding import encode_canonical
 from protocol.errors import RemoteProtocolError
+from protocol.frontier_delta import FrontierHistory
 from protocol.ledger import Ledger, Outcome, Verdict, _Batch, counted_of, membership_of_stored
 from protocol.membership import Membership, MembershipChange
 from protocol.records import decode_record
-from protocol.sync import Frontier, is_misbehaviour
+from protocol.sync import Frontier, capped_heads, is_misbehaviour
 
 VERIFIED: dict[bytes, Record | dict[str, object]] = {}  # bytes -> record, or error JSON
 VERIFY_CACHE_LIMIT = 2_000_000
@@ -110,8 +111,7 @@ class SimStore:
         self.federation = federation
         self.frontier_forks = frontier_forks  # False: a broken rule (forks left out of frontiers)
         self.cap_frontier = cap_frontier  # the proposed rule: frozen authors' heads at their cap
-        self.keep_versions = 0  # > 0: remember that many past frontiers (frontier deltas)
-        self.versions: list[tuple[str, dict[str, Head | None]]] = []  # (digest, heads before)
+        self.history: FrontierHistory | None = None  # frontier deltas: the recent frontiers
         self.by_id: dict[str, Record] = {}
         self.at: dict[tuple[str, int], list[str]] = {}  # (author, seq) -> ids, first first
         self.held: dict[str, Record] = {}
@@ -138,7 +138,7 @@ class SimStore:
         other.fork_seqs = dict(self.fork_seqs)
         other.membership_records = list(self.membership_records)
         other.frontier_forks, other.cap_frontier = frontier_forks, cap_frontier
-        other.versions = []
+        other.history = None
         ledger = other.ledger = copy.copy(self.ledger)
         ledger.reader = other
         ledger.heads = dict(self.ledger.heads)
@@ -146,7 +146,7 @@ class SimStore:
         ledger.membership_records = other.membership_records
         ledger.counted = dict(self.ledger.counted)
         ledger._held, ledger._held_ids, ledger._batch = {}, set(), _Batch()
-        other._frontier = other._last = None
+        other._frontier = None
         return other
 
     # -- the ledger's reader -------------------------------------------------------------
@@ -180,8 +180,12 @@ class SimStore:
         """A restart: a new ledger from what is stored (the heads, fork seqs, vote and rotate
         records and held records a node reads from its database at start)."""
         self.ledger = self._ledger(dict(self.ledger.heads))
-        self._frontier = self._last = None
-        self.versions = []  # kept in memory only
+        self._frontier = None
+        self.keep_recent(self.history.keep if self.history is not None else 0)  # memory only
+
+    def keep_recent(self, count: int) -> None:
+        """Remember the last count frontiers, for frontier deltas (0: none, no deltas)."""
+        self.history = FrontierHistory(count) if count else None
 
     # -- merging -------------------------------------------------------------------------
 
@@ -267,58 +271,33 @@ class SimStore:
             forks = forks if self.frontier_forks else ()
             heads = self.capped_heads() if self.cap_frontier else dict(self.ledger.heads)
             frontier = Frontier(heads, forks)
-            if self.keep_versions and self._last is not None:
-                self._remember(self._last, frontier)
-            self._frontier = self._last = frontier
+            self._frontier = frontier
             self._digest = ""
         return self._frontier
 
-    _last: Frontier | None = None  # the frontier before _frontier was dropped
-
-    def _remember(self, before: Frontier, now: Frontier) -> None:
-        """Keep the last ``keep_versions`` frontiers as (digest, the heads that changed since)."""
-        old, new = before.heads, now.heads
-        changed = {a: old.get(a) for a in old.keys() | new.keys() if old.get(a) != new.get(a)}
-        if not changed and before.forks == now.forks:
-            return
-        digest = self._digest or before.digest()  # _digest is still before's, if computed
-        self.versions.append((digest, changed))
-        del self.versions[: -self.keep_versions]
-
     def changes_since(self, digest: str) -> dict[str, Head | None] | None:
-        """If digest is one of the remembered frontiers: each author whose head changed since,
-        with its head then (None: none); else None."""
-        for i, (past, _) in enumerate(self.versions):
-            if past == digest:
-                since: dict[str, Head | None] = {}
-                for _, changed in self.versions[i:]:
-                    for author, head in changed.items():
-                        since.setdefault(author, head)
-                return since
-        return None
+        return None if self.history is None else self.history.changes_since(digest)
 
-    def recent_digests(self) -> list[str]:
-        return [d for d, _ in self.versions]
+    def recent_digests(self) -> list[str] | None:
+        """What this node sends in Hm-Recent (None: it does not ask for deltas)."""
+        return None if self.history is None else self.history.recent()
 
     def capped_heads(self) -> dict[str, Head]:
-        """The heads, each frozen author's at its cap (the last seq that can count): nodes that
-        stored different records past a freeze (before they learned of it) then agree."""
-        heads = dict(self.ledger.heads)
-        for author, cap in self.ledger.membership.caps.items():
-            head = heads.get(author)
-            if cap is None or head is None or head.seq <= cap:
-                continue
-            if cap == 0:
-                del heads[author]
-            else:
-                heads[author] = Head(author, cap, self.at[(author, cap)][0])
-        return heads
+        """The heads this node reports and plans with (SPEC 10.2, ``protocol.sync.capped_heads``):
+        each frozen author's at its cap, so nodes that stored different records past a freeze
+        (before they learned of it) agree."""
+        return capped_heads(
+            self.ledger.heads, self.ledger.membership.caps, lambda a, cap: self.at[(a, cap)][0]
+        )
 
     def digest(self) -> str:
-        """The frontier digest (SPEC 10.2), computed when first asked for."""
+        """The frontier digest (SPEC 10.2), computed when first asked for: when the node
+        reports its frontier or asks with it, so the frontier history (frontier deltas)
+        observes it then, as ``FrontierHistory`` asks."""
         frontier = self.frontier()
         if not self._digest:
-            self._digest = frontier.digest()
+            history = self.history
+            self._digest = frontier.digest() if history is None else history.observe(frontier)
         return self._digest
 
     def log(self, author: str, after: int, limit: int) -> list[bytes]:

@@ -17,13 +17,13 @@ from sim.run import run_one
 from sim.scheduler import Scheduler, Trace
 from sim.store import SimStore
 from sim.wire import SIGNATURE_HEADER_BYTES
-from sim.world import PROPOSED, Rules, World
+from sim.world import ADOPTED, Rules, World
 
 
 def test_a_run_is_a_function_of_its_seed() -> None:
-    first = run_one("chaos", 7, PROPOSED, trace=True, quick=True)
-    again = run_one("chaos", 7, PROPOSED, trace=True, quick=True)
-    other = run_one("chaos", 8, PROPOSED, trace=True, quick=True)
+    first = run_one("chaos", 7, ADOPTED, trace=True, quick=True)
+    again = run_one("chaos", 7, ADOPTED, trace=True, quick=True)
+    other = run_one("chaos", 8, ADOPTED, trace=True, quick=True)
     assert first.trace == again.trace and first.events == again.events
     assert len(first.trace.splitlines()) > 100
     assert other.trace != first.trace
@@ -138,7 +138,7 @@ def test_the_memory_store_decides_as_the_node_store(tmp_path: Path) -> None:
     every line, the same heads, forks and logs."""
     records = {}
     for scenario in ("equivocate", "removed_pushes"):
-        world = run_one(scenario, 3, PROPOSED, keep=True, quick=True).world
+        world = run_one(scenario, 3, ADOPTED, keep=True, quick=True).world
         assert world is not None
         for node in world.nodes:
             records.update({r.id: r.canonical for r in node.store.records()})
@@ -165,7 +165,7 @@ def test_the_memory_store_decides_as_the_node_store(tmp_path: Path) -> None:
 
 
 def test_a_cloned_store_decides_as_a_fresh_one() -> None:
-    world = run_one("removed_pushes", 2, PROPOSED, keep=True, quick=True).world
+    world = run_one("removed_pushes", 2, ADOPTED, keep=True, quick=True).world
     assert world is not None
     lines = sorted({r.canonical for n in world.nodes for r in n.store.records()})
     random.Random(2).shuffle(lines)

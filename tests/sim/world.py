@@ -9,7 +9,7 @@ a run is a function of its seed and scenario.
 
 ``Rules`` holds the switches a test flips to break a rule on purpose (the simulator wraps the
 engine: it withholds the events that would make it relay, gossip fork evidence or drop a
-removed member's node), and the alternative rules the scale study measures.
+removed member's node), and the earlier rules the scale study can compare with (``BEFORE``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import functools
 import random
 from dataclasses import dataclass, field
 
+from protocol.frontier_delta import RECENT_FRONTIERS
 from protocol.gossip import GossipSettings
 from sim.members import SimFederation, federation_of
 from sim.network import LinkSpec, Network
@@ -38,28 +39,32 @@ def template_store(fed: SimFederation) -> SimStore:
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """Which rules the nodes follow. The defaults are the protocol's (SPEC 10.3, 10.6)."""
+    """Which rules the nodes follow. The defaults are the protocol's (SPEC 10.2, 10.3, 10.6):
+    the engine's own rules (a push pipeline per peer, ``relay_asks`` of an author's peers
+    asked to relay) come with ``settings``; the store side is simulated here."""
 
     relay: bool = True  # False: records pushed by others are never pushed on
     gossip_forks: bool = True  # False: fork evidence is neither pushed nor put in frontiers
     honour_removal: bool = True  # False: a removed member's node stays a peer
-    # proposed (not SPEC yet): a frozen author's head in frontiers is its record at the cap,
-    # so nodes holding different records past a fork or removal still reach equal digests
-    cap_frontier: bool = False
-    # candidate rules of the scale study (docs/simulation.md)
-    frontier_deltas: int = 0  # > 0: answer /v1/heads with the heads changed since a recent
-    #                           version of the asker's (or say "I am at your version")
+    # SPEC 10.2: a frozen author's head in frontiers is its record at the cap
+    # (protocol.sync.capped_heads); False: the rule before, under which nodes holding
+    # different records past a fork never reach equal digests (test_broken_rules)
+    cap_frontier: bool = True
+    # SPEC 10.2: frontier deltas against this many recent frontiers (protocol.frontier_delta);
+    # 0: every /v1/heads answer is the full frontier
+    frontier_deltas: int = RECENT_FRONTIERS
     relay_from_author: bool = True  # False: records straight from their author are not relayed
-    per_peer_push: bool = False  # each peer its own push pipeline (sim.engines)
-    author_relays: int | None = None  # k: an author asks only k of the peers it pushes its own
-    #                                   records to to relay them (the others get ?relay=0)
     settings: GossipSettings = field(default_factory=GossipSettings)
 
 
-TODAY = Rules()
-# Today's rules with proposal 1 (/work/notes/engine-api.md): what the fault tests run, since
-# today's frontiers never agree after a fork (tests/sim/test_broken_rules.py shows it).
-PROPOSED = Rules(cap_frontier=True)
+ADOPTED = Rules()
+# The protocol's rules, but an author asks every peer to relay its records (relay_asks=3 as
+# adopted misses relay_cut's bound: tests/sim/test_findings.py).
+EVERY_PEER_RELAYS = Rules(settings=GossipSettings(relay_asks=1_000_000))
+# The rules before issue 19's changes, as far as they are cheap to switch back: uncapped
+# frontiers, full frontiers only, an author asks every peer to relay its records. (The push
+# pipeline per peer is the engine's and stays.)
+BEFORE = Rules(cap_frontier=False, frontier_deltas=0, settings=GossipSettings(relay_asks=1_000_000))
 
 
 @dataclass(slots=True)
