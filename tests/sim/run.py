@@ -25,7 +25,7 @@ if __name__ == "__main__":  # the repository first (``protocol`` the package), t
 
 from sim.invariants import check, frontier_digests
 from sim.scenarios import BOUND_S, SCENARIOS, TEST_SCENARIOS
-from sim.world import ADOPTED, BEFORE, Rules, World
+from sim.world import ADOPTED, BEFORE, EVERY_PEER_RELAYS, Rules, World
 
 PROBE_S = 0.25  # how often convergence is looked at after the last fault
 
@@ -50,6 +50,13 @@ class RunResult:
         flags = " --quick" * self.quick + " --before" * self.before
         return (f".venv/bin/python tests/sim/run.py --scenario {self.scenario} --seed {self.seed}"
                 f"{flags} --trace")  # fmt: skip
+
+
+def _rules_for(name: str, rules: Rules) -> Rules:
+    """relay_cut checks the relay rule where an author's peer list ends: with every peer asked
+    to relay, as the suite runs it (test_faults). With relay_asks = 3 its 1 s bound is missed
+    on some seeds, which test_findings records (anti-entropy still delivers)."""
+    return EVERY_PEER_RELAYS if name == "relay_cut" and rules == ADOPTED else rules
 
 
 def run_one(name: str, seed: int, rules: Rules | None = None, *, trace: bool = False,
@@ -105,14 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         failed = 0
         for name in names:
-            result = run_one(name, args.seed, rules, trace=args.trace, quick=args.quick)
+            result = run_one(
+                name, args.seed, _rules_for(name, rules), trace=args.trace, quick=args.quick
+            )
             if args.trace:
                 print(result.trace)
             _report(result)
             failed += bool(result.failures)
         return 1 if failed else 0
     base = int.from_bytes(os.urandom(4), "big")
-    jobs = [(names[i % len(names)], base + i, rules, args.quick) for i in range(args.runs)]
+    jobs = [
+        (n, base + i, _rules_for(n, rules), args.quick)
+        for i, n in enumerate(names[i % len(names)] for i in range(args.runs))
+    ]
     started = time.perf_counter()
     with multiprocessing.Pool(args.jobs) as pool:
         results = pool.imap_unordered(_job, jobs, chunksize=4)
