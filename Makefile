@@ -22,7 +22,7 @@ types: $(STAMP)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest -q -n 4
+	$(VENV)/bin/pytest -q -n 6
 
 fuzz: $(STAMP)
 	HASHMESH_FUZZ_DEPTH=1 $(VENV)/bin/pytest -q -n 2 tests/protocol tests/node/test_store_crash.py \

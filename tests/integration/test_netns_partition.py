@@ -150,7 +150,8 @@ def _partition_and_heal(lab: Lab, nodes: list[NsNode]) -> None:
     assert converged(left, left_ids) and converged(right, right_ids | {first})
     assert digests(left).isdisjoint(digests(right))
 
-    lab.heal()
+    lab.heal()  # ARP entries that failed during the partition take a moment to resolve again
+    wait_until(lambda: reachable(a, c) and reachable(e, b), timeout=5)
     assert reachable(a, c) and reachable(e, b), "the heal did not reconnect the sides"
     wait_until(lambda: converged(nodes, left_ids | right_ids), timeout=15)
     views = [n.api("GET", f"/v1/signals/{first}") for n in nodes]  # retracted on the left,

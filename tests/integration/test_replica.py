@@ -223,7 +223,9 @@ def a_replica_restarted_mid_stream_catches_up(fed: Fed) -> None:
     fed.a.start()
     wait_until(lambda: all(r.health()["status"] == "ok" for r in fed.replicas), timeout=15)
     fed.a.api("POST", "/v1/signals", {"type": "md5", "value": md5(base + 20)})
-    assert everywhere(fed, "md5", md5(base + 20), True) < WITHIN_S
+    # the first change after the node's restart: a replica may still be in its jittered
+    # reconnect wait (feed errors >= 1 below), so this one bound is two seconds
+    assert everywhere(fed, "md5", md5(base + 20), True) < 2 * WITHIN_S
     assert [r.metric("hashmesh_replica_snapshots_total") for r in fed.replicas] == snapshots
     assert all(r.metric("hashmesh_replica_rebuilds_total") == 0 for r in fed.replicas)
     assert all(r.metric("hashmesh_replica_feed_errors_total") >= 1 for r in fed.replicas)
